@@ -1,6 +1,7 @@
 /** Two tiers: pure unit tests, and integration/e2e tests against one real Temporal dev server. */
-const tsJest = ['ts-jest', { tsconfig: 'tsconfig.json', isolatedModules: true }];
+const tsJest = ['ts-jest', { tsconfig: 'tsconfig.json' }];
 module.exports = {
+  testTimeout: 120000,
   projects: [
     {
       displayName: 'unit',
@@ -15,7 +16,6 @@ module.exports = {
       testEnvironment: 'node',
       globalSetup: '<rootDir>/test/support/globalSetup.ts',
       globalTeardown: '<rootDir>/test/support/globalTeardown.ts',
-      testTimeout: 120000,
     },
   ],
 };

@@ -1,0 +1,48 @@
+/**
+ * Turns an upstream failure into an ApplicationFailure once, here: typed `type`, retryable or
+ * not, `nextRetryDelay` from Retry-After, and the OpenAI-shaped error the client will get if
+ * this was the last attempt (in `details[0]`).
+ */
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { UpstreamConnectionError, UpstreamHttpError, UpstreamTimeoutError } from '../connectors/upstream';
+import { FailureType, wireError } from '../domain/run';
+
+export function classifyUpstreamError(e: unknown, upstream: string): unknown {
+  if (e instanceof CancelledFailure || e instanceof ApplicationFailure) return e;
+  if (e instanceof UpstreamHttpError) {
+    const msg = `upstream ${upstream}: ${e.message}`;
+    if (e.status === 429) {
+      return ApplicationFailure.create({
+        type: FailureType.RateLimit,
+        message: msg,
+        nextRetryDelay: e.retryAfterMs ?? undefined,
+        details: [wireError(429, msg, 'rate_limit_error', e.code ?? 'rate_limit_exceeded')],
+      });
+    }
+    if (e.status >= 500 || e.status === 408 || e.status === 409) {
+      return ApplicationFailure.create({
+        type: FailureType.ServerError,
+        message: msg,
+        details: [wireError(502, msg, 'upstream_error', e.code ?? `upstream_${e.status}`)],
+      });
+    }
+    // The request itself is wrong or our upstream credentials are: retrying cannot help.
+    const type = e.status === 401 ? 'authentication_error' : e.status === 403 ? 'permission_error' : 'invalid_request_error';
+    return ApplicationFailure.create({
+      type: FailureType.Rejected,
+      message: msg,
+      nonRetryable: true,
+      details: [wireError(e.status, msg, e.type ?? type, e.code, e.param)],
+    });
+  }
+  if (e instanceof UpstreamTimeoutError) {
+    const msg = `upstream ${upstream}: ${e.message}`;
+    return ApplicationFailure.create({ type: FailureType.Timeout, message: msg, details: [wireError(504, msg, 'timeout_error', 'upstream_timeout')] });
+  }
+  if (e instanceof UpstreamConnectionError) {
+    const msg = `upstream ${upstream}: ${e.message}`;
+    return ApplicationFailure.create({ type: FailureType.Connection, message: msg, details: [wireError(502, msg, 'upstream_error', 'upstream_connection')] });
+  }
+  const msg = `upstream ${upstream}: ${e instanceof Error ? e.message : String(e)}`;
+  return ApplicationFailure.create({ type: FailureType.Protocol, message: msg, details: [wireError(502, msg, 'upstream_error', 'upstream_protocol')] });
+}

@@ -1,0 +1,44 @@
+/**
+ * The express app: routes, auth, body limits and the one error middleware. Built from its
+ * dependencies so tests drive the same app the server runs.
+ */
+import express from 'express';
+import type { Config } from '../config/load';
+import { createAuth } from './auth';
+import { createCompletionHandler, type CompletionDeps } from './chatCompletions';
+import { ApiError, errorMiddleware } from './errors';
+
+export interface AppDeps extends CompletionDeps {
+  config: Config;
+  /** Temporal reachable and this process's workers polling. */
+  readiness: () => Promise<Record<string, boolean>>;
+}
+
+export function createApp(d: AppDeps): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  app.get('/readyz', async (_req, res) => {
+    const checks = await d.readiness().catch(() => ({ temporal: false }));
+    const ok = Object.values(checks).every(Boolean);
+    res.status(ok ? 200 : 503).json({ status: ok ? 'ready' : 'not_ready', checks });
+  });
+
+  const v1 = express.Router();
+  v1.use(createAuth(d.config.server.apiKeys));
+  v1.use(express.json({ limit: d.config.server.maxRequestBytes, type: () => true }));
+  v1.get('/models', (_req, res) => {
+    const created = 0;
+    res.json({ object: 'list', data: d.router.list().map((m) => ({ id: m.id, object: 'model', created, owned_by: m.upstream })) });
+  });
+  v1.post('/chat/completions', createCompletionHandler(d));
+  app.use('/v1', v1);
+
+  app.use((req, _res, next) => next(new ApiError(404, `Unknown request URL: ${req.method} ${req.path}`, 'invalid_request_error', 'unknown_url')));
+  app.use(errorMiddleware);
+  return app;
+}

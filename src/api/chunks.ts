@@ -1,0 +1,68 @@
+/**
+ * Renders run events as OpenAI `chat.completion.chunk` objects and the final
+ * `chat.completion`. One assistant message per request: tool steps mix2api runs itself show
+ * up as progress (reasoning_content or content), never as a `tool_calls` turn.
+ */
+import type { AssistantMessage, Delta, Usage } from '../domain/chat';
+import type { RunEvent } from '../domain/events';
+import type { ChatCompletionResult } from '../domain/run';
+
+export type ProgressMode = 'reasoning' | 'content' | 'none';
+
+export interface ChunkContext {
+  id: string;
+  created: number;
+  model: string;
+}
+
+export function chunk(ctx: ChunkContext, delta: object, finishReason: string | null = null) {
+  return {
+    id: ctx.id,
+    object: 'chat.completion.chunk' as const,
+    created: ctx.created,
+    model: ctx.model,
+    choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }],
+  };
+}
+
+export function usageChunk(ctx: ChunkContext, usage: Usage) {
+  return { id: ctx.id, object: 'chat.completion.chunk' as const, created: ctx.created, model: ctx.model, choices: [], usage };
+}
+
+/** Progress text for a run event that is not model output; null when there is nothing to show. */
+export function progressText(e: RunEvent): string | null {
+  switch (e.t) {
+    case 'tool_started':
+      return `\n▶ ${e.server}/${e.tool} ${truncate(e.arguments, 200)}\n`;
+    case 'tool_finished':
+      return `${e.isError ? '✗' : '✓'} ${e.server}/${e.tool} ${e.isError ? 'failed' : 'done'} in ${e.ms} ms\n`;
+    case 'retry':
+      return `\n↻ upstream attempt ${e.attempt} (${e.reason === 'continue' ? 'continuing' : 'restarting'} this step)\n`;
+    default:
+      return null;
+  }
+}
+
+function truncate(s: string, n: number): string {
+  return s.length > n ? `${s.slice(0, n)}…` : s;
+}
+
+/** The `delta` objects an event contributes to the client's stream. */
+export function eventDeltas(e: RunEvent, progress: ProgressMode): Array<{ seq: number; delta: Delta }> {
+  if (e.t === 'deltas') return e.d.map((delta, i) => ({ seq: e.seq0 + i, delta }));
+  const text = progress === 'none' ? null : progressText(e);
+  if (!text) return [];
+  return [{ seq: e.seq, delta: progress === 'content' ? { content: text } : { reasoning_content: text } }];
+}
+
+export function completionBody(r: ChatCompletionResult) {
+  const message: AssistantMessage = { ...r.message };
+  return {
+    id: r.id,
+    object: 'chat.completion' as const,
+    created: r.created,
+    model: r.model,
+    choices: [{ index: 0, message: { ...message, refusal: message.refusal ?? null }, finish_reason: r.finishReason, logprobs: null }],
+    usage: r.usage ?? { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 },
+  };
+}

@@ -1,0 +1,73 @@
+/**
+ * The one error taxonomy of the HTTP surface and the one middleware that writes it:
+ * `{"error":{"message","type","param","code"}}` with the matching status, everywhere.
+ */
+import type { ErrorRequestHandler, Response } from 'express';
+import { WorkflowFailedError } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import type { WireError } from '../domain/events';
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly type: string,
+    readonly code: string | null = null,
+    readonly param: string | null = null,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+
+  static fromWire(w: WireError): ApiError {
+    return new ApiError(w.status, w.message, w.type, w.code, w.param);
+  }
+
+  get wire(): WireError {
+    return { status: this.status, message: this.message, type: this.type, code: this.code, param: this.param };
+  }
+}
+
+export const badRequest = (message: string, param: string | null = null, code: string | null = null) =>
+  new ApiError(400, message, 'invalid_request_error', code, param);
+
+export function errorBody(e: Pick<WireError, 'message' | 'type' | 'code' | 'param'>) {
+  return { error: { message: e.message, type: e.type, param: e.param, code: e.code } };
+}
+
+/** A failed run carries its client-facing error in the failure details (see the workflow). */
+export function fromRunFailure(e: unknown): ApiError | null {
+  if (!(e instanceof WorkflowFailedError)) return null;
+  const cause = e.cause;
+  if (cause instanceof ApplicationFailure && cause.details?.[0]) return ApiError.fromWire(cause.details[0] as WireError);
+  if (cause?.name === 'CancelledFailure') return new ApiError(499, 'the run was cancelled', 'cancelled', 'run_cancelled');
+  if (cause?.name === 'TerminatedFailure') return new ApiError(500, 'the run was terminated', 'server_error', 'run_terminated');
+  return new ApiError(500, cause?.message ?? e.message, 'server_error', 'run_failed');
+}
+
+export function toApiError(e: unknown): ApiError {
+  if (e instanceof ApiError) return e;
+  const run = fromRunFailure(e);
+  if (run) return run;
+  const t = e as { type?: string; status?: number; message?: string; name?: string };
+  if (t?.type === 'entity.parse.failed') return badRequest(`request body is not valid JSON: ${t.message ?? ''}`.trim(), null, 'invalid_json');
+  if (t?.type === 'entity.too.large') return new ApiError(413, 'request body too large', 'invalid_request_error', 'request_too_large');
+  if (t?.type === 'encoding.unsupported' || t?.type === 'charset.unsupported') return badRequest(t.message ?? 'unsupported encoding');
+  if (t?.name === 'ServiceError' || (t as { code?: number })?.code === 14) {
+    return new ApiError(503, 'Temporal is unreachable', 'server_error', 'temporal_unavailable');
+  }
+  return new ApiError(500, 'internal error', 'server_error', 'internal_error');
+}
+
+export function sendError(res: Response, e: unknown): void {
+  const err = toApiError(e);
+  if (err.status >= 500 && err.code === 'internal_error') console.error('[api] internal error', e);
+  for (const [k, v] of Object.entries(err.headers)) res.setHeader(k, v);
+  res.status(err.status).json(errorBody(err));
+}
+
+export const errorMiddleware: ErrorRequestHandler = (err, _req, res, next) => {
+  if (res.headersSent) return next(err);
+  sendError(res, err);
+};

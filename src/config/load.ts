@@ -1,0 +1,134 @@
+/**
+ * Reads the config once at boot: YAML file (MIX2API_CONFIG, default ./mix2api.yaml), env overrides,
+ * cross-references, secrets. The result is frozen; nothing else in the code reads process.env.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import YAML from 'yaml';
+import type { z } from 'zod';
+import { ConfigFileSchema, type ConfigFile } from './schema';
+
+export const DEMO_MODEL = 'mix2api-demo';
+
+export interface Config extends ConfigFile {
+  /** Where the file came from, or null when running on env/defaults only. */
+  source: string | null;
+  /** No upstream configured anywhere: `start` serves the built-in demo model. */
+  demo: boolean;
+  /** No `models` configured: any model id goes to the first upstream unchanged. */
+  passthroughModels: boolean;
+  env: Readonly<Record<string, string | undefined>>;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[], source: string | null) {
+    super(`invalid config${source ? ` (${source})` : ''}:\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** `upstreams[0].baseURL: Invalid URL` — the path first, so a user finds the line. */
+export function formatIssues(issues: z.core.$ZodIssue[]): string[] {
+  return issues.map((i) => {
+    const path = i.path
+      .map((p, n) => (typeof p === 'number' ? `[${p}]` : `${n === 0 ? '' : '.'}${String(p)}`))
+      .join('');
+    return `${path || '(root)'}: ${i.message}`;
+  });
+}
+
+function readRaw(path: string | null): unknown {
+  if (!path) return {};
+  const text = readFileSync(path, 'utf8');
+  const doc = YAML.parseDocument(text);
+  if (doc.errors.length > 0) {
+    throw new ConfigError(doc.errors.map((e) => `yaml: ${e.message}`), path);
+  }
+  return doc.toJS() ?? {};
+}
+
+function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...raw };
+  const section = (k: string): Record<string, unknown> => {
+    const v = out[k];
+    const copy = v && typeof v === 'object' && !Array.isArray(v) ? { ...(v as Record<string, unknown>) } : {};
+    out[k] = copy;
+    return copy;
+  };
+  if (env.PORT) section('server').port = Number(env.PORT);
+  if (env.TEMPORAL_ADDRESS) section('temporal').address = env.TEMPORAL_ADDRESS;
+  if (env.TEMPORAL_NAMESPACE) section('temporal').namespace = env.TEMPORAL_NAMESPACE;
+  if (env.TEMPORAL_TASK_QUEUE) section('temporal').taskQueue = env.TEMPORAL_TASK_QUEUE;
+  if (env.TEMPORAL_API_KEY) section('temporal').apiKey = env.TEMPORAL_API_KEY;
+  const upstreams = Array.isArray(out.upstreams) ? out.upstreams : [];
+  if (upstreams.length === 0 && env.OPENAI_BASE_URL) {
+    out.upstreams = [{ name: 'openai', baseURL: env.OPENAI_BASE_URL, apiKey: 'env:OPENAI_API_KEY' }];
+  }
+  return out;
+}
+
+export function resolveEnvRef(value: string, env: NodeJS.ProcessEnv, where: string): string {
+  if (!value.startsWith('env:')) return value;
+  const name = value.slice(4);
+  const v = env[name];
+  if (v === undefined || v === '') throw new ConfigError([`${where}: environment variable ${name} is not set`], null);
+  return v;
+}
+
+function crossCheck(cfg: ConfigFile): string[] {
+  const problems: string[] = [];
+  const upstreams = new Set(cfg.upstreams.map((u) => u.name));
+  if (upstreams.size !== cfg.upstreams.length) problems.push('upstreams: names must be unique');
+  const ids = new Set<string>();
+  cfg.models.forEach((m, i) => {
+    if (!upstreams.has(m.upstream)) problems.push(`models[${i}].upstream: no upstream named "${m.upstream}"`);
+    if (ids.has(m.id)) problems.push(`models[${i}].id: duplicate model id "${m.id}"`);
+    ids.add(m.id);
+  });
+  return problems;
+}
+
+export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv, source: string | null = null): Config {
+  const withEnv = applyEnv((raw && typeof raw === 'object' ? raw : {}) as Record<string, unknown>, env);
+  const parsed = ConfigFileSchema.safeParse(withEnv);
+  if (!parsed.success) throw new ConfigError(formatIssues(parsed.error.issues), source);
+  const cfg = parsed.data;
+  const problems = crossCheck(cfg);
+  if (problems.length > 0) throw new ConfigError(problems, source);
+  cfg.upstreams.forEach((u, i) => {
+    if (u.apiKey) u.apiKey = resolveEnvRef(u.apiKey, env, `upstreams[${i}].apiKey`);
+    for (const [h, v] of Object.entries(u.headers)) u.headers[h] = resolveEnvRef(v, env, `upstreams[${i}].headers.${h}`);
+  });
+  cfg.server.apiKeys.forEach((k, i) => {
+    k.key = resolveEnvRef(k.key, env, `server.apiKeys[${i}].key`);
+  });
+  const demo = cfg.upstreams.length === 0;
+  return deepFreeze({
+    ...cfg,
+    source,
+    demo,
+    passthroughModels: !demo && cfg.models.length === 0,
+    env: { ...env },
+  });
+}
+
+export function configPath(env: NodeJS.ProcessEnv, cwd = process.cwd()): string | null {
+  if (env.MIX2API_CONFIG) return resolve(cwd, env.MIX2API_CONFIG);
+  const def = resolve(cwd, 'mix2api.yaml');
+  return existsSync(def) ? def : null;
+}
+
+/** The one place the process environment is read. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const path = configPath(env);
+  if (path && !existsSync(path)) throw new ConfigError([`config file not found: ${path}`], path);
+  return parseConfig(readRaw(path), env, path);
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}

@@ -1,0 +1,113 @@
+/**
+ * The one configuration schema: the YAML file plus env overrides, validated once at boot.
+ * Every default and limit named in the README lives here.
+ */
+import { z } from 'zod';
+
+const seconds = (def: number, max: number) => z.number().positive().max(max).default(def);
+
+export const ApiKeySchema = z.object({
+  name: z.string().min(1).max(64),
+  /** The key itself, `env:VAR`, or `sha256:<hex>` of the key. */
+  key: z.string().min(1),
+});
+
+export const ServerSchema = z
+  .object({
+    port: z.number().int().min(0).max(65535).default(8080),
+    /** Default: 0.0.0.0 when API keys are configured, 127.0.0.1 when none are. */
+    host: z.string().optional(),
+    apiKeys: z.array(ApiKeySchema).default([]),
+    maxRequestBytes: z.number().int().positive().max(64 * 1024 * 1024).default(4 * 1024 * 1024),
+  })
+  .strict();
+
+export const TemporalSchema = z
+  .object({
+    /** `embedded` starts a local dev server (only with `mix2api start`); otherwise host:port. */
+    address: z.string().default('embedded'),
+    namespace: z.string().default('default'),
+    taskQueue: z.string().default('mix2api'),
+    /** Embedded dev server only. */
+    port: z.number().int().min(1).max(65535).default(7233),
+    uiPort: z.number().int().min(1).max(65535).default(8233),
+    dataDir: z.string().default('.data'),
+    headless: z.boolean().default(false),
+    /** External cluster auth (Temporal Cloud and friends). */
+    apiKey: z.string().optional(),
+    tls: z.boolean().default(false),
+  })
+  .strict();
+
+export const UpstreamSchema = z
+  .object({
+    name: z.string().regex(/^[a-zA-Z0-9_.-]{1,64}$/, 'letters, digits, _ . - (1-64)'),
+    baseURL: z.url({ protocol: /^https?$/ }),
+    apiKey: z.string().optional(),
+    headers: z.record(z.string(), z.string()).default({}),
+    timeouts: z
+      .object({
+        /** Until the response headers arrive. */
+        connectSeconds: seconds(30, 600),
+        /** Longest silence between two streamed chunks. */
+        idleSeconds: seconds(60, 3600),
+        /** One whole upstream call (one attempt). */
+        totalSeconds: seconds(600, 7200),
+      })
+      .strict()
+      .default({ connectSeconds: 30, idleSeconds: 60, totalSeconds: 600 }),
+    retry: z
+      .object({
+        maxAttempts: z.number().int().min(1).max(20).default(4),
+        initialIntervalSeconds: seconds(1, 300),
+        maxIntervalSeconds: seconds(30, 3600),
+      })
+      .strict()
+      .default({ maxAttempts: 4, initialIntervalSeconds: 1, maxIntervalSeconds: 30 }),
+    /** `prefill`: a retried call continues from the content already streamed (assistant prefill). */
+    continuation: z.enum(['none', 'prefill']).default('none'),
+  })
+  .strict();
+
+export const ModelSchema = z
+  .object({
+    id: z.string().min(1).max(128),
+    upstream: z.string(),
+    /** Upstream model name; defaults to `id`. */
+    model: z.string().optional(),
+    mcpServers: z.array(z.string()).default([]),
+  })
+  .strict();
+
+export const LoopSchema = z
+  .object({
+    maxSteps: z.number().int().min(1).max(256).default(16),
+    progress: z.enum(['reasoning', 'content', 'none']).default('reasoning'),
+    keepaliveSeconds: z.number().positive().max(300).default(10),
+    onDisconnect: z.enum(['continue', 'cancel']).default('continue'),
+  })
+  .strict();
+
+export const StreamSchema = z
+  .object({
+    /** How often streamed deltas are written to the run's durable log. */
+    batchMs: z.number().int().min(20).max(10000).default(500),
+  })
+  .strict();
+
+export const ConfigFileSchema = z
+  .object({
+    server: ServerSchema.default(ServerSchema.parse({})),
+    temporal: TemporalSchema.default(TemporalSchema.parse({})),
+    upstreams: z.array(UpstreamSchema).default([]),
+    models: z.array(ModelSchema).default([]),
+    loop: LoopSchema.default(LoopSchema.parse({})),
+    stream: StreamSchema.default(StreamSchema.parse({})),
+    mcpServers: z.array(z.unknown()).default([]),
+  })
+  .strict();
+
+export type ConfigFile = z.infer<typeof ConfigFileSchema>;
+export type UpstreamConfig = z.infer<typeof UpstreamSchema>;
+export type ModelConfig = z.infer<typeof ModelSchema>;
+export type ApiKeyConfig = z.infer<typeof ApiKeySchema>;

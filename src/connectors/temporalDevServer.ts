@@ -1,0 +1,103 @@
+/**
+ * Launches the `temporal` CLI dev server as a child process (SQLite file, optional Web UI),
+ * waits until its frontend answers, and stops it. Used by `mix2api start` and by the tests.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+import { Connection } from '@temporalio/client';
+
+/** Search attributes mix2api sets on runs, so the Web UI can filter by them. */
+export const SEARCH_ATTRIBUTES: Record<string, string> = {
+  Mix2apiModel: 'Keyword',
+  Mix2apiKeyName: 'Keyword',
+  Mix2apiTools: 'KeywordList',
+};
+
+export interface DevServerOptions {
+  /** Path of the `temporal` binary; default `.tools/temporal/bin/temporal` under `root`. */
+  executable?: string;
+  root?: string;
+  dbFile: string;
+  port: number;
+  uiPort?: number;
+  headless: boolean;
+  namespace?: string;
+  readyTimeoutMs?: number;
+  /** Where the server's own log lines go; default: discarded. */
+  log?: (line: string) => void;
+}
+
+export interface DevServer {
+  address: string;
+  uiUrl: string | null;
+  process: ChildProcess;
+  stop(): Promise<void>;
+}
+
+export class PortInUseError extends Error {
+  constructor(readonly port: number, what: string) {
+    super(`port ${port} (${what}) is already in use; stop whatever holds it or choose another port`);
+    this.name = 'PortInUseError';
+  }
+}
+
+export function assertPortFree(port: number, what: string, host = '127.0.0.1'): Promise<void> {
+  return new Promise((ok, fail) => {
+    const srv = createServer();
+    srv.once('error', (e: NodeJS.ErrnoException) => fail(e.code === 'EADDRINUSE' ? new PortInUseError(port, what) : e));
+    srv.listen(port, host, () => srv.close(() => ok()));
+  });
+}
+
+export function defaultTemporalPath(root = process.cwd()): string {
+  return join(root, '.tools', 'temporal', 'bin', 'temporal');
+}
+
+export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
+  const exe = o.executable ?? defaultTemporalPath(o.root);
+  if (!existsSync(exe)) throw new Error(`temporal CLI not found at ${exe}; run \`npm run bootstrap\``);
+  await assertPortFree(o.port, 'Temporal frontend');
+  if (!o.headless && o.uiPort) await assertPortFree(o.uiPort, 'Temporal Web UI');
+  mkdirSync(resolve(o.dbFile, '..'), { recursive: true });
+  const args = ['server', 'start-dev', '--db-filename', o.dbFile, '--port', String(o.port), '--ip', '127.0.0.1', '--log-level', 'warn'];
+  if (o.headless) args.push('--headless');
+  else if (o.uiPort) args.push('--ui-port', String(o.uiPort));
+  if (o.namespace && o.namespace !== 'default') args.push('--namespace', o.namespace);
+  for (const [k, v] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${k}=${v}`);
+  const child = spawn(exe, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines = (buf: Buffer) => buf.toString().split('\n').filter(Boolean).forEach((l) => o.log?.(l));
+  child.stdout?.on('data', lines);
+  child.stderr?.on('data', lines);
+  let exited: string | null = null;
+  child.once('exit', (code, sig) => (exited = `temporal dev server exited (${sig ?? code})`));
+  const address = `127.0.0.1:${o.port}`;
+  const deadline = Date.now() + (o.readyTimeoutMs ?? 60_000);
+  for (;;) {
+    if (exited) throw new Error(exited);
+    try {
+      const conn = await Connection.connect({ address, connectTimeout: 1000 });
+      await conn.workflowService.describeNamespace({ namespace: o.namespace ?? 'default' });
+      await conn.close();
+      break;
+    } catch (e) {
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new Error(`temporal dev server not ready after ${o.readyTimeoutMs ?? 60_000} ms: ${String(e)}`);
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+  const stop = () =>
+    new Promise<void>((done) => {
+      if (child.exitCode !== null || child.signalCode !== null) return done();
+      const kill = setTimeout(() => child.kill('SIGKILL'), 5000);
+      child.once('exit', () => {
+        clearTimeout(kill);
+        done();
+      });
+      child.kill('SIGTERM');
+    });
+  return { address, uiUrl: o.headless ? null : `http://localhost:${o.uiPort ?? o.port + 1000}`, process: child, stop };
+}

@@ -1,0 +1,88 @@
+/**
+ * OpenAI Chat Completions shapes mix2api produces and consumes internally, and the pure
+ * accumulator that folds streamed deltas into one assistant message.
+ */
+
+export interface ToolCall {
+  id: string;
+  type: 'function';
+  function: { name: string; arguments: string };
+}
+
+export interface AssistantMessage {
+  role: 'assistant';
+  content: string | null;
+  reasoning_content?: string;
+  tool_calls?: ToolCall[];
+  refusal?: string | null;
+}
+
+export type ChatMessage = { role: string; content?: unknown; [k: string]: unknown };
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export interface ToolCallDelta {
+  index: number;
+  id?: string;
+  type?: 'function';
+  function?: { name?: string; arguments?: string };
+}
+
+/** One streamed delta, as in `choices[0].delta` of a `chat.completion.chunk` (role left out). */
+export interface Delta {
+  content?: string;
+  reasoning_content?: string;
+  refusal?: string;
+  tool_calls?: ToolCallDelta[];
+}
+
+export function addUsage(a: Usage | undefined, b: Usage | undefined): Usage | undefined {
+  if (!a) return b;
+  if (!b) return a;
+  return {
+    prompt_tokens: a.prompt_tokens + b.prompt_tokens,
+    completion_tokens: a.completion_tokens + b.completion_tokens,
+    total_tokens: a.total_tokens + b.total_tokens,
+  };
+}
+
+/** Folds deltas into a message the way OpenAI's own SDK does: tool calls keyed by `index`. */
+export class MessageAccumulator {
+  private content = '';
+  private reasoning = '';
+  private refusal = '';
+  private sawContent = false;
+  private readonly calls = new Map<number, ToolCall>();
+
+  add(d: Delta): void {
+    if (typeof d.content === 'string') {
+      this.content += d.content;
+      this.sawContent = true;
+    }
+    if (typeof d.reasoning_content === 'string') this.reasoning += d.reasoning_content;
+    if (typeof d.refusal === 'string') this.refusal += d.refusal;
+    for (const tc of d.tool_calls ?? []) {
+      const cur = this.calls.get(tc.index) ?? { id: '', type: 'function' as const, function: { name: '', arguments: '' } };
+      if (tc.id) cur.id = tc.id;
+      if (tc.function?.name) cur.function.name += tc.function.name;
+      if (tc.function?.arguments) cur.function.arguments += tc.function.arguments;
+      this.calls.set(tc.index, cur);
+    }
+  }
+
+  get contentSoFar(): string {
+    return this.content;
+  }
+
+  message(): AssistantMessage {
+    const msg: AssistantMessage = { role: 'assistant', content: this.sawContent || this.calls.size === 0 ? this.content : null };
+    if (this.reasoning) msg.reasoning_content = this.reasoning;
+    if (this.refusal) msg.refusal = this.refusal;
+    if (this.calls.size > 0) msg.tool_calls = [...this.calls.entries()].sort((a, b) => a[0] - b[0]).map(([, c]) => c);
+    return msg;
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * Composes one process of mix2api from its roles: the shared worker, the API (with its live
+ * worker), or both. `mix2api start` and the integration tests run exactly this.
+ */
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import type { Worker, WorkflowBundleOption } from '@temporalio/worker';
+import { createApp } from '../api/app';
+import { ModelRouter } from '../api/routing';
+import type { Config } from '../config/load';
+import { LiveHub } from '../connectors/liveHub';
+import { UpstreamClient } from '../connectors/upstream';
+import { connectTemporal } from './temporal';
+import { createLiveWorker, createSharedWorker, liveTaskQueueName } from './workers';
+
+export interface SystemOptions {
+  config: Config;
+  temporalAddress: string;
+  roles: { worker: boolean; api: boolean };
+  workflowBundle?: WorkflowBundleOption;
+  log?: (msg: string) => void;
+}
+
+export interface RunningSystem {
+  apiUrl: string | null;
+  liveTaskQueue: string | null;
+  stop(): Promise<void>;
+}
+
+export function defaultHost(config: Config): string {
+  return config.server.host ?? (config.server.apiKeys.length > 0 ? '0.0.0.0' : '127.0.0.1');
+}
+
+export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
+  const { config } = o;
+  const t = await connectTemporal(config, o.temporalAddress);
+  const live = new LiveHub();
+  const upstreams = new Map(config.upstreams.map((u) => [u.name, new UpstreamClient(u)]));
+  const deps = { client: t.client, live, upstreams };
+  const workers: Worker[] = [];
+  const running: Promise<void>[] = [];
+  const states = new Map<Worker, boolean>();
+  const run = (w: Worker) => {
+    workers.push(w);
+    states.set(w, true);
+    running.push(
+      w.run().catch((e: unknown) => {
+        states.set(w, false);
+        o.log?.(`worker stopped: ${String(e)}`);
+      }),
+    );
+  };
+  if (o.roles.worker) run(await createSharedWorker({ config, native: t.native, deps, workflowBundle: o.workflowBundle }));
+
+  let server: Server | null = null;
+  let apiUrl: string | null = null;
+  let liveTaskQueue: string | null = null;
+  if (o.roles.api) {
+    liveTaskQueue = liveTaskQueueName(config);
+    run(await createLiveWorker({ config, native: t.native, deps }, liveTaskQueue));
+    const app = createApp({
+      config,
+      client: t.client,
+      live,
+      liveTaskQueue,
+      router: new ModelRouter(config),
+      readiness: async () => {
+        const temporal = await t.connection.healthService
+          .check({})
+          .then(() => true)
+          .catch(() => false);
+        return { temporal, workers: [...states.values()].every(Boolean) && workers.every((w) => w.getState() === 'RUNNING') };
+      },
+    });
+    const host = defaultHost(config);
+    server = await new Promise<Server>((ok, fail) => {
+      const s = app.listen(config.server.port, host, () => ok(s));
+      s.once('error', (e: NodeJS.ErrnoException) =>
+        fail(e.code === 'EADDRINUSE' ? new Error(`port ${config.server.port} (API) is already in use; set PORT or server.port`) : e),
+      );
+    });
+    const addr = server.address() as AddressInfo;
+    apiUrl = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${addr.port}`;
+  }
+
+  let stopped: Promise<void> | null = null;
+  const stop = () =>
+    (stopped ??= (async () => {
+      if (server) {
+        server.closeAllConnections();
+        await new Promise<void>((r) => server!.close(() => r()));
+      }
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+      await Promise.all(running);
+      await t.close();
+    })());
+  return { apiUrl, liveTaskQueue, stop };
+}

@@ -1,0 +1,43 @@
+/**
+ * The two kinds of worker: the shared one (workflows + every activity, on the shared task
+ * queue) and the per-API-instance live one (only the streaming `callModel`, so its deltas
+ * reach this instance's HTTP connections in-process).
+ */
+import { randomUUID } from 'node:crypto';
+import { Worker, type NativeConnection, type WorkflowBundleOption } from '@temporalio/worker';
+import { createActivities, type ActivityDeps } from '../activities';
+import type { Config } from '../config/load';
+
+export interface WorkerOptions {
+  config: Config;
+  native: NativeConnection;
+  deps: ActivityDeps;
+  /** A prebuilt workflow bundle (tests); default: bundle `src/workflows` at start. */
+  workflowBundle?: WorkflowBundleOption;
+}
+
+export async function createSharedWorker(o: WorkerOptions): Promise<Worker> {
+  return Worker.create({
+    connection: o.native,
+    namespace: o.config.temporal.namespace,
+    taskQueue: o.config.temporal.taskQueue,
+    ...(o.workflowBundle ? { workflowBundle: o.workflowBundle } : { workflowsPath: require.resolve('../workflows') }),
+    activities: createActivities(o.deps),
+    shutdownGraceTime: '5 seconds',
+  });
+}
+
+export function liveTaskQueueName(config: Config): string {
+  return `${config.temporal.taskQueue}-live-${randomUUID().slice(0, 8)}`;
+}
+
+export async function createLiveWorker(o: WorkerOptions, taskQueue: string): Promise<Worker> {
+  const { callModel } = createActivities(o.deps);
+  return Worker.create({
+    connection: o.native,
+    namespace: o.config.temporal.namespace,
+    taskQueue,
+    activities: { callModel },
+    shutdownGraceTime: '5 seconds',
+  });
+}

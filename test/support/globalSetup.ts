@@ -1,0 +1,38 @@
+/**
+ * Starts one real Temporal dev server (headless, its own SQLite file) and bundles the
+ * workflows once for the whole integration suite. Test files read the address from
+ * `.data/test-env.json`.
+ */
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { DefaultLogger, bundleWorkflowCode } from '@temporalio/worker';
+import { startDevServer } from '../../src/connectors/temporalDevServer';
+
+const root = join(__dirname, '..', '..');
+export const TEST_ENV_FILE = join(root, '.data', 'test', 'test-env.json');
+
+function freePort(): Promise<number> {
+  return new Promise((ok) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => ok(p));
+    });
+  });
+}
+
+export default async function globalSetup(): Promise<void> {
+  const dir = join(root, '.data', 'test');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const port = await freePort();
+  const [server, bundle] = await Promise.all([
+    startDevServer({ root, dbFile: join(dir, 'temporal.db'), port, headless: true }),
+    bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows'), logger: new DefaultLogger('WARN') }),
+  ]);
+  const bundlePath = join(dir, 'workflow-bundle.js');
+  writeFileSync(bundlePath, bundle.code);
+  writeFileSync(TEST_ENV_FILE, JSON.stringify({ address: server.address, bundlePath }));
+  (globalThis as { __temporal?: typeof server }).__temporal = server;
+}

@@ -1,0 +1,91 @@
+/**
+ * A running mix2api (worker + API, in this process) against the suite's real Temporal dev
+ * server and a scripted upstream, plus the real `openai` client pointed at it.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import OpenAI from 'openai';
+import { parseConfig, type Config } from '../../src/config/load';
+import { startSystem, type RunningSystem } from '../../src/roles/system';
+import { startScriptedUpstream, type ScriptedUpstream } from './scriptedUpstream';
+
+const TEST_ENV_FILE = join(__dirname, '..', '..', '.data', 'test', 'test-env.json');
+
+export function testEnv(): { address: string; bundlePath: string } {
+  return JSON.parse(readFileSync(TEST_ENV_FILE, 'utf8')) as { address: string; bundlePath: string };
+}
+
+let queueN = 0;
+export function uniqueQueue(prefix = 'test'): string {
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${queueN++}`;
+}
+
+export interface Stack {
+  system: RunningSystem;
+  upstream: ScriptedUpstream;
+  config: Config;
+  apiUrl: string;
+  openai: OpenAI;
+  temporal: Client;
+  stop(): Promise<void>;
+}
+
+export interface StackOptions {
+  /** Raw config merged over the test defaults (upstream `scripted` → model `test-model`). */
+  config?: (upstreamUrl: string) => Record<string, unknown>;
+  apiKey?: string;
+}
+
+export async function startStack(o: StackOptions = {}): Promise<Stack> {
+  const env = testEnv();
+  const upstream = await startScriptedUpstream();
+  const raw = {
+    server: { port: 0 },
+    temporal: { address: env.address, taskQueue: uniqueQueue() },
+    upstreams: [
+      {
+        name: 'scripted',
+        baseURL: upstream.url,
+        apiKey: 'upstream-secret',
+        retry: { maxAttempts: 3, initialIntervalSeconds: 0.2, maxIntervalSeconds: 2 },
+        timeouts: { connectSeconds: 5, idleSeconds: 3, totalSeconds: 60 },
+      },
+    ],
+    models: [{ id: 'test-model', upstream: 'scripted', model: 'scripted' }],
+    stream: { batchMs: 100 },
+    ...(o.config?.(upstream.url) ?? {}),
+  };
+  const config = parseConfig(raw, {});
+  const system = await startSystem({
+    config,
+    temporalAddress: env.address,
+    roles: { worker: true, api: true },
+    workflowBundle: { codePath: env.bundlePath },
+  });
+  const connection = await Connection.connect({ address: env.address });
+  const temporal = new Client({ connection, namespace: config.temporal.namespace });
+  const apiUrl = system.apiUrl!;
+  const openai = new OpenAI({ baseURL: `${apiUrl}/v1`, apiKey: o.apiKey ?? 'none', maxRetries: 0, timeout: 60_000 });
+  return {
+    system,
+    upstream,
+    config,
+    apiUrl,
+    openai,
+    temporal,
+    stop: async () => {
+      await system.stop();
+      await connection.close();
+      await upstream.close();
+    },
+  };
+}
+
+// Worker and bundler chatter would drown test output; warnings and errors still show.
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+try {
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+} catch {
+  // already installed by another test file in this process
+}
