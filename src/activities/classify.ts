@@ -15,7 +15,8 @@ export function classifyUpstreamError(e: unknown, upstream: string): unknown {
       return ApplicationFailure.create({
         type: FailureType.RateLimit,
         message: msg,
-        nextRetryDelay: e.retryAfterMs ?? undefined,
+        // A zero delay would read as "no retry" to the server; no header means normal backoff.
+        nextRetryDelay: e.retryAfterMs ? e.retryAfterMs : undefined,
         details: [wireError(429, msg, 'rate_limit_error', e.code ?? 'rate_limit_exceeded')],
       });
     }

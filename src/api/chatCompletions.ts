@@ -136,6 +136,8 @@ async function streamRun(
         if (includeUsage && e.usage) send(null, usageChunk(ctx, e.usage));
         break;
       }
+      // A retry before any byte is invisible, so the status can still tell a gateway to fail over.
+      if (e.t === 'retry' && !started) continue;
       for (const { seq, delta } of eventDeltas(e, d.config.loop.progress)) {
         send(formatPosition({ step: e.step, seq }), chunk(ctx, role ? { role: 'assistant', ...delta } : delta));
         role = false;

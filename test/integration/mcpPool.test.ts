@@ -164,7 +164,11 @@ describe('McpPool with real MCP servers', () => {
       expect(names).toEqual(expect.arrayContaining(['echo', 'get-sum', 'trigger-long-running-operation']));
       expect(tools.find((t) => t.name === 'echo')?.inputSchema).toMatchObject({ type: 'object' });
       expect(stdioServerChildren().filter((c) => c.cmd.includes(EVERYTHING))).toHaveLength(1);
-      // Cached: the same list object until the server says otherwise.
+    });
+
+    it('caches the tool list', async () => {
+      // (server-everything announces list_changed right after initialising, so the very first list may be refetched.)
+      const tools = await pool.listTools('everything');
       expect(await pool.listTools('everything')).toBe(tools);
     });
 
@@ -189,6 +193,21 @@ describe('McpPool with real MCP servers', () => {
       const invalid = await pool.callTool('everything', 'get-sum', { a: 'x' }, KEY);
       expect(invalid.isError).toBe(true);
       expect(text(invalid)).toMatch(/validation/i);
+    });
+
+    it('hides task-only tools, whose calls fail with McpToolError', async () => {
+      expect((await pool.listTools('everything')).map((t) => t.name)).not.toContain('simulate-research-query');
+      const err = await pool.callTool('everything', 'simulate-research-query', { topic: 'x' }, KEY).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(McpToolError);
+      expect(err).toMatchObject({ code: -32600, retryable: false });
+    });
+
+    it('starts stdio servers with a minimal environment', async () => {
+      const env = JSON.parse(text(await pool.callTool('everything', 'get-env', {}, KEY))) as Record<string, string>;
+      expect(env).toMatchObject({ PATH: process.env.PATH, HOME: dir });
+      // The pool's env holds secrets (MIX_TEST_TOKEN) that only servers asking for them get.
+      // LOGNAME, SHELL, TERM and USER are added by the SDK from process.env.
+      expect(Object.keys(env).filter((k) => !['PATH', 'HOME', 'LOGNAME', 'SHELL', 'TERM', 'USER'].includes(k))).toEqual([]);
     });
 
     it('rejects an unconfigured server with McpToolError', async () => {
@@ -299,12 +318,21 @@ describe('McpPool with an in-process SDK server', () => {
   let mcp: McpServer;
   let pool: McpPool;
   const seenMeta: unknown[] = [];
+  let serverSawCancel = false;
 
   beforeAll(async () => {
     mcp = new McpServer({ name: 'inproc', version: '1.0.0' });
     mcp.registerTool('whoami', { description: 'Reports the request _meta' }, async (extra) => {
       seenMeta.push(extra._meta);
       return { content: [{ type: 'text', text: 'ok' }] };
+    });
+    mcp.registerTool('slow', { description: 'Waits until cancelled' }, (extra) => {
+      return new Promise((done) => {
+        extra.signal.addEventListener('abort', () => {
+          serverSawCancel = true;
+          done({ content: [] });
+        });
+      });
     });
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: () => randomUUID() });
     await mcp.connect(transport);
@@ -327,9 +355,17 @@ describe('McpPool with an in-process SDK server', () => {
     expect(seenMeta[0]).toMatchObject({ idempotencyKey: 'wf-1/step-2', 'io.mix2api/idempotency-key': 'wf-1/step-2' });
   });
 
+  it('tells the server when a call is aborted (notifications/cancelled)', async () => {
+    const controller = new AbortController();
+    const call = pool.callTool('inproc', 'slow', {}, { idempotencyKey: 'k', timeoutMs: 5_000, signal: controller.signal });
+    setTimeout(() => controller.abort(), 100);
+    await expect(call).rejects.toMatchObject({ name: 'AbortError' });
+    await waitFor(() => serverSawCancel);
+  });
+
   it('refreshes the cached tool list on notifications/tools/list_changed', async () => {
     const first = await pool.listTools('inproc');
-    expect(first.map((t) => t.name)).toEqual(['whoami']);
+    expect(first.map((t) => t.name)).toEqual(['whoami', 'slow']);
     expect(await pool.listTools('inproc')).toBe(first);
 
     mcp.registerTool('late', { description: 'Registered after connect' }, async () => ({ content: [] }));

@@ -153,16 +153,19 @@ export class McpPool {
   }
 
   /**
-   * The server's tools as the model may see them (its `tools.allow` / `tools.deny` applied), cached until the
+   * The server's tools as the model may see them (its `tools.allow` / `tools.deny` applied, tools that require
+   * task-based execution left out), cached until the
    * server announces notifications/tools/list_changed or the connection is replaced. Listing has no side
    * effects, so one lost connection is retried once on a fresh one.
    */
   async listTools(server: string): Promise<McpToolInfo[]> {
+    const conn = await this.connection(server);
     try {
-      return await this.listToolsOnce(server);
+      return await this.toolsOf(conn);
     } catch (err) {
+      // Only a connection that broke under us is worth one more try; a failed connect was just tried.
       if (!(err instanceof McpTransportError) || !err.retryable || this.closed) throw err;
-      return this.listToolsOnce(server);
+      return this.toolsOf(await this.connection(server));
     }
   }
 
@@ -222,8 +225,7 @@ export class McpPool {
     await Promise.all([...this.pendingCloses]);
   }
 
-  private async listToolsOnce(server: string): Promise<McpToolInfo[]> {
-    const conn = await this.connection(server);
+  private toolsOf(conn: Connection): Promise<McpToolInfo[]> {
     if (conn.tools) return conn.tools;
     const pending = this.fetchTools(conn);
     conn.tools = pending;
@@ -242,6 +244,11 @@ export class McpPool {
       for (let page = 0; page < MAX_TOOL_PAGES; page++) {
         const res = await conn.client.listTools(cursor ? { cursor } : undefined, { timeout: timerMs(timeoutMs) });
         for (const t of res.tools) {
+          // Plain tools/call cannot run these (the SDK refuses), so the model must not be offered them.
+          if (t.execution?.taskSupport === 'required') {
+            this.log(conn.server, 'info', `hiding tool ${t.name}: it requires task-based execution`);
+            continue;
+          }
           tools.push({
             name: t.name,
             ...(t.description !== undefined ? { description: t.description } : {}),
@@ -368,9 +375,9 @@ export class McpPool {
 
   /** Drops a broken connection so the next use opens a new one; in-flight requests on it fail now. */
   private evict(client: Client, server: string, reason: string): void {
-    if (this.closedClients.has(client)) return;
-    const slot = this.slots.get(server);
-    if (slot?.conn?.client === client) this.slots.delete(server);
+    // A client still connecting is left alone: connectClient sees the same failure (and may fall back to SSE).
+    if (this.closedClients.has(client) || this.slots.get(server)?.conn?.client !== client) return;
+    this.slots.delete(server);
     this.log(server, 'warn', `connection dropped (${reason}); the next use reconnects`);
     void this.closeClient(client);
   }
