@@ -19,8 +19,11 @@ export default tseslint.config(
   {
     files: ['src/workflows/**/*.ts'],
     rules: {
-      'no-restricted-imports': ['error', { patterns: [
-        { group: ['node:*', 'fs', 'path', 'http', 'https', 'net', 'child_process', 'os', 'crypto', 'stream', 'events'], message: 'Workflow code is deterministic: no Node built-ins.' },
+      'no-restricted-imports': ['error', {
+        paths: ['fs', 'path', 'http', 'https', 'net', 'child_process', 'os', 'crypto', 'stream', 'events', 'timers', 'worker_threads']
+          .map((name) => ({ name, message: 'Workflow code is deterministic: no Node built-ins.' })),
+        patterns: [
+        { group: ['node:*'], message: 'Workflow code is deterministic: no Node built-ins.' },
         { group: ['../connectors/*', '../api/*', '../activities/*'], allowTypeImports: true, message: 'Workflows import only activity types.' },
       ] }],
       'no-restricted-properties': ['error',

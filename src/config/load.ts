@@ -118,11 +118,12 @@ export function configPath(env: NodeJS.ProcessEnv, cwd = process.cwd()): string 
   return existsSync(def) ? def : null;
 }
 
-/** The one place the process environment is read. */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+/** The one place the process environment is read. `adjust` may add to the raw file (the demo). */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, adjust?: (raw: Record<string, unknown>) => Record<string, unknown>): Config {
   const path = configPath(env);
   if (path && !existsSync(path)) throw new ConfigError([`config file not found: ${path}`], path);
-  return parseConfig(readRaw(path), env, path);
+  const raw = (readRaw(path) ?? {}) as Record<string, unknown>;
+  return parseConfig(adjust ? adjust(raw) : raw, env, path);
 }
 
 function deepFreeze<T>(o: T): T {

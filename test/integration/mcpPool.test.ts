@@ -89,10 +89,10 @@ function stdioServerChildren(): Array<{ pid: number; cmd: string }> {
   return out;
 }
 
-async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
+async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(50);
   }
 }
@@ -133,7 +133,14 @@ describe('McpPool with real MCP servers', () => {
         }),
         // An `http` server that only speaks the 2024-11-05 HTTP+SSE protocol: reached through the fallback.
         cfg({ name: 'legacy', transport: 'http', url: `http://127.0.0.1:${ssePort}/sse` }),
-        cfg({ name: 'filtered', transport: 'stdio', command: process.execPath, args: [EVERYTHING, 'stdio'], tools: { allow: ['get-*'], deny: ['get-env'] } }),
+        // The extra argument (ignored by the server) tells this child apart from `everything`'s in /proc.
+        cfg({
+          name: 'filtered',
+          transport: 'stdio',
+          command: process.execPath,
+          args: [EVERYTHING, 'stdio', 'filtered'],
+          tools: { allow: ['get-*'], deny: ['get-env'] },
+        }),
         cfg({ name: 'broken', transport: 'stdio', command: join(dir, 'no-such-binary') }),
       ],
       {
@@ -163,7 +170,7 @@ describe('McpPool with real MCP servers', () => {
       const names = tools.map((t) => t.name);
       expect(names).toEqual(expect.arrayContaining(['echo', 'get-sum', 'trigger-long-running-operation']));
       expect(tools.find((t) => t.name === 'echo')?.inputSchema).toMatchObject({ type: 'object' });
-      expect(stdioServerChildren().filter((c) => c.cmd.includes(EVERYTHING))).toHaveLength(1);
+      expect(stdioServerChildren().filter((c) => c.cmd.includes(EVERYTHING))).toHaveLength(1); // before `filtered` starts
     });
 
     it('caches the tool list', async () => {
@@ -250,11 +257,15 @@ describe('McpPool with real MCP servers', () => {
     });
 
     it('reconnects after the server process dies', async () => {
-      const [child] = stdioServerChildren().filter((c) => c.cmd.includes(`${EVERYTHING} stdio`));
-      expect(child).toBeDefined();
+      const children = stdioServerChildren().filter((c) => c.cmd.trim().endsWith(`${EVERYTHING} stdio`));
+      expect(children).toHaveLength(1);
+      const child = children[0];
       process.kill(child!.pid, 'SIGKILL');
-      await waitFor(() => !stdioServerChildren().some((c) => c.pid === child!.pid));
-      await waitFor(() => logs.some((l) => l.server === 'everything' && /connection closed/.test(l.message)));
+      await waitFor(() => !stdioServerChildren().some((c) => c.pid === child!.pid), 'the child to exit');
+      await waitFor(
+        () => logs.some((l) => l.server === 'everything' && /connection closed/.test(l.message)),
+        'the pool to notice',
+      );
       expect(text(await pool.callTool('everything', 'echo', { message: 'again' }, KEY))).toBe('Echo: again');
     });
 
@@ -360,7 +371,7 @@ describe('McpPool with an in-process SDK server', () => {
     const call = pool.callTool('inproc', 'slow', {}, { idempotencyKey: 'k', timeoutMs: 5_000, signal: controller.signal });
     setTimeout(() => controller.abort(), 100);
     await expect(call).rejects.toMatchObject({ name: 'AbortError' });
-    await waitFor(() => serverSawCancel);
+    await waitFor(() => serverSawCancel, 'the server to see the cancellation');
   });
 
   it('refreshes the cached tool list on notifications/tools/list_changed', async () => {
@@ -369,6 +380,6 @@ describe('McpPool with an in-process SDK server', () => {
     expect(await pool.listTools('inproc')).toBe(first);
 
     mcp.registerTool('late', { description: 'Registered after connect' }, async () => ({ content: [] }));
-    await waitFor(async () => (await pool.listTools('inproc')).some((t) => t.name === 'late'));
+    await waitFor(async () => (await pool.listTools('inproc')).some((t) => t.name === 'late'), 'the new tool to be listed');
   });
 });

@@ -7,10 +7,13 @@ import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import OpenAI from 'openai';
 import { parseConfig, type Config } from '../../src/config/load';
+import { installLogger } from '../../src/roles/logging';
 import { startSystem, type RunningSystem } from '../../src/roles/system';
 import { startScriptedUpstream, type ScriptedUpstream } from './scriptedUpstream';
 
 const TEST_ENV_FILE = join(__dirname, '..', '..', '.data', 'test', 'test-env.json');
+
+installLogger();
 
 export function testEnv(): { address: string; bundlePath: string } {
   return JSON.parse(readFileSync(TEST_ENV_FILE, 'utf8')) as { address: string; bundlePath: string };
@@ -82,10 +85,3 @@ export async function startStack(o: StackOptions = {}): Promise<Stack> {
   };
 }
 
-// Worker and bundler chatter would drown test output; warnings and errors still show.
-import { DefaultLogger, Runtime } from '@temporalio/worker';
-try {
-  Runtime.install({ logger: new DefaultLogger('WARN') });
-} catch {
-  // already installed by another test file in this process
-}

@@ -1,0 +1,180 @@
+/**
+ * Latency benchmark: streams the same scripted completion (64 deltas, 20 ms apart) straight from the
+ * scripted upstream ("direct") and through mix2api (Temporal workflow + live worker), at concurrency
+ * 1, 8 and 32, and prints TTFT / total-time percentiles, throughput and mix2api/direct ratios.
+ * Run: `npx tsx bench/latency.ts` (or `npm run bench`). Ratios only — no pass/fail.
+ */
+import { rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import os from 'node:os';
+import { join } from 'node:path';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+import OpenAI from 'openai';
+import { parseConfig } from '../src/config/load';
+import { startDevServer, type DevServer } from '../src/connectors/temporalDevServer';
+import { startSystem, type RunningSystem } from '../src/roles/system';
+import { startScriptedUpstream, type ScriptedUpstream } from '../test/support/scriptedUpstream';
+
+const LEVELS: Array<{ concurrency: number; requests: number }> = [
+  { concurrency: 1, requests: 30 },
+  { concurrency: 8, requests: 64 },
+  { concurrency: 32, requests: 128 },
+];
+const WARMUP = 3;
+const LEVEL_BUDGET_MS = 170_000; // both targets of one level, < 3 min
+const REQUEST_TIMEOUT_MS = 60_000;
+const WATCHDOG_MS = 12 * 60_000; // whole bench, incl. startup and cleanup
+const TEXT = Array.from({ length: 64 }, (_, i) => `word${i}`).join(' ');
+
+type Target = 'direct' | 'mix2api';
+interface Sample { ttft: number; total: number }
+interface Result { samples: Sample[]; errors: string[]; wallMs: number; aborted: boolean }
+
+const freePort = (): Promise<number> =>
+  new Promise((ok, fail) => {
+    const s = createServer();
+    s.once('error', fail);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => ok(port));
+    });
+  });
+
+function pct(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+async function oneRequest(client: OpenAI, signal: AbortSignal): Promise<Sample> {
+  const t0 = performance.now();
+  let ttft = NaN;
+  let text = '';
+  const stream = await client.chat.completions.create(
+    { model: 'bench-model', stream: true, messages: [{ role: 'user', content: 'bench' }] },
+    { signal, timeout: REQUEST_TIMEOUT_MS },
+  );
+  for await (const chunk of stream) {
+    const content = chunk.choices[0]?.delta?.content;
+    if (content) {
+      if (Number.isNaN(ttft)) ttft = performance.now() - t0;
+      text += content;
+    }
+  }
+  if (text !== TEXT) throw new Error(`content mismatch (${text.length}/${TEXT.length} chars)`);
+  return { ttft, total: performance.now() - t0 };
+}
+
+async function runLevel(client: OpenAI, n: number, concurrency: number, signal: AbortSignal): Promise<Result> {
+  const res: Result = { samples: [], errors: [], wallMs: 0, aborted: false };
+  let next = 0;
+  const t0 = performance.now();
+  const lane = async () => {
+    while (next < n && !signal.aborted) {
+      next++;
+      try {
+        res.samples.push(await oneRequest(client, signal));
+      } catch (e) {
+        res.errors.push(e instanceof Error ? e.message : String(e));
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, lane));
+  res.wallMs = performance.now() - t0;
+  res.aborted = signal.aborted;
+  return res;
+}
+
+const withTimeout = <T>(p: Promise<T>, ms: number, what: string): Promise<T | void> =>
+  Promise.race([p, new Promise<void>((r) => setTimeout(() => (console.error(`  ${what}: gave up after ${ms} ms`), r()), ms).unref())]);
+
+async function main(): Promise<void> {
+  const watchdog = setTimeout(() => (console.error('bench watchdog fired; exiting'), process.exit(1)), WATCHDOG_MS);
+  watchdog.unref();
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  const root = process.cwd();
+  const dataDir = join(root, '.data', 'bench');
+  rmSync(dataDir, { recursive: true, force: true });
+
+  let dev: DevServer | undefined;
+  let upstream: ScriptedUpstream | undefined;
+  let system: RunningSystem | undefined;
+  try {
+    dev = await startDevServer({ root, dbFile: join('.data', 'bench', 'temporal.db'), port: await freePort(), headless: true });
+    upstream = await startScriptedUpstream();
+    upstream.setDefault({ steps: [{ kind: 'text', text: TEXT, chunks: 64, delayMs: 20 }] });
+    const config = parseConfig(
+      {
+        server: { port: 0 },
+        temporal: { address: dev.address, taskQueue: 'bench' },
+        upstreams: [{ name: 'scripted', baseURL: upstream.url }],
+        models: [{ id: 'bench-model', upstream: 'scripted', model: 'scripted' }],
+        stream: { batchMs: 200 },
+      },
+      {},
+    );
+    const t0 = performance.now();
+    system = await startSystem({ config, temporalAddress: dev.address, roles: { worker: true, api: true } });
+    console.log(`mix2api started in ${(performance.now() - t0).toFixed(0)} ms (Temporal ${dev.address})`);
+
+    const clients: Record<Target, OpenAI> = {
+      direct: new OpenAI({ baseURL: upstream.url, apiKey: 'none', maxRetries: 0 }),
+      mix2api: new OpenAI({ baseURL: `${system.apiUrl!}/v1`, apiKey: 'none', maxRetries: 0 }),
+    };
+    for (const t of ['direct', 'mix2api'] as const) {
+      const w = await runLevel(clients[t], WARMUP, 1, AbortSignal.timeout(60_000));
+      console.log(`warm-up ${t}: ${w.samples.length}/${WARMUP} ok${w.errors.length ? `, errors: ${w.errors.join('; ')}` : ''}`);
+    }
+
+    const rows: Array<{ c: number; r: Record<Target, Result> }> = [];
+    for (const { concurrency, requests } of LEVELS) {
+      const signal = AbortSignal.timeout(LEVEL_BUDGET_MS);
+      const r = {} as Record<Target, Result>;
+      for (const t of ['direct', 'mix2api'] as const) {
+        r[t] = await runLevel(clients[t], requests, concurrency, signal);
+        const e = r[t].errors;
+        console.log(`c=${concurrency} ${t}: ${r[t].samples.length}/${requests} ok in ${(r[t].wallMs / 1000).toFixed(1)} s` +
+          `${r[t].aborted ? ' (ABORTED: level budget)' : ''}${e.length ? `, ${e.length} errors, first: ${e[0]}` : ''}`);
+      }
+      rows.push({ c: concurrency, r });
+    }
+    printTable(rows);
+  } finally {
+    console.log('cleaning up…');
+    if (system) await withTimeout(system.stop(), 20_000, 'system.stop');
+    if (upstream) await withTimeout(upstream.close(), 5_000, 'upstream.close');
+    if (dev) await withTimeout(dev.stop(), 10_000, 'devServer.stop');
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+function printTable(rows: Array<{ c: number; r: Record<Target, Result> }>): void {
+  const f = (v: number) => (Number.isFinite(v) ? v.toFixed(0) : '-');
+  const x = (v: number) => (Number.isFinite(v) ? `${v.toFixed(2)}x` : '-');
+  const header = ['c', 'ok d/m', 'TTFT d p50/p99', 'TTFT m p50/p99', '+TTFT p50/p99', 'total p50 d/m', '+total p50',
+    'rps d/m', 'TTFT ratio', 'total ratio', 'rps ratio'];
+  const lines = rows.map(({ c, r }) => {
+    const tt = (t: Target) => r[t].samples.map((s) => s.ttft);
+    const to = (t: Target) => r[t].samples.map((s) => s.total);
+    const rps = (t: Target) => r[t].samples.length / (r[t].wallMs / 1000);
+    const [d50, d99, m50, m99] = [pct(tt('direct'), 50), pct(tt('direct'), 99), pct(tt('mix2api'), 50), pct(tt('mix2api'), 99)];
+    const [dt, mt] = [pct(to('direct'), 50), pct(to('mix2api'), 50)];
+    return [String(c), `${r.direct.samples.length}/${r.mix2api.samples.length}`, `${f(d50)}/${f(d99)}`, `${f(m50)}/${f(m99)}`,
+      `${f(m50 - d50)}/${f(m99 - d99)}`, `${f(dt)}/${f(mt)}`, f(mt - dt), `${rps('direct').toFixed(2)}/${rps('mix2api').toFixed(2)}`,
+      x(m50 / d50), x(mt / dt), x(rps('mix2api') / rps('direct'))];
+  });
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+  const fmt = (cells: string[]) => cells.map((s, i) => s.padStart(widths[i]!)).join('  ');
+  console.log(`\nmachine: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), node ${process.version}, ${os.platform()} ${os.release()}`);
+  console.log('d = direct (scripted upstream), m = mix2api; times in ms; ratios = mix2api / direct\n');
+  console.log(fmt(header));
+  for (const l of lines) console.log(fmt(l));
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    console.error('bench failed:', e);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,118 @@
+#!/usr/bin/env node
+/**
+ * `mix2api start | api | worker | check-config [file]`: the process roles.
+ * `start` is the embedded default: a local Temporal dev server (SQLite under .data/, Web UI),
+ * the worker and the API in one process, and the demo model when no upstream is configured.
+ */
+import { resolve } from 'node:path';
+import { ConfigError, DEMO_MODEL, loadConfig, type Config } from './config/load';
+import { startDemoUpstream } from './connectors/demoUpstream';
+import { startDevServer, type DevServer } from './connectors/temporalDevServer';
+import { installLogger } from './roles/logging';
+import { startSystem, type RunningSystem } from './roles/system';
+
+const log = (msg: string) => console.log(`[mix2api] ${msg}`);
+
+function usage(): never {
+  console.error('usage: mix2api start | api | worker | check-config [file]');
+  process.exit(2);
+}
+
+async function checkConfig(file?: string): Promise<void> {
+  const env = file ? { ...process.env, MIX2API_CONFIG: file } : process.env;
+  const cfg = loadConfig(env);
+  log(`config OK (${cfg.source ?? 'no file; defaults and environment'}): ${cfg.upstreams.length} upstream(s), ${cfg.models.length} model(s)${cfg.demo ? ', demo mode' : ''}`);
+}
+
+function onShutdown(stop: () => Promise<void>): void {
+  let stopping = false;
+  const handler = (sig: string) => {
+    if (stopping) {
+      log('forced exit');
+      process.exit(1);
+    }
+    stopping = true;
+    log(`${sig}: shutting down…`);
+    stop().then(
+      () => process.exit(0),
+      (e: unknown) => {
+        console.error(e);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => handler('SIGINT'));
+  process.on('SIGTERM', () => handler('SIGTERM'));
+}
+
+async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
+  installLogger();
+  let config: Config = loadConfig();
+  const cleanups: Array<() => Promise<void>> = [];
+  let dev: DevServer | null = null;
+  let system: RunningSystem | null = null;
+  const stopAll = async () => {
+    await system?.stop();
+    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+  };
+  onShutdown(stopAll);
+  try {
+    if (config.demo && role === 'start') {
+      const demo = await startDemoUpstream();
+      cleanups.push(demo.close);
+      config = loadConfig(process.env, (raw) => ({
+        ...raw,
+        upstreams: [{ name: 'demo', baseURL: demo.url }],
+        models: [{ id: DEMO_MODEL, upstream: 'demo' }],
+      }));
+    }
+    let address = config.temporal.address;
+    if (address === 'embedded') {
+      if (role !== 'start') throw new ConfigError([`temporal.address: \`mix2api ${role}\` needs an external Temporal (set TEMPORAL_ADDRESS)`], config.source);
+      const t = config.temporal;
+      log(`starting the Temporal dev server (frontend 127.0.0.1:${t.port}, data ${resolve(t.dataDir)}/temporal.db)…`);
+      dev = await startDevServer({ dbFile: resolve(t.dataDir, 'temporal.db'), port: t.port, uiPort: t.uiPort, headless: t.headless, namespace: t.namespace });
+      cleanups.push(dev.stop);
+      address = dev.address;
+    }
+    system = await startSystem({
+      config,
+      temporalAddress: address,
+      roles: { worker: role !== 'api', api: role !== 'worker' },
+      log,
+    });
+    if (system.apiUrl) {
+      log(`API:         ${system.apiUrl}/v1   (POST /v1/chat/completions, GET /v1/models, /healthz, /readyz)`);
+      if (config.server.apiKeys.length === 0) log('no API keys configured: listening on loopback only, without authentication');
+    }
+    if (dev?.uiUrl) log(`Temporal UI: ${dev.uiUrl}/namespaces/${config.temporal.namespace}/workflows`);
+    else log(`Temporal:    ${address} (namespace ${config.temporal.namespace}, task queue ${config.temporal.taskQueue})`);
+    if (config.upstreams[0]?.name === 'demo' && role === 'start') {
+      log(`demo mode: no upstream configured, serving the built-in demo model "${DEMO_MODEL}" (not a real LLM).`);
+      log('           set OPENAI_BASE_URL and OPENAI_API_KEY, or write mix2api.yaml, to use a real upstream.');
+    }
+    log('ready. Ctrl-C stops everything.');
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
+}
+
+async function main(): Promise<void> {
+  const [cmd, arg] = process.argv.slice(2);
+  switch (cmd) {
+    case 'start':
+    case 'api':
+    case 'worker':
+      return run(cmd);
+    case 'check-config':
+      return checkConfig(arg);
+    default:
+      usage();
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(`[mix2api] ${e instanceof Error ? e.message : String(e)}`);
+  process.exit(1);
+});
