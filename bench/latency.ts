@@ -4,10 +4,12 @@
  * 1, 8 and 32, and prints TTFT / total-time percentiles, throughput and mix2api/direct ratios.
  * Run: `npx tsx bench/latency.ts` (or `npm run bench`). Ratios only — no pass/fail.
  */
+import { setMaxListeners } from 'node:events';
 import { rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import OpenAI from 'openai';
 import { parseConfig } from '../src/config/load';
@@ -28,7 +30,7 @@ const TEXT = Array.from({ length: 64 }, (_, i) => `word${i}`).join(' ');
 
 type Target = 'direct' | 'mix2api';
 interface Sample { ttft: number; total: number }
-interface Result { samples: Sample[]; errors: string[]; wallMs: number; aborted: boolean }
+interface Result { samples: Sample[]; errors: string[]; wallMs: number; aborted: boolean; loopP99: number }
 
 const freePort = (): Promise<number> =>
   new Promise((ok, fail) => {
@@ -66,8 +68,10 @@ async function oneRequest(client: OpenAI, signal: AbortSignal): Promise<Sample> 
 }
 
 async function runLevel(client: OpenAI, n: number, concurrency: number, signal: AbortSignal): Promise<Result> {
-  const res: Result = { samples: [], errors: [], wallMs: 0, aborted: false };
+  const res: Result = { samples: [], errors: [], wallMs: 0, aborted: false, loopP99: NaN };
   let next = 0;
+  const loop = monitorEventLoopDelay({ resolution: 10 }); // client and mix2api share this process
+  loop.enable();
   const t0 = performance.now();
   const lane = async () => {
     while (next < n && !signal.aborted) {
@@ -81,6 +85,8 @@ async function runLevel(client: OpenAI, n: number, concurrency: number, signal: 
   };
   await Promise.all(Array.from({ length: concurrency }, lane));
   res.wallMs = performance.now() - t0;
+  loop.disable();
+  res.loopP99 = loop.percentile(99) / 1e6;
   res.aborted = signal.aborted;
   return res;
 }
@@ -92,6 +98,8 @@ async function main(): Promise<void> {
   const watchdog = setTimeout(() => (console.error('bench watchdog fired; exiting'), process.exit(1)), WATCHDOG_MS);
   watchdog.unref();
   Runtime.install({ logger: new DefaultLogger('WARN') });
+  // Up to 32 in-flight requests share one level signal (and the upstream's close signal): not a leak.
+  setMaxListeners(256);
   const root = process.cwd();
   const dataDir = join(root, '.data', 'bench');
   rmSync(dataDir, { recursive: true, force: true });
@@ -133,7 +141,7 @@ async function main(): Promise<void> {
       for (const t of ['direct', 'mix2api'] as const) {
         r[t] = await runLevel(clients[t], requests, concurrency, signal);
         const e = r[t].errors;
-        console.log(`c=${concurrency} ${t}: ${r[t].samples.length}/${requests} ok in ${(r[t].wallMs / 1000).toFixed(1)} s` +
+        console.log(`c=${concurrency} ${t}: ${r[t].samples.length}/${requests} ok in ${(r[t].wallMs / 1000).toFixed(1)} s, event-loop delay p99 ${r[t].loopP99.toFixed(0)} ms` +
           `${r[t].aborted ? ' (ABORTED: level budget)' : ''}${e.length ? `, ${e.length} errors, first: ${e[0]}` : ''}`);
       }
       rows.push({ c: concurrency, r });

@@ -12,6 +12,7 @@ import type { LiveHub } from '../connectors/liveHub';
 import type { UpstreamClient } from '../connectors/upstream';
 import { MessageAccumulator, type Delta, type Usage } from '../domain/chat';
 import type { RunEvent } from '../domain/events';
+import { ClientCallFilter, clientCallId } from '../domain/toolCalls';
 import { EVENTS_QUERY, FailureType, wireError, type CallModelInput, type CallModelResult } from '../domain/run';
 import { classifyUpstreamError } from './classify';
 import { DeltaPublisher } from './deltaPublisher';
@@ -83,6 +84,11 @@ export function createModelActivities(deps: ModelDeps) {
           skipper = new PrefixSkipper('');
         }
       }
+      const serverTools = new Set(input.serverTools ?? []);
+      const calls = new ClientCallFilter(
+        (name) => serverTools.has(name),
+        (n) => (input.runScopedCallIds ? clientCallId(input.runId, n) : null),
+      );
       const acc = new MessageAccumulator();
       if (input.continuation === 'prefill' && attempt > 1) acc.add({ content: prior.content });
       let finishReason = 'stop';
@@ -97,7 +103,8 @@ export function createModelActivities(deps: ModelDeps) {
           const delta = cleanDelta(choice.delta);
           if (delta) {
             acc.add(delta);
-            const visible = skipper.pass(delta);
+            const forClient = calls.pass(delta);
+            const visible = forClient && skipper.pass(forClient);
             if (visible) pub.delta(visible);
           }
           if (choice.finish_reason) finishReason = choice.finish_reason;

@@ -3,12 +3,14 @@
  * injected. Workflows see only `type Activities`.
  */
 import { createModelActivities, type ModelDeps } from './callModel';
+import { createToolActivities, type ToolDeps } from './tools';
 
-export type ActivityDeps = ModelDeps;
+export type ActivityDeps = ModelDeps & ToolDeps;
 
 export function createActivities(deps: ActivityDeps) {
   return {
     ...createModelActivities(deps),
+    ...createToolActivities(deps),
   };
 }
 

@@ -10,7 +10,10 @@ import { WorkflowIdConflictPolicy } from '@temporalio/common';
 import type { Config } from '../config/load';
 import type { LiveHub } from '../connectors/liveHub';
 import { formatPosition, type RunEvent } from '../domain/events';
-import type { ChatCompletionInput, ChatCompletionResult } from '../domain/run';
+import type { ChatMessage } from '../domain/chat';
+import { referencedRuns, rejoin } from '../domain/rejoin';
+import { RESULT_QUERY, type ChatCompletionInput, type ChatCompletionResult, type HiddenSteps } from '../domain/run';
+import { resolveTools } from './tools';
 import { chunk, completionBody, eventDeltas, usageChunk, type ChunkContext } from './chunks';
 import { ApiError, badRequest, errorBody, toApiError } from './errors';
 import { relayRun } from './relay';
@@ -40,6 +43,23 @@ function firstWords(messages: Array<{ role: string; content?: unknown }>): strin
   return text.replace(/\s+/g, ' ').slice(0, 80);
 }
 
+/** Hidden server-side steps of earlier runs this conversation continues (see domain/rejoin). */
+async function rejoinHidden(client: Client, messages: ChatMessage[]): Promise<ChatMessage[]> {
+  const runs = referencedRuns(messages);
+  if (runs.length === 0) return messages;
+  const hidden = new Map<string, HiddenSteps>();
+  await Promise.all(
+    runs.map(async (run) => {
+      const r = await client.workflow
+        .getHandle(run)
+        .query<ChatCompletionResult | null>(RESULT_QUERY)
+        .catch(() => null);
+      if (r?.hidden) hidden.set(run, r.hidden);
+    }),
+  );
+  return rejoin(messages, hidden);
+}
+
 export function createCompletionHandler(d: CompletionDeps) {
   return async (req: Request, res: Response): Promise<void> => {
     const parsed = ChatCompletionRequestSchema.safeParse(req.body);
@@ -49,16 +69,16 @@ export function createCompletionHandler(d: CompletionDeps) {
       throw badRequest(`${param ? `${param}: ` : ''}${issue.message}`, param);
     }
     const body = parsed.data;
-    if (body.tools?.some((t) => t.type === 'mcp')) {
-      throw badRequest('MCP tools are not configured on this server', 'tools');
-    }
     const route = d.router.resolve(body.model);
+    const tools = resolveTools(d.config, body);
     const keyName = String(res.locals.keyName ?? 'anonymous');
     const runId = runIdFor(req, keyName);
-    const { model: _m, stream, stream_options, ...rest } = body;
+    const { model: _m, stream, stream_options, tools: _t, ...rest } = body;
+    const messages = await rejoinHidden(d.client, rest.messages);
     const input: ChatCompletionInput = {
       route,
-      body: rest,
+      body: { ...rest, messages, ...(tools.clientTools?.length ? { tools: tools.clientTools } : {}) },
+      mcpServers: tools.servers,
       liveTaskQueue: stream ? d.liveTaskQueue : undefined,
       batchMs: d.config.stream.batchMs,
       maxSteps: d.config.loop.maxSteps,
@@ -104,6 +124,7 @@ async function streamRun(
   includeUsage: boolean,
 ): Promise<void> {
   let started = false;
+  let seen = false;
   let role = true;
   const start = () => {
     if (started) return;
@@ -120,11 +141,13 @@ async function streamRun(
     res.write(`${id ? `id: ${id}\n` : ''}data: ${JSON.stringify(data)}\n\n`);
   };
   // Empty-delta `data:` chunks keep edge gateways' idle timers from firing during long steps.
+  // Once the run shows life (a tool step, say) the stream starts, even if nothing is visible yet.
   const keepalive = setInterval(() => {
-    if (started) send(null, chunk(ctx, {}));
+    if (started || seen) send(null, chunk(ctx, {}));
   }, d.config.loop.keepaliveSeconds * 1000);
   try {
     for await (const e of events) {
+      seen ||= e.t !== 'retry';
       if (e.t === 'error') {
         if (!started) throw ApiError.fromWire(e.error);
         send(formatPosition({ step: e.step, seq: e.seq }), errorBody(e.error));

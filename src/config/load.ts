@@ -7,6 +7,7 @@ import { resolve } from 'node:path';
 import YAML from 'yaml';
 import type { z } from 'zod';
 import { ConfigFileSchema, type ConfigFile } from './schema';
+import { resolveSecret } from './secrets';
 
 export const DEMO_MODEL = 'mix2api-demo';
 
@@ -56,6 +57,7 @@ function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<
     return copy;
   };
   if (env.PORT) section('server').port = Number(env.PORT);
+  if (env.HOST) section('server').host = env.HOST;
   if (env.TEMPORAL_ADDRESS) section('temporal').address = env.TEMPORAL_ADDRESS;
   if (env.TEMPORAL_NAMESPACE) section('temporal').namespace = env.TEMPORAL_NAMESPACE;
   if (env.TEMPORAL_TASK_QUEUE) section('temporal').taskQueue = env.TEMPORAL_TASK_QUEUE;
@@ -67,12 +69,12 @@ function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<
   return out;
 }
 
-export function resolveEnvRef(value: string, env: NodeJS.ProcessEnv, where: string): string {
-  if (!value.startsWith('env:')) return value;
-  const name = value.slice(4);
-  const v = env[name];
-  if (v === undefined || v === '') throw new ConfigError([`${where}: environment variable ${name} is not set`], null);
-  return v;
+function resolveEnvRef(value: string, env: NodeJS.ProcessEnv, where: string): string {
+  try {
+    return resolveSecret(value, env, where);
+  } catch (e) {
+    throw new ConfigError([e instanceof Error ? e.message : String(e)], null);
+  }
 }
 
 function crossCheck(cfg: ConfigFile): string[] {
@@ -80,9 +82,14 @@ function crossCheck(cfg: ConfigFile): string[] {
   const upstreams = new Set(cfg.upstreams.map((u) => u.name));
   if (upstreams.size !== cfg.upstreams.length) problems.push('upstreams: names must be unique');
   const ids = new Set<string>();
+  const servers = new Set(cfg.mcpServers.map((s) => s.name));
+  if (servers.size !== cfg.mcpServers.length) problems.push('mcpServers: names must be unique');
   cfg.models.forEach((m, i) => {
     if (!upstreams.has(m.upstream)) problems.push(`models[${i}].upstream: no upstream named "${m.upstream}"`);
     if (ids.has(m.id)) problems.push(`models[${i}].id: duplicate model id "${m.id}"`);
+    m.mcpServers.forEach((name, j) => {
+      if (!servers.has(name)) problems.push(`models[${i}].mcpServers[${j}]: no mcpServers entry named "${name}"`);
+    });
     ids.add(m.id);
   });
   return problems;

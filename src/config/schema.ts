@@ -3,6 +3,7 @@
  * Every default and limit named in the README lives here.
  */
 import { z } from 'zod';
+import { McpServerSchema } from './mcpSchema';
 
 const seconds = (def: number, max: number) => z.number().positive().max(max).default(def);
 
@@ -103,7 +104,7 @@ export const ConfigFileSchema = z
     models: z.array(ModelSchema).default([]),
     loop: LoopSchema.default(LoopSchema.parse({})),
     stream: StreamSchema.default(StreamSchema.parse({})),
-    mcpServers: z.array(z.unknown()).default([]),
+    mcpServers: z.array(McpServerSchema).default([]),
   })
   .strict();
 

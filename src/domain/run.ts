@@ -2,7 +2,7 @@
  * The contract between the API, the workflows and the activities: inputs and results of a
  * run and of one model step. Plain data only: it crosses Temporal's payload converter.
  */
-import type { AssistantMessage, Usage } from './chat';
+import type { AssistantMessage, ChatMessage, Usage } from './chat';
 import type { WireError } from './events';
 
 export const EVENTS_QUERY = 'mix2api.events';
@@ -35,14 +35,30 @@ export interface ChatCompletionInput {
   maxSteps: number;
   /** For the Temporal UI: `apiKeyName` of the caller. */
   keyName?: string;
+  /** Server-side MCP tools of this run. */
+  mcpServers?: RunMcpServer[];
 }
 
 export interface StepRecord {
   step: number;
-  kind: 'model';
+  kind: 'model' | 'tool';
   attempt?: number;
-  finishReason: string;
+  finishReason?: string;
   usage?: Usage;
+  /** Tool steps. */
+  callId?: string;
+  server?: string;
+  tool?: string;
+  ms?: number;
+  isError?: boolean;
+}
+
+/** Server-side steps a client never saw, kept so its follow-up request can be re-joined. */
+export interface HiddenSteps {
+  /** Upstream-side transcript of the run: assistant turns with every call, server tool results. */
+  messages: ChatMessage[];
+  /** Client-facing call id → the model's own call id. */
+  callIds: Record<string, string>;
 }
 
 export interface ChatCompletionResult {
@@ -53,6 +69,7 @@ export interface ChatCompletionResult {
   finishReason: string;
   usage?: Usage;
   steps: StepRecord[];
+  hidden?: HiddenSteps;
 }
 
 export interface CallModelInput {
@@ -62,6 +79,10 @@ export interface CallModelInput {
   body: Record<string, unknown>;
   batchMs: number;
   continuation: 'none' | 'prefill';
+  /** Tools mix2api runs itself: their calls are not streamed to the client. */
+  serverTools?: string[];
+  /** Give the client's tool calls ids that name this run (for re-joining hidden steps). */
+  runScopedCallIds?: boolean;
 }
 
 export interface CallModelResult {
@@ -86,4 +107,38 @@ export const FailureType = {
 
 export function wireError(status: number, message: string, type: string, code: string | null = null, param: string | null = null): WireError {
   return { status, message, type, code, param };
+}
+
+/** A configured MCP server as one run uses it (from config and the request's `tools`). */
+export interface RunMcpServer {
+  name: string;
+  timeoutSeconds: number;
+  maxOutputBytes: number;
+  allow?: string[];
+  deny?: string[];
+}
+
+export interface ListToolsInput {
+  servers: Array<Pick<RunMcpServer, 'name' | 'allow' | 'deny'>>;
+  /** Tools already in the request (client tools) count towards the upstream's limit. */
+  clientToolCount: number;
+}
+
+export interface CallToolInput {
+  runId: string;
+  callId: string;
+  server: string;
+  tool: string;
+  /** The model's arguments, as the JSON text it produced. */
+  arguments: string;
+  inputSchema: Record<string, unknown>;
+  timeoutSeconds: number;
+  maxOutputBytes: number;
+}
+
+export interface ToolOutcome {
+  text: string;
+  isError: boolean;
+  truncated: boolean;
+  ms: number;
 }

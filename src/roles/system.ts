@@ -9,6 +9,7 @@ import { createApp } from '../api/app';
 import { ModelRouter } from '../api/routing';
 import type { Config } from '../config/load';
 import { LiveHub } from '../connectors/liveHub';
+import { McpPool } from '../connectors/mcp/pool';
 import { UpstreamClient } from '../connectors/upstream';
 import { connectTemporal } from './temporal';
 import { createLiveWorker, createSharedWorker, liveTaskQueueName } from './workers';
@@ -36,7 +37,11 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
   const t = await connectTemporal(config, o.temporalAddress);
   const live = new LiveHub();
   const upstreams = new Map(config.upstreams.map((u) => [u.name, new UpstreamClient(u)]));
-  const deps = { client: t.client, live, upstreams };
+  const pool = new McpPool([...config.mcpServers], config.env, {
+    clientName: 'mix2api',
+    onLog: (e) => (e.level === 'warn' ? o.log?.(`mcp ${e.server}: ${e.message}`) : undefined),
+  });
+  const deps = { client: t.client, live, upstreams, pool };
   const workers: Worker[] = [];
   const running: Promise<void>[] = [];
   const states = new Map<Worker, boolean>();
@@ -92,6 +97,7 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
       }
       for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
       await Promise.all(running);
+      await pool.closeAll();
       await t.close();
     })());
   return { apiUrl, liveTaskQueue, stop };

@@ -6,7 +6,11 @@ import * as wf from '@temporalio/workflow';
 import { ActivityFailure, ApplicationFailure, TimeoutFailure, TimeoutType } from '@temporalio/common';
 import { WorkflowStream, decodePayloadWire } from '@temporalio/workflow-streams/workflow';
 import type { createModelActivities } from '../activities/callModel';
-import { addUsage, type Usage } from '../domain/chat';
+import type { createToolActivities } from '../activities/tools';
+import { addUsage, type AssistantMessage, type ChatMessage, type ToolCall, type Usage } from '../domain/chat';
+import { clientCallId } from '../domain/toolCalls';
+import { toOpenAiTool, type CatalogEntry } from '../domain/toolNames';
+import { runTool } from './toolStep';
 import { EVENTS_TOPIC, comparePositions, nextSeq, type Position, type RunEvent, type WireError } from '../domain/events';
 import {
   EVENTS_QUERY,
@@ -16,10 +20,12 @@ import {
   type CallModelResult,
   type ChatCompletionInput,
   type ChatCompletionResult,
+  type HiddenSteps,
   type StepRecord,
 } from '../domain/run';
 
 type ModelActivities = ReturnType<typeof createModelActivities>;
+type ToolActivities = ReturnType<typeof createToolActivities>;
 
 /** How long a live-queue task may wait for its API instance before falling back to the shared queue. */
 const LIVE_QUEUE_WAIT = '5 seconds';
@@ -68,8 +74,11 @@ export function toWireError(e: unknown): WireError {
   return wireError(500, msg, 'server_error', 'internal_error');
 }
 
+const STOP_NOTE = (n: number) => `\n\n[mix2api: stopped after ${n} model steps (loop.maxSteps); the model still wanted to call tools]`;
+
 export async function chatCompletionWorkflow(input: ChatCompletionInput): Promise<ChatCompletionResult> {
   const info = wf.workflowInfo();
+  const runId = info.workflowId;
   const stream = new WorkflowStream();
   const events = stream.topic<RunEvent>(EVENTS_TOPIC);
   const steps: StepRecord[] = [];
@@ -84,33 +93,103 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
   );
   wf.setHandler(wf.defineQuery<ChatCompletionResult | null>(RESULT_QUERY), () => result ?? null);
 
+  const servers = new Map((input.mcpServers ?? []).map((s) => [s.name, s]));
+  const clientTools = Array.isArray(input.body.tools) ? (input.body.tools as unknown[]) : [];
   let usage: Usage | undefined;
-  const step = 0;
+  let step = 0;
   try {
-    const r = await callModel(input, {
-      runId: info.workflowId,
-      step,
-      upstream: input.route.upstream,
-      body: { ...input.body, model: input.route.upstreamModel },
-      batchMs: input.batchMs,
-      continuation: input.route.continuation,
-    });
-    usage = addUsage(usage, r.usage);
-    steps.push({ step, kind: 'model', attempt: r.attempt, finishReason: r.finishReason, usage: r.usage });
-    result = {
-      id: info.workflowId,
-      created: Math.floor(info.startTime.getTime() / 1000),
-      model: input.route.exposedModel,
-      message: r.message,
-      finishReason: r.finishReason,
-      usage,
-      steps,
+    const catalog = servers.size > 0 ? await listCatalog(input, clientTools.length) : [];
+    const byName = new Map(catalog.map((e) => [e.name, e]));
+    const tools = [...clientTools, ...catalog.map(toOpenAiTool)];
+    const messages = [...((input.body.messages as ChatMessage[]) ?? [])];
+    const transcript: ChatMessage[] = [];
+    let content = '';
+
+    const finish = (message: AssistantMessage, finishReason: string, seq: number, hidden?: HiddenSteps): ChatCompletionResult => {
+      result = { id: runId, created: Math.floor(info.startTime.getTime() / 1000), model: input.route.exposedModel, message, finishReason, usage, steps, ...(hidden ? { hidden } : {}) };
+      events.publish({ t: 'end', step, seq, finishReason, usage, message });
+      return result;
     };
-    events.publish({ t: 'end', step, seq: r.nextSeq, finishReason: r.finishReason, usage, message: r.message });
-    return result;
+
+    for (;; step++) {
+      const r = await callModel(input, {
+        runId,
+        step,
+        upstream: input.route.upstream,
+        body: { ...input.body, model: input.route.upstreamModel, messages, ...(tools.length > 0 ? { tools } : {}) },
+        batchMs: input.batchMs,
+        continuation: input.route.continuation,
+        serverTools: [...byName.keys()],
+        runScopedCallIds: servers.size > 0,
+      });
+      usage = addUsage(usage, r.usage);
+      steps.push({ step, kind: 'model', attempt: r.attempt, finishReason: r.finishReason, usage: r.usage });
+      content += r.message.content ?? '';
+      let seq = r.nextSeq;
+      const calls = withIds(r.message.tool_calls ?? [], step);
+      const serverCalls = calls.filter((c) => byName.has(c.function.name));
+      const clientCalls = calls.filter((c) => !byName.has(c.function.name));
+      const clientFacing = (extra: Partial<AssistantMessage> = {}): AssistantMessage => ({
+        ...r.message,
+        content: content === '' && clientCalls.length > 0 ? null : content,
+        tool_calls: undefined,
+        ...extra,
+      });
+      // The turn ends with the client's own calls; what mix2api ran stays hidden until the follow-up.
+      const endWithClientCalls = () => {
+        const ids = clientCalls.map((c, i) => clientCallId(runId, i) ?? c.id);
+        const callIds = Object.fromEntries(clientCalls.map((c, i) => [ids[i]!, c.id]));
+        return finish(clientFacing({ tool_calls: clientCalls.map((c, i) => ({ ...c, id: ids[i]! })) }), 'tool_calls', seq, { messages: transcript, callIds });
+      };
+      const assistant: ChatMessage = { ...r.message, role: 'assistant', tool_calls: calls };
+      if (serverCalls.length === 0) {
+        if (clientCalls.length === 0 || servers.size === 0) return finish(clientFacing({ tool_calls: r.message.tool_calls }), r.finishReason, seq);
+        transcript.push(assistant);
+        return endWithClientCalls();
+      }
+      if (step + 1 >= input.maxSteps) {
+        const note = STOP_NOTE(input.maxSteps);
+        events.publish({ t: 'deltas', step, seq0: seq++, d: [{ content: note }] });
+        content += note;
+        return finish(clientFacing(), 'length', seq);
+      }
+      transcript.push(assistant);
+      messages.push(assistant);
+      for (const c of serverCalls) {
+        const e = byName.get(c.function.name)!;
+        events.publish({ t: 'tool_started', step, seq: seq++, callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments });
+      }
+      const outcomes = await Promise.all(serverCalls.map((c) => runTool(runId, c, byName.get(c.function.name)!, servers.get(byName.get(c.function.name)!.server)!)));
+      serverCalls.forEach((c, i) => {
+        const e = byName.get(c.function.name)!;
+        const o = outcomes[i]!;
+        events.publish({ t: 'tool_finished', step, seq: seq++, callId: c.id, server: e.server, tool: e.tool, ms: o.ms, isError: o.isError, preview: o.text.slice(0, 200) });
+        steps.push({ step, kind: 'tool', callId: c.id, server: e.server, tool: e.tool, ms: o.ms, isError: o.isError });
+        const toolMsg: ChatMessage = { role: 'tool', tool_call_id: c.id, content: o.text };
+        transcript.push(toolMsg);
+        messages.push(toolMsg);
+      });
+      if (clientCalls.length > 0) return endWithClientCalls();
+    }
   } catch (e) {
     const err = toWireError(e);
     events.publish({ t: 'error', step, seq: nextSeqOf(step), error: err });
     throw ApplicationFailure.create({ type: 'RunFailed', message: err.message, nonRetryable: true, details: [err], cause: e instanceof Error ? e : undefined });
   }
+}
+
+function listCatalog(input: ChatCompletionInput, clientToolCount: number): Promise<CatalogEntry[]> {
+  const servers = input.mcpServers ?? [];
+  return wf
+    .proxyActivities<ToolActivities>({
+      summary: `mcp tools/list ${servers.map((s) => s.name).join(', ')}`,
+      startToCloseTimeout: '60 seconds',
+      retry: { maximumAttempts: 5, initialInterval: '1 second', maximumInterval: '10 seconds' },
+    })
+    .listTools({ servers: servers.map((s) => ({ name: s.name, allow: s.allow, deny: s.deny })), clientToolCount });
+}
+
+/** Some upstreams leave ids empty; the loop needs them to pair calls with results. */
+function withIds(calls: ToolCall[], step: number): ToolCall[] {
+  return calls.map((c, i) => (c.id ? c : { ...c, id: `call_s${step}_${i}` }));
 }

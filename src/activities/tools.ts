@@ -1,0 +1,107 @@
+/**
+ * MCP activities: `listTools` (the run's tool catalog) and `callTool` (one tool call). Tool
+ * failures the model can act on — bad arguments, unknown tool, `isError`, a timeout — come back
+ * as results; only transport failures are thrown, and Temporal retries those.
+ */
+import { Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import Ajv, { type ValidateFunction } from 'ajv';
+import { McpTimeoutError, McpToolError, McpTransportError, type McpPool } from '../connectors/mcp/pool';
+import { toolResultToText } from '../connectors/mcp/toolResult';
+import { MAX_OPENAI_TOOLS, ToolLimitError, assertToolLimit, buildToolCatalog, filterTools, type CatalogEntry } from '../domain/toolNames';
+import { wireError, type CallToolInput, type ListToolsInput, type ToolOutcome } from '../domain/run';
+
+export interface ToolDeps {
+  pool: McpPool;
+}
+
+const HEARTBEAT_MS = 2000;
+const ajv = new Ajv({ strict: false, allErrors: false, validateSchema: false });
+const validators = new Map<string, ValidateFunction | null>();
+
+/** A validator for the tool's schema, or null when the schema is one Ajv cannot compile. */
+function validatorFor(schema: Record<string, unknown>): ValidateFunction | null {
+  const key = JSON.stringify(schema);
+  if (!validators.has(key)) {
+    let v: ValidateFunction | null = null;
+    try {
+      const { $schema: _ignored, ...rest } = schema;
+      v = ajv.compile(rest);
+    } catch {
+      v = null;
+    }
+    validators.set(key, v);
+  }
+  return validators.get(key) ?? null;
+}
+
+function argumentProblem(input: CallToolInput): { args: Record<string, unknown> } | { problem: string } {
+  let args: unknown;
+  try {
+    args = input.arguments.trim() === '' ? {} : JSON.parse(input.arguments);
+  } catch {
+    return { problem: `arguments are not valid JSON: ${input.arguments.slice(0, 200)}` };
+  }
+  if (!args || typeof args !== 'object' || Array.isArray(args)) return { problem: 'arguments must be a JSON object' };
+  const validate = validatorFor(input.inputSchema);
+  if (validate && !validate(args)) {
+    const why = (validate.errors ?? []).map((e) => `${e.instancePath || '(root)'} ${e.message ?? ''}`.trim()).join('; ');
+    return { problem: `arguments do not match the tool's input schema: ${why}` };
+  }
+  return { args: args as Record<string, unknown> };
+}
+
+export function createToolActivities(deps: ToolDeps) {
+  return {
+    async listTools(input: ListToolsInput): Promise<CatalogEntry[]> {
+      const lists = [];
+      for (const s of input.servers) {
+        try {
+          const tools = await deps.pool.listTools(s.name);
+          lists.push({ server: s.name, tools: filterTools(tools, { allow: s.allow, deny: s.deny }) });
+        } catch (e) {
+          if (e instanceof McpToolError) {
+            throw ApplicationFailure.create({ type: 'McpConfig', message: e.message, nonRetryable: true, details: [wireError(500, e.message, 'server_error', 'mcp_server_error')] });
+          }
+          throw ApplicationFailure.create({ type: 'McpTransport', message: `MCP server ${s.name}: ${e instanceof Error ? e.message : String(e)}`, details: [wireError(502, `MCP server ${s.name} is unreachable`, 'upstream_error', 'mcp_unavailable')] });
+        }
+      }
+      const catalog = buildToolCatalog(lists);
+      try {
+        assertToolLimit(catalog.entries.length + input.clientToolCount, input.servers.map((s) => s.name));
+      } catch (e) {
+        if (!(e instanceof ToolLimitError)) throw e;
+        throw ApplicationFailure.create({ type: 'ToolLimit', message: e.message, nonRetryable: true, details: [wireError(400, `${e.message} (limit ${MAX_OPENAI_TOOLS})`, 'invalid_request_error', 'too_many_tools', 'tools')] });
+      }
+      return catalog.entries;
+    },
+
+    async callTool(input: CallToolInput): Promise<ToolOutcome> {
+      const ctx = Context.current();
+      const started = Date.now();
+      const outcome = (text: string, isError: boolean, truncated = false): ToolOutcome => ({ text, isError, truncated, ms: Date.now() - started });
+      const checked = argumentProblem(input);
+      if ('problem' in checked) return outcome(checked.problem, true);
+      ctx.heartbeat();
+      const beat = setInterval(() => ctx.heartbeat(), HEARTBEAT_MS);
+      try {
+        const result = await deps.pool.callTool(input.server, input.tool, checked.args, {
+          signal: ctx.cancellationSignal,
+          timeoutMs: input.timeoutSeconds * 1000,
+          idempotencyKey: `${input.runId}/${input.callId}`,
+        });
+        const r = toolResultToText(result, input.maxOutputBytes);
+        return outcome(r.text, r.isError, r.truncated);
+      } catch (e) {
+        if (ctx.cancellationSignal.aborted) throw e;
+        if (e instanceof McpToolError) return outcome(`tool error: ${e.message}`, true);
+        // A timed-out call may have had effects: report it to the model rather than run it again.
+        if (e instanceof McpTimeoutError) return outcome(`the tool did not answer within ${input.timeoutSeconds}s`, true);
+        const retryable = !(e instanceof McpTransportError) || e.retryable;
+        throw ApplicationFailure.create({ type: 'McpTransport', message: `MCP server ${input.server}: ${e instanceof Error ? e.message : String(e)}`, nonRetryable: !retryable });
+      } finally {
+        clearInterval(beat);
+      }
+    },
+  };
+}

@@ -1,0 +1,37 @@
+/**
+ * Which server-side MCP tools a request gets: the servers bound to its model plus the ones it
+ * names OpenAI-style (`{"type":"mcp","server_label":…}`), each narrowed by `allowed_tools`. Only
+ * configured servers can be named; a request never brings its own command or URL.
+ */
+import type { Config } from '../config/load';
+import type { RunMcpServer } from '../domain/run';
+import { badRequest } from './errors';
+import type { ChatCompletionRequest } from './schemas';
+
+export interface RequestTools {
+  servers: RunMcpServer[];
+  /** The request's own function tools, forwarded to the upstream. */
+  clientTools: unknown[] | undefined;
+}
+
+export function resolveTools(config: Config, body: ChatCompletionRequest): RequestTools {
+  const model = config.models.find((m) => m.id === body.model);
+  const wanted = new Map<string, { allow?: string[] }>();
+  for (const name of model?.mcpServers ?? []) wanted.set(name, {});
+  const clientTools: unknown[] = [];
+  (body.tools ?? []).forEach((t, i) => {
+    if (t.type !== 'mcp') {
+      clientTools.push(t);
+      return;
+    }
+    if (!config.mcpServers.some((s) => s.name === t.server_label)) {
+      throw badRequest(`MCP server "${t.server_label}" is not configured on this server`, `tools[${i}].server_label`, 'mcp_server_not_found');
+    }
+    wanted.set(t.server_label, { allow: t.allowed_tools });
+  });
+  const servers = [...wanted.entries()].map(([name, w]): RunMcpServer => {
+    const cfg = config.mcpServers.find((s) => s.name === name)!;
+    return { name, timeoutSeconds: cfg.timeoutSeconds, maxOutputBytes: cfg.maxOutputBytes, ...(w.allow ? { allow: w.allow } : {}) };
+  });
+  return { servers, clientTools: body.tools ? clientTools : undefined };
+}

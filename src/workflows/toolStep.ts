@@ -1,0 +1,41 @@
+/**
+ * One server-side tool call inside the workflow: the `callTool` activity with its server's
+ * timeout and retry policy, shown as `mcp <server>/<tool>` in the Temporal UI. Whatever goes
+ * wrong after retries becomes a failed tool result for the model, never a failed run.
+ */
+import * as wf from '@temporalio/workflow';
+import type { createToolActivities } from '../activities/tools';
+import type { ToolCall } from '../domain/chat';
+import type { RunMcpServer, ToolOutcome } from '../domain/run';
+import type { CatalogEntry } from '../domain/toolNames';
+
+type ToolActivities = ReturnType<typeof createToolActivities>;
+
+export function toolActivities(summary: string, timeoutSeconds: number) {
+  return wf.proxyActivities<ToolActivities>({
+    summary,
+    // The MCP call has its own timeout (reset on progress); this only bounds a lost worker.
+    startToCloseTimeout: `${Math.ceil(timeoutSeconds) * 2 + 30} seconds`,
+    heartbeatTimeout: '10 seconds',
+    retry: { maximumAttempts: 4, initialInterval: '1 second', maximumInterval: '10 seconds', backoffCoefficient: 2 },
+  });
+}
+
+export async function runTool(runId: string, call: ToolCall, entry: CatalogEntry, server: RunMcpServer): Promise<ToolOutcome> {
+  try {
+    return await toolActivities(`mcp ${entry.server}/${entry.tool}`, server.timeoutSeconds).callTool({
+      runId,
+      callId: call.id,
+      server: entry.server,
+      tool: entry.tool,
+      arguments: call.function.arguments,
+      inputSchema: entry.inputSchema,
+      timeoutSeconds: server.timeoutSeconds,
+      maxOutputBytes: server.maxOutputBytes,
+    });
+  } catch (e) {
+    if (wf.isCancellation(e)) throw e;
+    const why = e instanceof wf.ActivityFailure && e.cause ? e.cause.message : e instanceof Error ? e.message : String(e);
+    return { text: `tool ${entry.server}/${entry.tool} failed: ${why}`, isError: true, truncated: false, ms: 0 };
+  }
+}
