@@ -2,16 +2,16 @@
  * McpPool against real MCP servers: server-everything over stdio, Streamable HTTP and legacy SSE,
  * server-memory over stdio, and an in-process SDK server for list_changed and _meta checks.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { connect, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { EVERYTHING, MEMORY, freePort, startEverything, stopProcess as stop } from '../support/mcpServers';
 import { McpServerSchema, type McpServerInput } from '../../src/config/mcpSchema';
 import {
   McpPool,
@@ -24,52 +24,10 @@ import { toolResultToText } from '../../src/connectors/mcp/toolResult';
 
 jest.setTimeout(30_000);
 
-const EVERYTHING = resolve(__dirname, '../../node_modules/@modelcontextprotocol/server-everything/dist/index.js');
-const MEMORY = resolve(__dirname, '../../node_modules/@modelcontextprotocol/server-memory/dist/index.js');
 const KEY = { idempotencyKey: 'test-key', timeoutMs: 10_000 };
 
 const text = (r: CallToolResult) => toolResultToText(r, 65536).text;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function freePort(): Promise<number> {
-  const srv = createNetServer();
-  await new Promise<void>((ok) => srv.listen(0, '127.0.0.1', ok));
-  const address = srv.address();
-  await new Promise<void>((ok) => srv.close(() => ok()));
-  if (!address || typeof address === 'string') throw new Error('no port');
-  return address.port;
-}
-
-async function waitForPort(port: number, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const open = await new Promise<boolean>((ok) => {
-      const socket = connect(port, '127.0.0.1');
-      socket.once('connect', () => (socket.destroy(), ok(true)));
-      socket.once('error', () => ok(false));
-    });
-    if (open) return;
-    if (Date.now() > deadline) throw new Error(`nothing listening on ${port}`);
-    await sleep(50);
-  }
-}
-
-/** server-everything in an HTTP mode; it takes its port from PORT and logs every request to stdout. */
-async function startEverything(mode: 'streamableHttp' | 'sse', port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [EVERYTHING, mode], {
-    env: { PATH: process.env.PATH, PORT: String(port) },
-    stdio: 'ignore',
-  });
-  await waitForPort(port);
-  return child;
-}
-
-async function stop(child: ChildProcess | undefined): Promise<void> {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((ok) => child.once('exit', ok));
-  child.kill('SIGKILL');
-  await exited;
-}
 
 /** Live children of this process running a stdio MCP server (what the pool spawns), from /proc. */
 function stdioServerChildren(): Array<{ pid: number; cmd: string }> {

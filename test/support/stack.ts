@@ -13,7 +13,8 @@ import { startScriptedUpstream, type ScriptedUpstream } from './scriptedUpstream
 
 const TEST_ENV_FILE = join(__dirname, '..', '..', '.data', 'test', 'test-env.json');
 
-installLogger();
+// Retries are the point of many tests; their warnings would bury real failures.
+installLogger('ERROR');
 
 export function testEnv(): { address: string; bundlePath: string } {
   return JSON.parse(readFileSync(TEST_ENV_FILE, 'utf8')) as { address: string; bundlePath: string };
