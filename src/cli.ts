@@ -6,6 +6,7 @@
  */
 import { resolve } from 'node:path';
 import { ConfigError, DEMO_MODEL, loadConfig, type Config } from './config/load';
+import { demoMcpServers } from './connectors/demoTools';
 import { startDemoUpstream } from './connectors/demoUpstream';
 import { startDevServer, type DevServer } from './connectors/temporalDevServer';
 import { installLogger } from './roles/logging';
@@ -60,10 +61,12 @@ async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
     if (config.demo && role === 'start') {
       const demo = await startDemoUpstream();
       cleanups.push(demo.close);
+      const tools = demoMcpServers(config.temporal.dataDir);
       config = loadConfig(process.env, (raw) => ({
         ...raw,
         upstreams: [{ name: 'demo', baseURL: demo.url }],
-        models: [{ id: DEMO_MODEL, upstream: 'demo' }],
+        models: [{ id: DEMO_MODEL, upstream: 'demo', mcpServers: tools.map((t) => t.name) }],
+        mcpServers: [...(Array.isArray(raw.mcpServers) ? raw.mcpServers : []), ...tools],
       }));
     }
     let address = config.temporal.address;
@@ -89,6 +92,7 @@ async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
     else log(`Temporal:    ${address} (namespace ${config.temporal.namespace}, task queue ${config.temporal.taskQueue})`);
     if (config.upstreams[0]?.name === 'demo' && role === 'start') {
       log(`demo mode: no upstream configured, serving the built-in demo model "${DEMO_MODEL}" (not a real LLM).`);
+      log('           it runs MCP tools when you name them, e.g. "use echo to say \'hi\'" or "list_directory of the sandbox".');
       log('           set OPENAI_BASE_URL and OPENAI_API_KEY, or write mix2api.yaml, to use a real upstream.');
     }
     log('ready. Ctrl-C stops everything.');
