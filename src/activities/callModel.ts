@@ -10,7 +10,7 @@ import type { Client } from '@temporalio/client';
 import { WorkflowStreamClient } from '@temporalio/workflow-streams/client';
 import type { LiveHub } from '../connectors/liveHub';
 import type { UpstreamClient } from '../connectors/upstream';
-import { MessageAccumulator, type Delta, type Usage } from '../domain/chat';
+import { MessageAccumulator, addUsage, clientReply, type Delta, type Usage } from '../domain/chat';
 import type { RunEvent } from '../domain/events';
 import { ClientCallFilter, clientCallId } from '../domain/toolCalls';
 import { EVENTS_QUERY, FailureType, wireError, type CallModelInput, type CallModelResult } from '../domain/run';
@@ -117,6 +117,12 @@ export function createModelActivities(deps: ModelDeps) {
       }
       const message = acc.message();
       if (message.tool_calls?.length && finishReason === 'stop') finishReason = 'tool_calls';
+      if (!message.tool_calls?.length) {
+        // No tool calls: the workflow will end the run with exactly this. Tell the waiting client
+        // now instead of after the workflow's next task (it publishes the same event durably).
+        const end = clientReply(message, (input.contentSoFar ?? '') + (message.content ?? ''));
+        deps.live.publish(input.runId, { t: 'end', step: input.step, seq: pub.nextSeq, finishReason, usage: addUsage(input.usageSoFar, usage), message: end });
+      }
       return { message, finishReason, usage, nextSeq: pub.nextSeq, attempt };
     },
   };

@@ -31,6 +31,11 @@ export interface RelayOptions {
   runId: string;
   from?: Position | null;
   signal: AbortSignal;
+  /**
+   * With a live channel, the durable log is only polled once the live path has been quiet this
+   * long (a tool step, a retry elsewhere): polling costs the run a workflow task per batch.
+   */
+  liveSilenceMs?: number;
 }
 
 /**
@@ -42,34 +47,56 @@ export function relayRun(o: RelayOptions): AsyncGenerator<RunEvent> {
   let wake: (() => void) | null = null;
   let sourcesDone = false;
   let failure: unknown = null;
+  const finished = new AbortController();
+  const stopped = () => o.signal.aborted || finished.signal.aborted;
+  let durableStarted = false;
+  let silence: NodeJS.Timeout | null = null;
   const push = (e: RunEvent) => {
     queue.push(e);
     wake?.();
   };
-  const unsubscribe = o.live?.subscribe(o.runId, push) ?? (() => undefined);
 
   const durable = async () => {
+    if (durableStarted || stopped()) return;
+    durableStarted = true;
     const sub = WorkflowStreamClient.create(o.client, o.runId).topic<RunEvent>(EVENTS_TOPIC).subscribe(0, { pollCooldown: 50 });
-    const stop = () => void sub.return(undefined);
-    o.signal.addEventListener('abort', stop, { once: true });
     try {
-      for await (const item of sub) push(item.data);
-    } finally {
-      o.signal.removeEventListener('abort', stop);
+      for await (const item of sub) {
+        if (stopped()) break;
+        push(item.data);
+      }
+    } catch {
+      // The tail query below still delivers everything once the run closes.
     }
   };
+  const armSilence = () => {
+    if (silence) clearTimeout(silence);
+    if (!durableStarted && !stopped()) silence = setTimeout(() => void durable(), o.liveSilenceMs ?? 1000);
+  };
+  const unsubscribe =
+    o.live?.subscribe(o.runId, (e) => {
+      armSilence();
+      push(e);
+    }) ?? (() => undefined);
+  // Whatever a poll could miss when the run closes, the closed run's query has.
   const tail = async () => {
     const handle = o.client.workflow.getHandle(o.runId);
     await handle.result().catch(() => undefined);
+    if (stopped()) return;
     for (const e of await handle.query<RunEvent[], [Position]>(EVENTS_QUERY, START)) push(e);
   };
 
   return (async function* () {
     let cursor = o.from ?? START;
     // The run exists by the time the caller iterates; the durable sources start here.
-    void Promise.allSettled([durable(), tail()]).then((rs) => {
-      const bad = rs.find((r) => r.status === 'rejected');
-      if (bad && !o.signal.aborted) failure = (bad as PromiseRejectedResult).reason;
+    if (o.live) armSilence();
+    else void durable();
+    void tail().then(
+      () => undefined,
+      (e: unknown) => {
+        if (!stopped()) failure = e;
+      },
+    ).finally(() => {
       sourcesDone = true;
       wake?.();
     });
@@ -93,6 +120,8 @@ export function relayRun(o: RelayOptions): AsyncGenerator<RunEvent> {
         if (part.t === 'end' || part.t === 'error') return;
       }
     } finally {
+      finished.abort();
+      if (silence) clearTimeout(silence);
       unsubscribe();
     }
   })();

@@ -67,11 +67,21 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
   if (o.namespace && o.namespace !== 'default') args.push('--namespace', o.namespace);
   for (const [k, v] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${k}=${v}`);
   const child = spawn(exe, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines = (buf: Buffer) => buf.toString().split('\n').filter(Boolean).forEach((l) => o.log?.(l));
+  const recent: string[] = [];
+  const lines = (buf: Buffer) =>
+    buf
+      .toString()
+      .split('\n')
+      .filter(Boolean)
+      .forEach((l) => {
+        recent.push(l);
+        if (recent.length > 20) recent.shift();
+        o.log?.(l);
+      });
   child.stdout?.on('data', lines);
   child.stderr?.on('data', lines);
   let exited: string | null = null;
-  child.once('exit', (code, sig) => (exited = `temporal dev server exited (${sig ?? code})`));
+  child.once('exit', (code, sig) => (exited = `temporal dev server exited (${sig ?? code}): ${recent.slice(-5).join(' | ')}`));
   const address = `127.0.0.1:${o.port}`;
   const deadline = Date.now() + (o.readyTimeoutMs ?? 60_000);
   for (;;) {

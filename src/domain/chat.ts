@@ -86,3 +86,8 @@ export class MessageAccumulator {
     return msg;
   }
 }
+
+/** The one assistant message a client sees for a run: all steps' content, and its own calls. */
+export function clientReply(step: AssistantMessage, content: string, toolCalls?: ToolCall[]): AssistantMessage {
+  return { ...step, content: content === '' && toolCalls?.length ? null : content, tool_calls: toolCalls };
+}

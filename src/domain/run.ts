@@ -83,6 +83,9 @@ export interface CallModelInput {
   serverTools?: string[];
   /** Give the client's tool calls ids that name this run (for re-joining hidden steps). */
   runScopedCallIds?: boolean;
+  /** What earlier steps contributed, so a step that ends the run can announce the end live. */
+  contentSoFar?: string;
+  usageSoFar?: Usage;
 }
 
 export interface CallModelResult {

@@ -7,7 +7,7 @@ import { ActivityFailure, ApplicationFailure, TimeoutFailure, TimeoutType } from
 import { WorkflowStream, decodePayloadWire } from '@temporalio/workflow-streams/workflow';
 import type { createModelActivities } from '../activities/callModel';
 import type { createToolActivities } from '../activities/tools';
-import { addUsage, type AssistantMessage, type ChatMessage, type ToolCall, type Usage } from '../domain/chat';
+import { addUsage, clientReply, type AssistantMessage, type ChatMessage, type ToolCall, type Usage } from '../domain/chat';
 import { clientCallId } from '../domain/toolCalls';
 import { toOpenAiTool, type CatalogEntry } from '../domain/toolNames';
 import { runTool } from './toolStep';
@@ -121,6 +121,8 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
         continuation: input.route.continuation,
         serverTools: [...byName.keys()],
         runScopedCallIds: servers.size > 0,
+        contentSoFar: content,
+        usageSoFar: usage,
       });
       usage = addUsage(usage, r.usage);
       steps.push({ step, kind: 'model', attempt: r.attempt, finishReason: r.finishReason, usage: r.usage });
@@ -129,21 +131,16 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
       const calls = withIds(r.message.tool_calls ?? [], step);
       const serverCalls = calls.filter((c) => byName.has(c.function.name));
       const clientCalls = calls.filter((c) => !byName.has(c.function.name));
-      const clientFacing = (extra: Partial<AssistantMessage> = {}): AssistantMessage => ({
-        ...r.message,
-        content: content === '' && clientCalls.length > 0 ? null : content,
-        tool_calls: undefined,
-        ...extra,
-      });
+      const clientFacing = (toolCalls?: ToolCall[]): AssistantMessage => clientReply(r.message, content, toolCalls);
       // The turn ends with the client's own calls; what mix2api ran stays hidden until the follow-up.
       const endWithClientCalls = () => {
         const ids = clientCalls.map((c, i) => clientCallId(runId, i) ?? c.id);
         const callIds = Object.fromEntries(clientCalls.map((c, i) => [ids[i]!, c.id]));
-        return finish(clientFacing({ tool_calls: clientCalls.map((c, i) => ({ ...c, id: ids[i]! })) }), 'tool_calls', seq, { messages: transcript, callIds });
+        return finish(clientFacing(clientCalls.map((c, i) => ({ ...c, id: ids[i]! }))), 'tool_calls', seq, { messages: transcript, callIds });
       };
       const assistant: ChatMessage = { ...r.message, role: 'assistant', tool_calls: calls };
       if (serverCalls.length === 0) {
-        if (clientCalls.length === 0 || servers.size === 0) return finish(clientFacing({ tool_calls: r.message.tool_calls }), r.finishReason, seq);
+        if (clientCalls.length === 0 || servers.size === 0) return finish(clientFacing(r.message.tool_calls), r.finishReason, seq);
         transcript.push(assistant);
         return endWithClientCalls();
       }

@@ -10,7 +10,6 @@ import { DefaultLogger, bundleWorkflowCode } from '@temporalio/worker';
 import { startDevServer } from '../../src/connectors/temporalDevServer';
 
 const root = join(__dirname, '..', '..');
-export const TEST_ENV_FILE = join(root, '.data', 'test', 'test-env.json');
 
 function freePort(): Promise<number> {
   return new Promise((ok) => {
@@ -23,7 +22,8 @@ function freePort(): Promise<number> {
 }
 
 export default async function globalSetup(): Promise<void> {
-  const dir = join(root, '.data', 'test');
+  // One folder per run, so two suites on one machine never share a server or a bundle.
+  const dir = join(root, '.data', `test-${process.pid}`);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
@@ -33,6 +33,9 @@ export default async function globalSetup(): Promise<void> {
   ]);
   const bundlePath = join(dir, 'workflow-bundle.js');
   writeFileSync(bundlePath, bundle.code);
-  writeFileSync(TEST_ENV_FILE, JSON.stringify({ address: server.address, bundlePath }));
-  (globalThis as { __temporal?: typeof server }).__temporal = server;
+  const envFile = join(dir, 'test-env.json');
+  writeFileSync(envFile, JSON.stringify({ address: server.address, bundlePath }));
+  process.env.MIX2API_TEST_ENV_FILE = envFile;
+  (globalThis as { __temporal?: typeof server; __testDir?: string }).__temporal = server;
+  (globalThis as { __testDir?: string }).__testDir = dir;
 }

@@ -1,6 +1,9 @@
 /** Stops the suite's Temporal dev server. */
+import { rmSync } from 'node:fs';
 import type { DevServer } from '../../src/connectors/temporalDevServer';
 
 export default async function globalTeardown(): Promise<void> {
-  await (globalThis as { __temporal?: DevServer }).__temporal?.stop();
+  const g = globalThis as { __temporal?: DevServer; __testDir?: string };
+  await g.__temporal?.stop();
+  if (g.__testDir) rmSync(g.__testDir, { recursive: true, force: true });
 }

@@ -3,7 +3,6 @@
  * server and a scripted upstream, plus the real `openai` client pointed at it.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import OpenAI from 'openai';
 import { parseConfig, type Config } from '../../src/config/load';
@@ -11,13 +10,13 @@ import { installLogger } from '../../src/roles/logging';
 import { startSystem, type RunningSystem } from '../../src/roles/system';
 import { startScriptedUpstream, type ScriptedUpstream } from './scriptedUpstream';
 
-const TEST_ENV_FILE = join(__dirname, '..', '..', '.data', 'test', 'test-env.json');
-
 // Retries are the point of many tests; their warnings would bury real failures.
 installLogger('ERROR');
 
 export function testEnv(): { address: string; bundlePath: string } {
-  return JSON.parse(readFileSync(TEST_ENV_FILE, 'utf8')) as { address: string; bundlePath: string };
+  const file = process.env.MIX2API_TEST_ENV_FILE;
+  if (!file) throw new Error('MIX2API_TEST_ENV_FILE is not set: run integration tests through jest (globalSetup)');
+  return JSON.parse(readFileSync(file, 'utf8')) as { address: string; bundlePath: string };
 }
 
 let queueN = 0;
