@@ -91,7 +91,7 @@ export function createToolActivities(deps: ToolDeps) {
           idempotencyKey: `${input.runId}/${input.callId}`,
         });
         const r = toolResultToText(result, input.maxOutputBytes);
-        return outcome(r.text, r.isError, r.truncated);
+        return { ...outcome(r.text, r.isError, r.truncated), ...(result.structuredContent ? { structured: result.structuredContent } : {}) };
       } catch (e) {
         if (ctx.cancellationSignal.aborted) throw e;
         if (e instanceof McpToolError) return outcome(`tool error: ${e.message}`, true);

@@ -7,6 +7,7 @@ import type { Config } from '../config/load';
 import { createAuth } from './auth';
 import { createCompletionHandler, type CompletionDeps } from './chatCompletions';
 import { ApiError, errorMiddleware } from './errors';
+import { createRunsRouter } from './runs';
 
 export interface AppDeps extends CompletionDeps {
   config: Config;
@@ -36,6 +37,7 @@ export function createApp(d: AppDeps): express.Express {
     res.json({ object: 'list', data: d.router.list().map((m) => ({ id: m.id, object: 'model', created, owned_by: m.upstream })) });
   });
   v1.post('/chat/completions', createCompletionHandler(d));
+  v1.use(createRunsRouter(d));
   app.use('/v1', v1);
 
   app.use((req, _res, next) => next(new ApiError(404, `Unknown request URL: ${req.method} ${req.path}`, 'invalid_request_error', 'unknown_url')));

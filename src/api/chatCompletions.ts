@@ -9,14 +9,14 @@ import type { Client } from '@temporalio/client';
 import { WorkflowIdConflictPolicy } from '@temporalio/common';
 import type { Config } from '../config/load';
 import type { LiveHub } from '../connectors/liveHub';
-import { formatPosition, type RunEvent } from '../domain/events';
 import type { ChatMessage } from '../domain/chat';
 import { referencedRuns, rejoin } from '../domain/rejoin';
 import { RESULT_QUERY, type ChatCompletionInput, type ChatCompletionResult, type HiddenSteps } from '../domain/run';
 import { resolveTools } from './tools';
-import { chunk, completionBody, eventDeltas, usageChunk, type ChunkContext } from './chunks';
-import { ApiError, badRequest, errorBody, toApiError } from './errors';
+import { completionBody } from './chunks';
+import { badRequest } from './errors';
 import { relayRun } from './relay';
+import { streamRun } from './sse';
 import type { ModelRouter } from './routing';
 import { ChatCompletionRequestSchema, issueParam } from './schemas';
 
@@ -79,6 +79,7 @@ export function createCompletionHandler(d: CompletionDeps) {
       route,
       body: { ...rest, messages, ...(tools.clientTools?.length ? { tools: tools.clientTools } : {}) },
       mcpServers: tools.servers,
+      approvalTimeoutSeconds: d.config.loop.approvalTimeoutSeconds,
       liveTaskQueue: stream ? d.liveTaskQueue : undefined,
       batchMs: d.config.stream.batchMs,
       maxSteps: d.config.loop.maxSteps,
@@ -112,68 +113,6 @@ export function createCompletionHandler(d: CompletionDeps) {
         if (!res.writableFinished) void handle.cancel().catch(() => undefined);
       });
     }
-    await streamRun(d, res, events, { id: runId, created: Math.floor(Date.now() / 1000), model: body.model }, stream_options?.include_usage === true);
+    await streamRun(d.config, res, events, { id: runId, created: Math.floor(Date.now() / 1000), model: body.model }, stream_options?.include_usage === true);
   };
-}
-
-async function streamRun(
-  d: CompletionDeps,
-  res: Response,
-  events: AsyncGenerator<RunEvent>,
-  ctx: ChunkContext,
-  includeUsage: boolean,
-): Promise<void> {
-  let started = false;
-  let seen = false;
-  let role = true;
-  const start = () => {
-    if (started) return;
-    started = true;
-    res.status(200);
-    res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
-    res.setHeader('Cache-Control', 'no-cache');
-    res.setHeader('Connection', 'keep-alive');
-    res.setHeader('X-Accel-Buffering', 'no');
-    res.flushHeaders();
-  };
-  const send = (id: string | null, data: unknown) => {
-    start();
-    res.write(`${id ? `id: ${id}\n` : ''}data: ${JSON.stringify(data)}\n\n`);
-  };
-  // Empty-delta `data:` chunks keep edge gateways' idle timers from firing during long steps.
-  // Once the run shows life (a tool step, say) the stream starts, even if nothing is visible yet.
-  const keepalive = setInterval(() => {
-    if (started || seen) send(null, chunk(ctx, {}));
-  }, d.config.loop.keepaliveSeconds * 1000);
-  try {
-    for await (const e of events) {
-      seen ||= e.t !== 'retry';
-      if (e.t === 'error') {
-        if (!started) throw ApiError.fromWire(e.error);
-        send(formatPosition({ step: e.step, seq: e.seq }), errorBody(e.error));
-        break;
-      }
-      if (e.t === 'end') {
-        const id = formatPosition({ step: e.step, seq: e.seq });
-        send(id, chunk(ctx, role ? { role: 'assistant', content: '' } : {}, e.finishReason));
-        if (includeUsage && e.usage) send(null, usageChunk(ctx, e.usage));
-        break;
-      }
-      // A retry before any byte is invisible, so the status can still tell a gateway to fail over.
-      if (e.t === 'retry' && !started) continue;
-      for (const { seq, delta } of eventDeltas(e, d.config.loop.progress)) {
-        send(formatPosition({ step: e.step, seq }), chunk(ctx, role ? { role: 'assistant', ...delta } : delta));
-        role = false;
-      }
-    }
-  } catch (err) {
-    if (!started) throw err;
-    send(null, errorBody(toApiError(err)));
-  } finally {
-    clearInterval(keepalive);
-  }
-  if (!res.writableEnded) {
-    start();
-    res.end('data: [DONE]\n\n');
-  }
 }

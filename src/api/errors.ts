@@ -41,7 +41,7 @@ export function fromRunFailure(e: unknown): ApiError | null {
   if (!(e instanceof WorkflowFailedError)) return null;
   const cause = e.cause;
   if (cause instanceof ApplicationFailure && cause.details?.[0]) return ApiError.fromWire(cause.details[0] as WireError);
-  if (cause?.name === 'CancelledFailure') return new ApiError(499, 'the run was cancelled', 'cancelled', 'run_cancelled');
+  if (cause?.name === 'CancelledFailure') return new ApiError(409, 'the run was cancelled', 'cancelled', 'run_cancelled');
   if (cause?.name === 'TerminatedFailure') return new ApiError(500, 'the run was terminated', 'server_error', 'run_terminated');
   return new ApiError(500, cause?.message ?? e.message, 'server_error', 'run_failed');
 }

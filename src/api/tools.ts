@@ -16,7 +16,7 @@ export interface RequestTools {
 
 export function resolveTools(config: Config, body: ChatCompletionRequest): RequestTools {
   const model = config.models.find((m) => m.id === body.model);
-  const wanted = new Map<string, { allow?: string[] }>();
+  const wanted = new Map<string, { allow?: string[]; approval?: string[] }>();
   for (const name of model?.mcpServers ?? []) wanted.set(name, {});
   const clientTools: unknown[] = [];
   (body.tools ?? []).forEach((t, i) => {
@@ -27,11 +27,28 @@ export function resolveTools(config: Config, body: ChatCompletionRequest): Reque
     if (!config.mcpServers.some((s) => s.name === t.server_label)) {
       throw badRequest(`MCP server "${t.server_label}" is not configured on this server`, `tools[${i}].server_label`, 'mcp_server_not_found');
     }
-    wanted.set(t.server_label, { allow: t.allowed_tools });
+    wanted.set(t.server_label, { allow: t.allowed_tools, approval: requestedApproval(t.require_approval) });
   });
   const servers = [...wanted.entries()].map(([name, w]): RunMcpServer => {
     const cfg = config.mcpServers.find((s) => s.name === name)!;
-    return { name, timeoutSeconds: cfg.timeoutSeconds, maxOutputBytes: cfg.maxOutputBytes, ...(w.allow ? { allow: w.allow } : {}) };
+    // The config's policy is a floor: a request can ask for more approvals, never fewer.
+    const fromConfig = cfg.approval === 'always' ? ['*'] : cfg.approval === 'never' ? [] : cfg.approval.tools;
+    const approval = [...new Set([...fromConfig, ...(w.approval ?? [])])];
+    return {
+      name,
+      timeoutSeconds: cfg.timeoutSeconds,
+      maxOutputBytes: cfg.maxOutputBytes,
+      ...(w.allow ? { allow: w.allow } : {}),
+      ...(approval.length > 0 ? { approval } : {}),
+      ...(Object.keys(cfg.compensations).length > 0 ? { compensations: cfg.compensations } : {}),
+    };
   });
   return { servers, clientTools: body.tools ? clientTools : undefined };
+}
+
+/** OpenAI's `require_approval`: "always" | "never" | { always: { tool_names } }. */
+function requestedApproval(r: unknown): string[] {
+  if (r === 'always') return ['*'];
+  const names = (r as { always?: { tool_names?: unknown } } | undefined)?.always?.tool_names;
+  return Array.isArray(names) ? names.filter((n): n is string => typeof n === 'string') : [];
 }

@@ -86,6 +86,8 @@ export const LoopSchema = z
     progress: z.enum(['reasoning', 'content', 'none']).default('reasoning'),
     keepaliveSeconds: z.number().positive().max(300).default(10),
     onDisconnect: z.enum(['continue', 'cancel']).default('continue'),
+    /** A tool call waiting for approval is denied after this long. */
+    approvalTimeoutSeconds: z.number().positive().max(30 * 24 * 3600).default(900),
   })
   .strict();
 

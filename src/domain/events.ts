@@ -50,6 +50,38 @@ export interface ToolFinishedEvent {
   preview: string;
 }
 
+export interface ApprovalRequiredEvent {
+  t: 'approval_required';
+  step: number;
+  seq: number;
+  approvalId: string;
+  callId: string;
+  server: string;
+  tool: string;
+  arguments: string;
+}
+
+export interface ApprovalDecidedEvent {
+  t: 'approval_decided';
+  step: number;
+  seq: number;
+  approvalId: string;
+  approve: boolean;
+  reason?: string;
+  by: 'api' | 'signal' | 'timeout';
+}
+
+export interface CompensationEvent {
+  t: 'compensation';
+  step: number;
+  seq: number;
+  forCallId: string;
+  server: string;
+  tool: string;
+  ok: boolean;
+  detail: string;
+}
+
 export interface EndEvent {
   t: 'end';
   step: number;
@@ -66,7 +98,16 @@ export interface ErrorEvent {
   error: WireError;
 }
 
-export type RunEvent = DeltasEvent | RetryEvent | ToolStartedEvent | ToolFinishedEvent | EndEvent | ErrorEvent;
+export type RunEvent =
+  | DeltasEvent
+  | RetryEvent
+  | ToolStartedEvent
+  | ToolFinishedEvent
+  | ApprovalRequiredEvent
+  | ApprovalDecidedEvent
+  | CompensationEvent
+  | EndEvent
+  | ErrorEvent;
 
 /** The OpenAI error body plus the HTTP status it travels with. */
 export interface WireError {

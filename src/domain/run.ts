@@ -7,6 +7,34 @@ import type { WireError } from './events';
 
 export const EVENTS_QUERY = 'mix2api.events';
 export const RESULT_QUERY = 'mix2api.result';
+export const STATE_QUERY = 'mix2api.state';
+/** Signal (Temporal UI/CLI) and update (API) that decide a pending approval. */
+export const APPROVE_SIGNAL = 'approve';
+export const APPROVE_UPDATE = 'mix2api.approve';
+
+export interface ApprovalDecision {
+  approvalId: string;
+  approve: boolean;
+  reason?: string;
+}
+
+export interface PendingApproval {
+  approvalId: string;
+  callId: string;
+  server: string;
+  tool: string;
+  arguments: string;
+}
+
+/** What GET /v1/runs/{id} shows of a run, open or closed. */
+export interface RunState {
+  model: string;
+  keyName?: string;
+  steps: StepRecord[];
+  usage?: Usage;
+  pendingApprovals: PendingApproval[];
+  result: ChatCompletionResult | null;
+}
 
 export interface RetrySettings {
   maxAttempts: number;
@@ -37,16 +65,18 @@ export interface ChatCompletionInput {
   keyName?: string;
   /** Server-side MCP tools of this run. */
   mcpServers?: RunMcpServer[];
+  approvalTimeoutSeconds?: number;
 }
 
 export interface StepRecord {
   step: number;
-  kind: 'model' | 'tool';
+  kind: 'model' | 'tool' | 'compensation';
   attempt?: number;
   finishReason?: string;
   usage?: Usage;
   /** Tool steps. */
   callId?: string;
+  arguments?: string;
   server?: string;
   tool?: string;
   ms?: number;
@@ -119,6 +149,10 @@ export interface RunMcpServer {
   maxOutputBytes: number;
   allow?: string[];
   deny?: string[];
+  /** MCP tool names that need a human's approval; `*` for all. */
+  approval?: string[];
+  /** tool → its undo: another tool of the same server, arguments mapped from the call. */
+  compensations?: Record<string, { tool: string; args: Record<string, string> }>;
 }
 
 export interface ListToolsInput {
@@ -144,4 +178,6 @@ export interface ToolOutcome {
   isError: boolean;
   truncated: boolean;
   ms: number;
+  /** The tool's `structuredContent`, for compensation argument mappings. */
+  structured?: unknown;
 }

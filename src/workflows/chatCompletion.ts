@@ -21,8 +21,13 @@ import {
   type ChatCompletionInput,
   type ChatCompletionResult,
   type HiddenSteps,
+  type RunState,
   type StepRecord,
+  type ToolOutcome,
+  STATE_QUERY,
 } from '../domain/run';
+import { Approvals } from './approvals';
+import { Saga } from './saga';
 
 type ModelActivities = ReturnType<typeof createModelActivities>;
 type ToolActivities = ReturnType<typeof createToolActivities>;
@@ -69,7 +74,7 @@ export function toWireError(e: unknown): WireError {
   while (cur instanceof ActivityFailure || (cur instanceof ApplicationFailure && !cur.details?.length && cur.cause)) cur = cur.cause;
   if (cur instanceof ApplicationFailure && cur.details?.[0]) return cur.details[0] as WireError;
   if (cur instanceof TimeoutFailure) return wireError(504, `upstream call timed out (${cur.timeoutType === undefined ? 'timeout' : TimeoutType[cur.timeoutType]})`, 'timeout_error', 'upstream_timeout');
-  if (wf.isCancellation(e)) return wireError(499, 'run cancelled', 'cancelled', 'run_cancelled');
+  if (wf.isCancellation(e)) return wireError(409, 'the run was cancelled', 'cancelled', 'run_cancelled');
   const msg = e instanceof Error ? e.message : String(e);
   return wireError(500, msg, 'server_error', 'internal_error');
 }
@@ -92,10 +97,20 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
     logged().filter((e) => comparePositions({ step: e.step, seq: nextSeq(e) - 1 }, after) > 0),
   );
   wf.setHandler(wf.defineQuery<ChatCompletionResult | null>(RESULT_QUERY), () => result ?? null);
+  const approvals = new Approvals();
+  const saga = new Saga();
+  let usage: Usage | undefined;
+  wf.setHandler(wf.defineQuery<RunState>(STATE_QUERY), () => ({
+    model: input.route.exposedModel,
+    keyName: input.keyName,
+    steps,
+    usage,
+    pendingApprovals: [...approvals.pending.values()],
+    result: result ?? null,
+  }));
 
   const servers = new Map((input.mcpServers ?? []).map((s) => [s.name, s]));
   const clientTools = Array.isArray(input.body.tools) ? (input.body.tools as unknown[]) : [];
-  let usage: Usage | undefined;
   let step = 0;
   try {
     const catalog = servers.size > 0 ? await listCatalog(input, clientTools.length) : [];
@@ -152,17 +167,27 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
       }
       transcript.push(assistant);
       messages.push(assistant);
-      for (const c of serverCalls) {
+      // Each call: approval if its server asks for one, then the call itself; all calls in parallel.
+      const runOne = async (c: ToolCall, i: number): Promise<ToolOutcome> => {
         const e = byName.get(c.function.name)!;
+        const server = servers.get(e.server)!;
+        if (Approvals.needed(server, e.tool)) {
+          const approvalId = `apr_${step}_${i}`;
+          events.publish({ t: 'approval_required', step, seq: seq++, approvalId, callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments });
+          const d = await approvals.wait({ approvalId, callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments }, input.approvalTimeoutSeconds ?? 900);
+          events.publish({ t: 'approval_decided', step, seq: seq++, approvalId, approve: d.approve, by: d.by, ...(d.reason ? { reason: d.reason } : {}) });
+          if (!d.approve) return { text: `The user did not approve this call of ${e.server}/${e.tool}${d.reason ? `: ${d.reason}` : ''}.`, isError: true, truncated: false, ms: 0 };
+        }
         events.publish({ t: 'tool_started', step, seq: seq++, callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments });
-      }
-      const outcomes = await Promise.all(serverCalls.map((c) => runTool(runId, c, byName.get(c.function.name)!, servers.get(byName.get(c.function.name)!.server)!)));
-      serverCalls.forEach((c, i) => {
-        const e = byName.get(c.function.name)!;
-        const o = outcomes[i]!;
+        const o = await runTool(runId, c, e, server);
         events.publish({ t: 'tool_finished', step, seq: seq++, callId: c.id, server: e.server, tool: e.tool, ms: o.ms, isError: o.isError, preview: o.text.slice(0, 200) });
-        steps.push({ step, kind: 'tool', callId: c.id, server: e.server, tool: e.tool, ms: o.ms, isError: o.isError });
-        const toolMsg: ChatMessage = { role: 'tool', tool_call_id: c.id, content: o.text };
+        steps.push({ step, kind: 'tool', callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments, ms: o.ms, isError: o.isError });
+        saga.record(server, e.tool, c.id, c.function.arguments, o);
+        return o;
+      };
+      const outcomes = await Promise.all(serverCalls.map(runOne));
+      serverCalls.forEach((c, i) => {
+        const toolMsg: ChatMessage = { role: 'tool', tool_call_id: c.id, content: outcomes[i]!.text };
         transcript.push(toolMsg);
         messages.push(toolMsg);
       });
@@ -170,7 +195,13 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
     }
   } catch (e) {
     const err = toWireError(e);
+    if (saga.size > 0) {
+      let seq = nextSeqOf(step);
+      const undone = await saga.compensate(runId, (r) => events.publish({ t: 'compensation', step, seq: seq++, ...r }));
+      steps.push(...undone.map((u) => ({ ...u, step })));
+    }
     events.publish({ t: 'error', step, seq: nextSeqOf(step), error: err });
+    if (wf.isCancellation(e)) throw e;
     throw ApplicationFailure.create({ type: 'RunFailed', message: err.message, nonRetryable: true, details: [err], cause: e instanceof Error ? e : undefined });
   }
 }

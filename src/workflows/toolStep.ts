@@ -17,6 +17,8 @@ export function toolActivities(summary: string, timeoutSeconds: number) {
     // The MCP call has its own timeout (reset on progress); this only bounds a lost worker.
     startToCloseTimeout: `${Math.ceil(timeoutSeconds) * 2 + 30} seconds`,
     heartbeatTimeout: '10 seconds',
+    // On cancel, wait until the tool has really stopped: compensations must come after it.
+    cancellationType: wf.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     retry: { maximumAttempts: 4, initialInterval: '1 second', maximumInterval: '10 seconds', backoffCoefficient: 2 },
   });
 }

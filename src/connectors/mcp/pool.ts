@@ -369,7 +369,8 @@ export class McpPool {
   }
 
   private onClientError(server: string, client: Client, err: Error): void {
-    if (isConnectionError(err)) this.evict(client, server, describe(err));
+    if (isStandaloneStreamRefusal(err)) this.log(server, 'info', `no server-initiated message stream: ${describe(err)}`);
+    else if (isConnectionError(err)) this.evict(client, server, describe(err));
     else this.log(server, 'warn', describe(err));
   }
 
@@ -435,6 +436,15 @@ export function isConnectionError(err: unknown): boolean {
     current = current.cause;
   }
   return false;
+}
+
+/**
+ * The optional GET stream for server-initiated messages was refused (spec: 405, but servers also answer 404/400...).
+ * Requests still work over POST, and a session that is really gone fails the next request, which evicts then.
+ * A failed resume of a request's stream arrives as "Failed to reconnect SSE stream" and still evicts.
+ */
+function isStandaloneStreamRefusal(err: unknown): boolean {
+  return err instanceof StreamableHTTPError && err.message.includes('Failed to open SSE stream');
 }
 
 function statusOpt(err: unknown): { status?: number } {
