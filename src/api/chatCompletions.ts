@@ -104,7 +104,8 @@ export function createCompletionHandler(d: CompletionDeps) {
     res.setHeader('X-Run-Id', runId);
 
     if (!events) {
-      const result = (await handle.result()) as ChatCompletionResult;
+      // A client that leaves stops this wait, not the run.
+      const result = (await d.client.connection.withAbortSignal(abort.signal, () => handle.result())) as ChatCompletionResult;
       res.json(completionBody(result));
       return;
     }

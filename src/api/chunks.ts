@@ -36,6 +36,12 @@ export function progressText(e: RunEvent): string | null {
       return `\n▶ ${e.server}/${e.tool} ${truncate(e.arguments, 200)}\n`;
     case 'tool_finished':
       return `${e.isError ? '✗' : '✓'} ${e.server}/${e.tool} ${e.isError ? 'failed' : 'done'} in ${e.ms} ms\n`;
+    case 'approval_required':
+      return `\n⏸ approval needed: ${e.server}/${e.tool} ${truncate(e.arguments, 200)} (approval id ${e.approvalId})\n`;
+    case 'approval_decided':
+      return `${e.approve ? '✓ approved' : '✗ denied'} ${e.approvalId}${e.by === 'timeout' ? ' (timed out)' : ''}${e.reason ? `: ${e.reason}` : ''}\n`;
+    case 'compensation':
+      return `↺ undo ${e.server}/${e.tool} ${e.ok ? 'done' : `failed: ${truncate(e.detail, 200)}`}\n`;
     case 'retry':
       return `\n↻ upstream attempt ${e.attempt} (${e.reason === 'continue' ? 'continuing' : 'restarting'} this step)\n`;
     default:

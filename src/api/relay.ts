@@ -21,6 +21,13 @@ export function after(e: RunEvent, cursor: Position): RunEvent | null {
   return skip === 0 ? e : { ...e, seq0: e.seq0 + skip, d: e.d.slice(skip) };
 }
 
+/** Whether `e` starts exactly where the client's cursor ends (nothing in between can be missing). */
+function continues(e: RunEvent, cursor: Position): boolean {
+  const first = { step: e.step, seq: e.t === 'deltas' ? e.seq0 : e.seq };
+  if (cursor.step === START.step) return first.step === 0 && first.seq === 0;
+  return first.step === cursor.step && first.seq === cursor.seq + 1;
+}
+
 export function lastPosition(e: RunEvent): Position {
   return { step: e.step, seq: e.t === 'deltas' ? e.seq0 + e.d.length - 1 : e.seq };
 }
@@ -43,31 +50,35 @@ export interface RelayOptions {
  * subscribes to the LiveHub at once, so no live delta is missed) and iterate once it exists.
  */
 export function relayRun(o: RelayOptions): AsyncGenerator<RunEvent> {
-  const queue: RunEvent[] = [];
+  // Durable events arrive complete and in order; live ones may start ahead of the cursor (a
+  // resumed client, a new step after tools), so they wait in `held` until they continue it.
+  const queue: Array<{ e: RunEvent; live: boolean }> = [];
+  let held: RunEvent[] = [];
   let wake: (() => void) | null = null;
   let sourcesDone = false;
   let failure: unknown = null;
   const finished = new AbortController();
-  const stopped = () => o.signal.aborted || finished.signal.aborted;
+  const stop = AbortSignal.any([o.signal, finished.signal]);
+  const stopped = () => stop.aborted;
+  // Pending Temporal calls (long polls) end with the relay, and never outlive the connection.
+  const guarded = <T>(fn: () => Promise<T>) => o.client.connection.withAbortSignal(stop, fn);
   let durableStarted = false;
   let silence: NodeJS.Timeout | null = null;
-  const push = (e: RunEvent) => {
-    queue.push(e);
+  const push = (e: RunEvent, live = false) => {
+    queue.push({ e, live });
     wake?.();
   };
 
   const durable = async () => {
     if (durableStarted || stopped()) return;
     durableStarted = true;
-    const sub = WorkflowStreamClient.create(o.client, o.runId).topic<RunEvent>(EVENTS_TOPIC).subscribe(0, { pollCooldown: 50 });
-    try {
+    await guarded(async () => {
+      const sub = WorkflowStreamClient.create(o.client, o.runId).topic<RunEvent>(EVENTS_TOPIC).subscribe(0, { pollCooldown: 50 });
       for await (const item of sub) {
         if (stopped()) break;
         push(item.data);
       }
-    } catch {
-      // The tail query below still delivers everything once the run closes.
-    }
+    }).catch(() => undefined); // the tail query below still delivers everything once the run closes
   };
   const armSilence = () => {
     if (silence) clearTimeout(silence);
@@ -76,14 +87,14 @@ export function relayRun(o: RelayOptions): AsyncGenerator<RunEvent> {
   const unsubscribe =
     o.live?.subscribe(o.runId, (e) => {
       armSilence();
-      push(e);
+      push(e, true);
     }) ?? (() => undefined);
   // Whatever a poll could miss when the run closes, the closed run's query has.
   const tail = async () => {
     const handle = o.client.workflow.getHandle(o.runId);
-    await handle.result().catch(() => undefined);
+    await guarded(() => handle.result()).catch(() => undefined);
     if (stopped()) return;
-    for (const e of await handle.query<RunEvent[], [Position]>(EVENTS_QUERY, START)) push(e);
+    for (const e of await guarded(() => handle.query<RunEvent[], [Position]>(EVENTS_QUERY, START))) push(e);
   };
 
   return (async function* () {
@@ -113,11 +124,25 @@ export function relayRun(o: RelayOptions): AsyncGenerator<RunEvent> {
           wake = null;
           continue;
         }
-        const part = after(next, cursor);
-        if (!part) continue;
-        cursor = lastPosition(part);
-        yield part;
-        if (part.t === 'end' || part.t === 'error') return;
+        const ready: RunEvent[] = [];
+        const first = after(next.e, cursor);
+        if (!first) continue;
+        if (next.live && !continues(first, cursor)) {
+          held.push(first);
+          void durable();
+          continue;
+        }
+        ready.push(first);
+        while (ready.length > 0) {
+          const part = ready.shift()!;
+          cursor = lastPosition(part);
+          yield part;
+          if (part.t === 'end' || part.t === 'error') return;
+          // Held live events that now continue the cursor go next; the ones it passed are dropped.
+          held = held.map((h) => after(h, cursor)).filter((h): h is RunEvent => h !== null);
+          const i = held.findIndex((h) => continues(h, cursor));
+          if (i >= 0) ready.push(...held.splice(i, 1));
+        }
       }
     } finally {
       finished.abort();

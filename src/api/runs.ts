@@ -92,7 +92,8 @@ export function createRunsRouter(d: RunsDeps): Router {
     const body = (req.body ?? {}) as { approve?: unknown; reason?: unknown };
     if (typeof body.approve !== 'boolean') throw badRequest('approve must be true or false', 'approve');
     if (body.reason !== undefined && typeof body.reason !== 'string') throw badRequest('reason must be a string', 'reason');
-    const { id, handle } = await loadRun(d, req, res);
+    const { id, handle, desc } = await loadRun(d, req, res);
+    if (desc.status.name !== 'RUNNING') throw new ApiError(404, `Run '${id}' has no pending approvals (${desc.status.name.toLowerCase()}).`, 'invalid_request_error', 'approval_not_found', 'approval_id');
     const decision: ApprovalDecision = { approvalId: String(req.params.approvalId), approve: body.approve, ...(body.reason ? { reason: body.reason } : {}) };
     try {
       const out = await handle.executeUpdate<ApprovalDecision & { by: string }, [ApprovalDecision]>(APPROVE_UPDATE, { args: [decision] });

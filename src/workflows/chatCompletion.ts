@@ -91,7 +91,6 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
 
   const logged = (): RunEvent[] =>
     stream.getState().log.map((i) => wf.defaultPayloadConverter.fromPayload<RunEvent>(decodePayloadWire(i.data)));
-  const nextSeqOf = (step: number): number => Math.max(0, ...logged().filter((e) => e.step === step).map(nextSeq));
   // Events after a position, also answerable once the run has closed (queries replay history).
   wf.setHandler(wf.defineQuery<RunEvent[], [Position]>(EVENTS_QUERY), (after) =>
     logged().filter((e) => comparePositions({ step: e.step, seq: nextSeq(e) - 1 }, after) > 0),
@@ -195,12 +194,15 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
     }
   } catch (e) {
     const err = toWireError(e);
+    // The epilogue gets a step of its own: a cancelled activity may still be flushing deltas of
+    // this step, so no seq in it is known to be free.
+    const epilogue = step + 1;
+    let seq = 0;
     if (saga.size > 0) {
-      let seq = nextSeqOf(step);
-      const undone = await saga.compensate(runId, (r) => events.publish({ t: 'compensation', step, seq: seq++, ...r }));
-      steps.push(...undone.map((u) => ({ ...u, step })));
+      const undone = await saga.compensate(runId, (r) => events.publish({ t: 'compensation', step: epilogue, seq: seq++, ...r }));
+      steps.push(...undone.map((u) => ({ ...u, step: epilogue })));
     }
-    events.publish({ t: 'error', step, seq: nextSeqOf(step), error: err });
+    events.publish({ t: 'error', step: epilogue, seq, error: err });
     if (wf.isCancellation(e)) throw e;
     throw ApplicationFailure.create({ type: 'RunFailed', message: err.message, nonRetryable: true, details: [err], cause: e instanceof Error ? e : undefined });
   }
