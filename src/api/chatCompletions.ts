@@ -6,7 +6,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Request, Response } from 'express';
 import type { Client } from '@temporalio/client';
-import { WorkflowIdConflictPolicy } from '@temporalio/common';
 import type { Config } from '../config/load';
 import type { LiveHub } from '../connectors/liveHub';
 import type { ChatMessage } from '../domain/chat';
@@ -17,6 +16,7 @@ import { completionBody } from './chunks';
 import { badRequest } from './errors';
 import { relayRun } from './relay';
 import { streamRun } from './sse';
+import { sessionIdOf, startRun } from './startRun';
 import type { ModelRouter } from './routing';
 import { ChatCompletionRequestSchema, issueParam } from './schemas';
 
@@ -73,7 +73,11 @@ export function createCompletionHandler(d: CompletionDeps) {
     const tools = resolveTools(d.config, body);
     const keyName = String(res.locals.keyName ?? 'anonymous');
     const runId = runIdFor(req, keyName);
-    const { model: _m, stream, stream_options, tools: _t, ...rest } = body;
+    const sessionId = sessionIdOf(req.header('x-session-id'), body.metadata);
+    const { model: _m, stream, stream_options, tools: _t, metadata, ...rest } = body;
+    // `session_id` is for mix2api; other metadata goes upstream as sent.
+    const { session_id: _s, ...upstreamMetadata } = metadata ?? {};
+    if (Object.keys(upstreamMetadata).length > 0) Object.assign(rest, { metadata: upstreamMetadata });
     const messages = await rejoinHidden(d.client, rest.messages);
     const input: ChatCompletionInput = {
       route,
@@ -90,16 +94,13 @@ export function createCompletionHandler(d: CompletionDeps) {
     res.on('close', () => abort.abort());
     // Subscribe before starting so the first live delta cannot be missed.
     const events = stream ? relayRun({ client: d.client, live: d.live, runId, signal: abort.signal }) : null;
-    const handle = await d.client.workflow.start('chatCompletionWorkflow', {
-      taskQueue: d.config.temporal.taskQueue,
-      workflowId: runId,
-      workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
-      args: [input],
-      staticSummary: `${body.model}: ${firstWords(body.messages)}`,
-      // Only where mix2api registered them (the embedded dev server); a cluster may not have them.
-      ...(d.config.temporal.address === 'embedded'
-        ? { searchAttributes: { Mix2apiModel: [body.model], Mix2apiKeyName: [keyName] } }
-        : {}),
+    const handle = await startRun(d.config, d.client, {
+      runId,
+      input,
+      summary: `${body.model}: ${firstWords(body.messages)}`,
+      model: body.model,
+      keyName,
+      sessionId,
     });
     res.setHeader('X-Run-Id', runId);
 

@@ -98,6 +98,13 @@ export const StreamSchema = z
   })
   .strict();
 
+export const SessionsSchema = z
+  .object({
+    /** A session actor with no turn for this long completes (its runs stay readable). */
+    idleSeconds: z.number().int().positive().max(30 * 24 * 3600).default(3600),
+  })
+  .strict();
+
 export const ConfigFileSchema = z
   .object({
     server: ServerSchema.default(ServerSchema.parse({})),
@@ -106,6 +113,7 @@ export const ConfigFileSchema = z
     models: z.array(ModelSchema).default([]),
     loop: LoopSchema.default(LoopSchema.parse({})),
     stream: StreamSchema.default(StreamSchema.parse({})),
+    sessions: SessionsSchema.default(SessionsSchema.parse({})),
     mcpServers: z.array(McpServerSchema).default([]),
   })
   .strict();

@@ -25,6 +25,8 @@ export interface DevServerOptions {
   headless: boolean;
   namespace?: string;
   readyTimeoutMs?: number;
+  /** `--dynamic-config-value` pairs, e.g. a low `limit.historyCount.suggestContinueAsNew` in tests. */
+  dynamicConfig?: Record<string, string | number | boolean>;
   /** Where the server's own log lines go; default: discarded. */
   log?: (line: string) => void;
 }
@@ -66,6 +68,7 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
   else if (o.uiPort) args.push('--ui-port', String(o.uiPort));
   if (o.namespace && o.namespace !== 'default') args.push('--namespace', o.namespace);
   for (const [k, v] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${k}=${v}`);
+  for (const [k, v] of Object.entries(o.dynamicConfig ?? {})) args.push('--dynamic-config-value', `${k}=${JSON.stringify(v)}`);
   const child = spawn(exe, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const recent: string[] = [];
   const lines = (buf: Buffer) =>

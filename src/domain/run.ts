@@ -181,3 +181,27 @@ export interface ToolOutcome {
   /** The tool's `structuredContent`, for compensation argument mappings. */
   structured?: unknown;
 }
+
+export const SESSION_TURN_UPDATE = 'mix2api.turn';
+export const SESSION_QUERY = 'mix2api.session';
+
+export interface SessionInput {
+  sessionId: string;
+  keyName?: string;
+  /** Turns run so far, across continue-as-new. */
+  turns?: number;
+  /** A session with no turn for this long completes. */
+  idleSeconds: number;
+}
+
+export interface SessionTurn {
+  runId: string;
+  input: ChatCompletionInput;
+}
+
+export interface SessionState {
+  sessionId: string;
+  turns: number;
+  busy: string | null;
+  runs: string[];
+}

@@ -28,7 +28,8 @@ export default async function globalSetup(): Promise<void> {
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
   const [server, bundle] = await Promise.all([
-    startDevServer({ root, dbFile: join(dir, 'temporal.db'), port, headless: true }),
+    // A low continue-as-new suggestion lets the session tests cross it in a few turns.
+    startDevServer({ root, dbFile: join(dir, 'temporal.db'), port, headless: true, dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 40 } }),
     bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows'), logger: new DefaultLogger('WARN') }),
   ]);
   const bundlePath = join(dir, 'workflow-bundle.js');

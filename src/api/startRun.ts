@@ -1,0 +1,71 @@
+/**
+ * Starts a run's workflow, or attaches to it: directly (id `chatcmpl-…`, USE_EXISTING so a
+ * retried POST with the same Idempotency-Key joins the same run), or as the next turn of a
+ * session actor via Update-with-Start when the request names a session.
+ */
+import { createHash } from 'node:crypto';
+import { WithStartWorkflowOperation, type Client, type WorkflowHandle } from '@temporalio/client';
+import { WorkflowIdConflictPolicy } from '@temporalio/common';
+import type { Config } from '../config/load';
+import { SESSION_TURN_UPDATE, type ChatCompletionInput, type SessionInput, type SessionTurn } from '../domain/run';
+import { badRequest } from './errors';
+
+export interface StartRequest {
+  runId: string;
+  input: ChatCompletionInput;
+  summary: string;
+  model: string;
+  keyName: string;
+  sessionId: string | null;
+}
+
+const SESSION_ID = /^[\x21-\x7e]{1,128}$/;
+
+/** `X-Session-Id`, else `metadata.session_id`; null when the request is not part of a session. */
+export function sessionIdOf(header: string | undefined, metadata: Record<string, string> | null | undefined): string | null {
+  const id = header ?? metadata?.session_id;
+  if (id === undefined) return null;
+  if (!SESSION_ID.test(id)) throw badRequest('session id must be 1-128 visible ASCII characters', header !== undefined ? 'X-Session-Id' : 'metadata.session_id');
+  return id;
+}
+
+export function sessionWorkflowId(keyName: string, sessionId: string): string {
+  return `session-${createHash('sha256').update(`${keyName}\n${sessionId}`).digest('hex').slice(0, 32)}`;
+}
+
+export async function startRun(config: Config, client: Client, r: StartRequest): Promise<WorkflowHandle> {
+  const taskQueue = config.temporal.taskQueue;
+  if (r.sessionId) {
+    const sessionInput: SessionInput = { sessionId: r.sessionId, keyName: r.keyName, idleSeconds: config.sessions.idleSeconds };
+    const turn: SessionTurn = { runId: r.runId, input: r.input };
+    // A turn that reaches the session while it continues-as-new is refused once; try again.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await client.workflow.executeUpdateWithStart(SESSION_TURN_UPDATE, {
+          args: [turn],
+          startWorkflowOperation: new WithStartWorkflowOperation('sessionWorkflow', {
+            workflowId: sessionWorkflowId(r.keyName, r.sessionId),
+            taskQueue,
+            args: [sessionInput],
+            workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+            staticSummary: `session ${r.sessionId}`,
+          }),
+        });
+        break;
+      } catch (e) {
+        if (attempt >= 3) throw e;
+        await new Promise((ok) => setTimeout(ok, 200 * attempt));
+      }
+    }
+    return client.workflow.getHandle(r.runId);
+  }
+  return client.workflow.start('chatCompletionWorkflow', {
+    taskQueue,
+    workflowId: r.runId,
+    workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+    args: [r.input],
+    staticSummary: r.summary,
+    // Only where mix2api registered them (the embedded dev server); a cluster may not have them.
+    ...(config.temporal.address === 'embedded' ? { searchAttributes: { Mix2apiModel: [r.model], Mix2apiKeyName: [r.keyName] } } : {}),
+  });
+}

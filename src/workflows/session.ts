@@ -1,0 +1,67 @@
+/**
+ * `sessionWorkflow`: the actor behind a long agent session (`X-Session-Id`). Turns arrive by
+ * Update-with-Start and run one at a time as child `chatCompletionWorkflow` runs (the update
+ * returns once its child has started, so the caller streams the child as any run). The session
+ * continues-as-new when Temporal suggests it, between turns, and completes after an idle spell.
+ */
+import * as wf from '@temporalio/workflow';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import { SESSION_QUERY, SESSION_TURN_UPDATE, type SessionInput, type SessionState, type SessionTurn } from '../domain/run';
+import { chatCompletionWorkflow } from './chatCompletion';
+
+/** Recent run ids kept in state: enough to answer a retried turn without starting it twice. */
+const RECENT_RUNS = 50;
+
+export async function sessionWorkflow(input: SessionInput): Promise<SessionState> {
+  let turns = input.turns ?? 0;
+  let busy: string | null = null;
+  let lastActivity = 0;
+  const runs: string[] = [];
+  const state = (): SessionState => ({ sessionId: input.sessionId, turns, busy, runs: [...runs] });
+  wf.setHandler(wf.defineQuery<SessionState>(SESSION_QUERY), state);
+
+  wf.setHandler(wf.defineUpdate<{ runId: string }, [SessionTurn]>(SESSION_TURN_UPDATE), async (turn) => {
+    if (runs.includes(turn.runId) || busy === turn.runId) return { runId: turn.runId };
+    await wf.condition(() => busy === null);
+    busy = turn.runId;
+    lastActivity++;
+    try {
+      const child = await wf.startChild(chatCompletionWorkflow, {
+        workflowId: turn.runId,
+        args: [turn.input],
+        parentClosePolicy: wf.ParentClosePolicy.ABANDON,
+        staticSummary: `session ${input.sessionId} turn ${turns + 1}`,
+      });
+      turns++;
+      runs.push(turn.runId);
+      if (runs.length > RECENT_RUNS) runs.shift();
+      // The next turn waits for this one; the update itself returns now.
+      void child
+        .result()
+        .catch(() => undefined)
+        .finally(() => {
+          busy = null;
+          lastActivity++;
+        });
+    } catch (e) {
+      busy = null;
+      // A retried turn whose run already exists (same Idempotency-Key) attaches to it.
+      if (e instanceof WorkflowExecutionAlreadyStartedError) return { runId: turn.runId };
+      throw e;
+    }
+    return { runId: turn.runId };
+  });
+
+  for (;;) {
+    const seen = lastActivity;
+    const active = await wf.condition(() => lastActivity !== seen || (wf.workflowInfo().continueAsNewSuggested && busy === null), `${input.idleSeconds} seconds`);
+    if (!active && busy === null) {
+      await wf.condition(wf.allHandlersFinished);
+      return state();
+    }
+    if (wf.workflowInfo().continueAsNewSuggested && busy === null) {
+      await wf.condition(wf.allHandlersFinished);
+      if (busy === null) await wf.continueAsNew<typeof sessionWorkflow>({ ...input, turns });
+    }
+  }
+}

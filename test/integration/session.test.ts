@@ -1,0 +1,62 @@
+/**
+ * Sessions: turns with the same X-Session-Id (or metadata.session_id) run one at a time as
+ * child runs of a session actor, which continues-as-new before its history grows long.
+ */
+import { SESSION_QUERY, type SessionState } from '../../src/domain/run';
+import { sessionWorkflowId } from '../../src/api/startRun';
+import { startStack, type Stack } from '../support/stack';
+
+let s: Stack;
+beforeAll(async () => {
+  s = await startStack();
+});
+afterAll(async () => {
+  await s?.stop();
+});
+beforeEach(() => s.upstream.reset());
+
+const ask = (content: string, extra: Record<string, unknown> = {}) => ({ model: 'test-model', messages: [{ role: 'user' as const, content }], ...extra });
+
+test('turns of one session run one at a time as child runs', async () => {
+  s.upstream.enqueue({ steps: [{ kind: 'text', text: 'first turn answer', chunks: 10, delayMs: 100 }] }, { steps: [{ kind: 'text', text: 'second' }] });
+  const session = { headers: { 'X-Session-Id': `serial-${Date.now()}` } };
+  const [a, b] = await Promise.all([
+    s.openai.chat.completions.create(ask('one'), session),
+    new Promise((r) => setTimeout(r, 200)).then(() => s.openai.chat.completions.create(ask('two'), session)),
+  ]);
+  expect(a.choices[0]!.message.content).toBe('first turn answer');
+  expect(b.choices[0]!.message.content).toBe('second');
+  const [r1, r2] = s.upstream.requests;
+  // The second turn's model call started only after the first turn's ~1 s answer.
+  expect(r2!.receivedAt - r1!.receivedAt).toBeGreaterThanOrEqual(900);
+  const desc = await s.temporal.workflow.getHandle(a.id).describe();
+  expect(desc.parentExecution?.workflowId).toMatch(/^session-/);
+});
+
+test('a long session continues-as-new and keeps counting its turns', async () => {
+  const sessionId = `long-${Date.now()}`;
+  const id = sessionWorkflowId('anonymous', sessionId);
+  let firstRunId = '';
+  for (let i = 0; i < 8; i++) {
+    s.upstream.enqueue({ steps: [{ kind: 'text', text: `answer ${i}` }] });
+    // Half the turns name the session in metadata, as some clients can only do that.
+    const extra = i % 2 === 0 ? { metadata: { session_id: sessionId } } : {};
+    const r = await s.openai.chat.completions.create(ask(`turn ${i}`, extra), i % 2 === 0 ? {} : { headers: { 'X-Session-Id': sessionId } });
+    expect(r.choices[0]!.message.content).toBe(`answer ${i}`);
+    if (i === 0) firstRunId = (await s.temporal.workflow.getHandle(id).describe()).runId;
+  }
+  const first = await s.temporal.workflow.getHandle(id, firstRunId).describe();
+  expect(first.status.name).toBe('CONTINUED_AS_NEW');
+  const state = await s.temporal.workflow.getHandle(id).query<SessionState>(SESSION_QUERY);
+  expect(state.turns).toBe(8);
+});
+
+test('a bad session id is a 400', async () => {
+  const res = await fetch(`${s.apiUrl}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-session-id': 'has spaces in it' },
+    body: JSON.stringify(ask('x')),
+  });
+  expect(res.status).toBe(400);
+  expect(((await res.json()) as { error: { param: string } }).error.param).toBe('X-Session-Id');
+});

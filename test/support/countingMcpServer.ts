@@ -1,0 +1,146 @@
+/**
+ * An MCP server (Streamable HTTP on 127.0.0.1, one SDK session per client) with one tool,
+ * `count_slowly {label}`, whose side effect is counted: it works ~3 s, then records one effect.
+ * It dedupes by the idempotency key mix2api sends in `_meta`: a call with a key already in flight
+ * waits for that one, a call with a finished key gets the stored result. It lives in the test
+ * process, so it survives a mix2api that is killed mid-call.
+ */
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { isInitializeRequest, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { z } from 'zod';
+
+export const COUNT_TOOL = 'count_slowly';
+
+export interface CountingMcpServer {
+  /** The Streamable HTTP endpoint (`…/mcp`). */
+  url: string;
+  /** Side effects performed, per idempotency key. */
+  sideEffects: Map<string, number>;
+  /** tools/call requests received, per idempotency key (retries and duplicates included). */
+  callsReceived: Map<string, number>;
+  /** The label each key was first called with. */
+  labelOf: Map<string, string>;
+  /** Keys whose work is running right now. */
+  inFlight: Set<string>;
+  /** Every `_meta` seen on a tools/call. */
+  metas: Array<Record<string, unknown>>;
+  /** Keys called with `label`. */
+  keysFor(label: string): string[];
+  /** Side effects for `label`, over all keys. */
+  effectsFor(label: string): number;
+  close(): Promise<void>;
+}
+
+const bump = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  const text = Buffer.concat(chunks).toString('utf8');
+  return text ? (JSON.parse(text) as unknown) : undefined;
+}
+
+function rpcError(res: ServerResponse, status: number, message: string): void {
+  res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message }, id: null }));
+}
+
+export async function startCountingMcpServer(opts: { workMs?: number } = {}): Promise<CountingMcpServer> {
+  const workMs = opts.workMs ?? 3000;
+  const closing = new AbortController();
+  const sideEffects = new Map<string, number>();
+  const callsReceived = new Map<string, number>();
+  const labelOf = new Map<string, string>();
+  const inFlight = new Set<string>();
+  const metas: Array<Record<string, unknown>> = [];
+  const results = new Map<string, Promise<CallToolResult>>();
+  const sessions = new Map<string, { transport: StreamableHTTPServerTransport; mcp: McpServer }>();
+
+  // The work itself ignores the caller: a client that went away (a killed worker) does not undo it.
+  const work = (key: string, label: string): Promise<CallToolResult> => {
+    inFlight.add(key);
+    return sleep(workMs, undefined, { signal: closing.signal })
+      .then(() => {
+        bump(sideEffects, key);
+        return { content: [{ type: 'text' as const, text: `counted ${label} (effect ${sideEffects.get(key)} for this key)` }] };
+      })
+      .finally(() => inFlight.delete(key));
+  };
+
+  const newMcp = () => {
+    const mcp = new McpServer({ name: 'counting', version: '1.0.0' });
+    mcp.registerTool(
+      COUNT_TOOL,
+      { description: 'Counts one side effect for the label, slowly (~3 s); idempotent per _meta idempotency key', inputSchema: { label: z.string() } },
+      async ({ label }, extra) => {
+        const meta = (extra._meta ?? {}) as Record<string, unknown>;
+        metas.push(meta);
+        const raw = meta['io.mix2api/idempotency-key'] ?? meta.idempotencyKey;
+        const key = typeof raw === 'string' && raw !== '' ? raw : `no-key-${randomUUID()}`;
+        bump(callsReceived, key);
+        if (!labelOf.has(key)) labelOf.set(key, label);
+        let result = results.get(key);
+        if (!result) {
+          result = work(key, label);
+          results.set(key, result);
+          result.catch(() => results.delete(key)); // only when closing
+        }
+        return result;
+      },
+    );
+    return mcp;
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse) => {
+    const sid = req.headers['mcp-session-id'];
+    const body = req.method === 'POST' ? await readJson(req) : undefined;
+    const known = typeof sid === 'string' ? sessions.get(sid) : undefined;
+    if (known) return known.transport.handleRequest(req, res, body);
+    if (typeof sid === 'string') return rpcError(res, 404, 'Session not found');
+    if (req.method !== 'POST' || !isInitializeRequest(body)) return rpcError(res, 400, 'Bad Request: no session');
+    const mcp = newMcp();
+    const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
+      sessionIdGenerator: () => randomUUID(),
+      onsessioninitialized: (id) => void sessions.set(id, { transport, mcp }),
+    });
+    transport.onclose = () => {
+      if (transport.sessionId) sessions.delete(transport.sessionId);
+    };
+    await mcp.connect(transport);
+    return transport.handleRequest(req, res, body);
+  };
+
+  const http = createServer((req, res) => {
+    handle(req, res).catch((e: unknown) => {
+      if (!res.headersSent) rpcError(res, 500, e instanceof Error ? e.message : String(e));
+      else res.destroy();
+    });
+  });
+  await new Promise<void>((ok, fail) => {
+    http.once('error', fail);
+    http.listen(0, '127.0.0.1', () => ok());
+  });
+  const { port } = http.address() as AddressInfo;
+
+  const keysFor = (label: string) => [...labelOf].filter(([, l]) => l === label).map(([k]) => k);
+  return {
+    url: `http://127.0.0.1:${port}/mcp`,
+    sideEffects,
+    callsReceived,
+    labelOf,
+    inFlight,
+    metas,
+    keysFor,
+    effectsFor: (label) => keysFor(label).reduce((n, k) => n + (sideEffects.get(k) ?? 0), 0),
+    close: async () => {
+      closing.abort();
+      await Promise.all([...sessions.values()].map((s) => s.mcp.close().catch(() => undefined)));
+      http.closeAllConnections();
+      await new Promise<void>((ok) => http.close(() => ok()));
+    },
+  };
+}

@@ -1,0 +1,296 @@
+/**
+ * Records the workflow histories that test/integration/replay.test.ts replays to guard
+ * determinism. Starts its own Temporal dev server (headless, temp SQLite file, free port), a
+ * scripted upstream and mix2api in-process (worker + API, as test/support/stack.ts does), drives
+ * one run per scenario through the API, and writes each run's history as JSON
+ * (`historyToJSON`, loadable with `historyFromJSON`) to test/fixtures/histories/<name>.json.
+ *
+ *   npx tsx test/support/recordHistories.ts            # every scenario
+ *   npx tsx test/support/recordHistories.ts cancel-compensate tool-loop   # only these
+ *
+ * Re-record after an intended, versioned change of the workflow; a replay failure after any other
+ * change of src/workflows means running workflows would break on deploy.
+ */
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { historyFromJSON, historyToJSON, type History } from '@temporalio/common/lib/proto-utils';
+import * as proto from '@temporalio/proto';
+import { patchProtobufRoot } from '@temporalio/proto/lib/patch-protobuf-root';
+import OpenAI from 'openai';
+import { parseConfig } from '../../src/config/load';
+import { startDevServer } from '../../src/connectors/temporalDevServer';
+import { installLogger } from '../../src/roles/logging';
+import { startSystem } from '../../src/roles/system';
+import { EVERYTHING, MEMORY, freePort, stdioServer } from './mcpServers';
+import { startScriptedUpstream, type ScriptedUpstream } from './scriptedUpstream';
+import { contentOf, sseEvents } from './sse';
+
+const ROOT = join(__dirname, '..', '..');
+export const HISTORIES_DIR = join(ROOT, 'test', 'fixtures', 'histories');
+
+/**
+ * `historyToJSON` / `historyFromJSON` of @temporalio/common 1.23.0 throw "type must be a Type"
+ * when npm installs protobufjs 8 once per @temporalio package (here because @grpc/proto-loader
+ * keeps protobufjs 7 at the top): common's protojson then checks `instanceof Type` against its
+ * own copy, while the History type comes from @temporalio/proto's copy. The fallback does the
+ * same conversion with the protojson of the copy @temporalio/proto uses; the JSON is identical.
+ */
+interface ProtoJson {
+  toJson(type: unknown, message: unknown): unknown;
+  fromJson(type: unknown, json: unknown, options?: { ignoreUnknownFields?: boolean }): History | null;
+}
+const isProtobufjsSplit = (e: unknown) => e instanceof TypeError && e.message === 'type must be a Type';
+function protoJson(): { pj: ProtoJson; historyType: unknown } {
+  const pj = createRequire(require.resolve('@temporalio/proto'))('protobufjs/ext/protojson') as ProtoJson;
+  const root = patchProtobufRoot(proto as unknown as Record<string, unknown>) as unknown as { lookupType(name: string): unknown };
+  return { pj, historyType: root.lookupType('temporal.api.history.v1.History') };
+}
+
+export function historyToJsonText(history: History): string {
+  try {
+    return historyToJSON(history);
+  } catch (e) {
+    if (!isProtobufjsSplit(e)) throw e;
+  }
+  const { pj, historyType } = protoJson();
+  return JSON.stringify(pj.toJson(historyType, proto.temporal.api.history.v1.History.fromObject(history)), null, 2);
+}
+
+export function historyFromJsonValue(json: unknown): History {
+  try {
+    return historyFromJSON(json);
+  } catch (e) {
+    if (!isProtobufjsSplit(e)) throw e;
+  }
+  const { pj, historyType } = protoJson();
+  const h = pj.fromJson(historyType, json, { ignoreUnknownFields: true });
+  if (!h) throw new TypeError('invalid history');
+  return h;
+}
+
+interface Ctx {
+  apiUrl: string;
+  openai: OpenAI;
+  upstream: ScriptedUpstream;
+  memoryFile: string;
+}
+
+/** A scenario drives one or more runs and returns their ids, each saved under `<name>[-<suffix>]`. */
+type Scenario = (c: Ctx) => Promise<Array<{ runId: string; suffix?: string }>>;
+
+const call = (name: string, args: unknown, id?: string) => ({ name, arguments: JSON.stringify(args), ...(id ? { id } : {}) });
+const ask = (model: string, content: string) => ({ model, messages: [{ role: 'user' as const, content }] });
+
+function check(ok: boolean, what: string): void {
+  if (!ok) throw new Error(`recording went wrong: ${what}`);
+}
+
+async function waitFor<T>(probe: () => Promise<T | null | undefined | false>, ms = 15_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const post = (c: Ctx, path: string, body: unknown) =>
+  fetch(`${c.apiUrl}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
+/** Starts a streaming completion with fetch; returns its run id and a promise of every SSE data line. */
+async function startStreaming(c: Ctx, body: Record<string, unknown>): Promise<{ runId: string; done: Promise<string[]> }> {
+  const res = await post(c, '/v1/chat/completions', { ...body, stream: true });
+  check(res.status === 200, `streaming POST answered ${res.status}`);
+  const runId = res.headers.get('x-run-id')!;
+  const done = (async () => {
+    const out: string[] = [];
+    for await (const e of sseEvents(res)) out.push(e.data);
+    return out;
+  })();
+  return { runId, done };
+}
+
+const scenarios: Record<string, Scenario> = {
+  // (a) one model call, no MCP servers, non-streaming.
+  'plain-text': async (c) => {
+    c.upstream.enqueue({ steps: [{ kind: 'text', text: 'Hello there.' }], usage: { prompt_tokens: 3, completion_tokens: 2 } });
+    const r = await c.openai.chat.completions.create(ask('plain', 'hi'));
+    check(r.choices[0]!.message.content === 'Hello there.', 'plain-text answer');
+    return [{ runId: r.id }];
+  },
+
+  // (b) streaming through the live task queue, with stream_options.include_usage, tools listed first.
+  'stream-usage': async (c) => {
+    c.upstream.enqueue({ steps: [{ kind: 'text', text: 'Streamed in a few pieces.', chunks: 4, delayMs: 30 }], usage: { prompt_tokens: 5, completion_tokens: 4 } });
+    const stream = await c.openai.chat.completions.create({ ...ask('agent', 'stream please'), stream: true, stream_options: { include_usage: true } });
+    let id = '';
+    let content = '';
+    let total = 0;
+    for await (const chunk of stream) {
+      id = chunk.id;
+      content += chunk.choices[0]?.delta.content ?? '';
+      if (chunk.usage) total = chunk.usage.total_tokens;
+    }
+    check(content === 'Streamed in a few pieces.' && total === 9, `stream-usage got ${JSON.stringify({ content, total })}`);
+    return [{ runId: id }];
+  },
+
+  // (c) a two-round loop: memory__create_entities, then the answer.
+  'tool-loop': async (c) => {
+    c.upstream.enqueue(
+      { steps: [{ kind: 'toolCalls', calls: [call('memory__create_entities', { entities: [{ name: 'Loop', entityType: 'thing', observations: ['x'] }] }, 'c1')] }] },
+      { steps: [{ kind: 'text', text: 'stored' }] },
+    );
+    const r = await c.openai.chat.completions.create(ask('agent', 'store it'));
+    check(r.choices[0]!.message.content === 'stored', 'tool-loop answer');
+    check(readFileSync(c.memoryFile, 'utf8').includes('"Loop"'), 'tool-loop entity stored');
+    return [{ runId: r.id }];
+  },
+
+  // (d) the upstream fails once with HTTP 500; the activity's retry succeeds.
+  'retry-500': async (c) => {
+    c.upstream.enqueue({ steps: [{ kind: 'fault', fault: 'http500' }] }, { steps: [{ kind: 'text', text: 'second time lucky' }] });
+    const r = await c.openai.chat.completions.create(ask('plain', 'retry'));
+    check(r.choices[0]!.message.content === 'second time lucky' && c.upstream.requests.length === 2, 'retry-500 answer');
+    return [{ runId: r.id }];
+  },
+
+  // (e) a call that needs approval, approved through POST /v1/runs/{id}/approvals/{approvalId}.
+  'approval-approved': async (c) => {
+    c.upstream.enqueue({ steps: [{ kind: 'toolCalls', calls: [call('guarded__get-sum', { a: 20, b: 22 }, 'c1')] }] }, { steps: [{ kind: 'text', text: 'the sum is 42' }] });
+    const { runId, done } = await startStreaming(c, ask('agent', 'sum'));
+    const run = await waitFor(async () => {
+      const r = (await (await fetch(`${c.apiUrl}/v1/runs/${runId}`)).json()) as { pending_approvals: Array<{ approvalId: string }> };
+      return r.pending_approvals.length > 0 ? r : null;
+    });
+    const ok = await post(c, `/v1/runs/${runId}/approvals/${run.pending_approvals[0]!.approvalId}`, { approve: true });
+    check(ok.status === 200, `approval answered ${ok.status}`);
+    const content = (await done).map(contentOf).join('');
+    check(content === 'the sum is 42', `approval-approved answer: ${content}`);
+    const toolMsg = (c.upstream.requests[1]!.body.messages as Array<{ role: string; content: string }>).find((m) => m.role === 'tool');
+    check(/42/.test(toolMsg?.content ?? ''), 'approved tool ran');
+    return [{ runId }];
+  },
+
+  // (f) cancelled while the second model call stalls; the create_entities undo runs.
+  'cancel-compensate': async (c) => {
+    c.upstream.enqueue(
+      { steps: [{ kind: 'toolCalls', calls: [call('memory__create_entities', { entities: [{ name: 'Temp', entityType: 'thing', observations: ['undo me'] }] }, 'c1')] }] },
+      { steps: [{ kind: 'text', text: 'thinking' }, { kind: 'fault', fault: 'stall' }] },
+    );
+    const { runId, done } = await startStreaming(c, ask('agent', 'cancel me'));
+    await waitFor(async () => existsSync(c.memoryFile) && readFileSync(c.memoryFile, 'utf8').includes('"Temp"') && c.upstream.requests.length === 2);
+    const res = await post(c, `/v1/runs/${runId}/cancel`, {});
+    check(res.status === 202, `cancel answered ${res.status}`);
+    const data = (await done).join('');
+    check(data.includes('"code":"run_cancelled"'), 'cancel-compensate stream ends with run_cancelled');
+    check(!readFileSync(c.memoryFile, 'utf8').includes('"Temp"'), 'compensation removed the entity');
+    return [{ runId }];
+  },
+
+  // (g) one turn with a server call (hidden) and a client call (returned), then the client's follow-up.
+  'mixed-tools': async (c) => {
+    const weather = { type: 'function' as const, function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } };
+    c.upstream.enqueue({ steps: [{ kind: 'toolCalls', calls: [call('guarded__echo', { message: 'server side' }, 'srv1'), call('get_weather', { city: 'Oslo' }, 'cli1')] }] });
+    const first = await c.openai.chat.completions.create({ ...ask('agent', 'weather?'), tools: [weather] });
+    const calls = first.choices[0]!.message.tool_calls ?? [];
+    check(first.choices[0]!.finish_reason === 'tool_calls' && calls.length === 1, 'mixed-tools returns only the client call');
+    c.upstream.enqueue({ steps: [{ kind: 'text', text: 'Oslo is sunny.' }] });
+    const second = await c.openai.chat.completions.create({
+      model: 'agent',
+      tools: [weather],
+      messages: [{ role: 'user', content: 'weather?' }, first.choices[0]!.message, { role: 'tool', tool_call_id: calls[0]!.id, content: 'sunny' }],
+    });
+    check(second.choices[0]!.message.content === 'Oslo is sunny.', 'mixed-tools follow-up answer');
+    return [{ runId: first.id }, { runId: second.id, suffix: 'followup' }];
+  },
+};
+
+async function main(): Promise<void> {
+  const only = process.argv.slice(2);
+  const unknown = only.filter((n) => !(n in scenarios));
+  if (unknown.length) throw new Error(`unknown scenario(s): ${unknown.join(', ')}; known: ${Object.keys(scenarios).join(', ')}`);
+  installLogger('ERROR');
+  const dir = mkdtempSync(join(tmpdir(), 'mix2api-record-'));
+  const memoryFile = join(dir, 'memory.jsonl');
+  const stops: Array<() => Promise<void>> = [];
+  try {
+    const server = await startDevServer({ root: ROOT, dbFile: join(dir, 'temporal.db'), port: await freePort(), headless: true });
+    stops.unshift(() => server.stop());
+    const upstream = await startScriptedUpstream();
+    stops.unshift(() => upstream.close());
+    const config = parseConfig(
+      {
+        server: { port: 0 },
+        temporal: { address: server.address, taskQueue: `record-${process.pid}` },
+        upstreams: [
+          {
+            name: 'scripted',
+            baseURL: upstream.url,
+            apiKey: 'upstream-secret',
+            retry: { maxAttempts: 3, initialIntervalSeconds: 0.2, maxIntervalSeconds: 1 },
+            timeouts: { connectSeconds: 5, idleSeconds: 30, totalSeconds: 60 },
+          },
+        ],
+        // Small tool lists keep the recorded payloads (catalog, every model call's tools) small.
+        mcpServers: [
+          {
+            ...stdioServer('memory', MEMORY, [], { MEMORY_FILE_PATH: memoryFile }),
+            tools: { allow: ['create_entities'] },
+            compensations: { create_entities: { tool: 'delete_entities', args: { entityNames: '$.args.entities[*].name' } } },
+          },
+          { ...stdioServer('guarded', EVERYTHING, ['stdio']), tools: { allow: ['get-sum', 'echo'] }, approval: { tools: ['get-sum'] } },
+        ],
+        models: [
+          { id: 'plain', upstream: 'scripted', model: 'scripted' },
+          { id: 'agent', upstream: 'scripted', model: 'scripted', mcpServers: ['memory', 'guarded'] },
+        ],
+        stream: { batchMs: 100 },
+      },
+      {},
+    );
+    const system = await startSystem({ config, temporalAddress: server.address, roles: { worker: true, api: true } });
+    stops.unshift(() => system.stop());
+    const connection = await Connection.connect({ address: server.address });
+    stops.unshift(() => connection.close());
+    const temporal = new Client({ connection, namespace: config.temporal.namespace });
+    const apiUrl = system.apiUrl!;
+    const ctx: Ctx = { apiUrl, upstream, memoryFile, openai: new OpenAI({ baseURL: `${apiUrl}/v1`, apiKey: 'none', maxRetries: 0, timeout: 60_000 }) };
+
+    mkdirSync(HISTORIES_DIR, { recursive: true });
+    for (const [name, scenario] of Object.entries(scenarios)) {
+      if (only.length && !only.includes(name)) continue;
+      upstream.reset();
+      const t0 = Date.now();
+      for (const { runId, suffix } of await scenario(ctx)) {
+        const handle = temporal.workflow.getHandle(runId);
+        // A streamed answer ends before the workflow task that closes the run; wait for the close.
+        await handle.result().catch(() => undefined);
+        const history = await handle.fetchHistory();
+        const file = join(HISTORIES_DIR, `${suffix ? `${name}-${suffix}` : name}.json`);
+        const text = historyToJsonText(history);
+        const back = historyFromJsonValue(JSON.parse(text));
+        check(back.events?.length === history.events?.length, `${name}: the written history loads back`);
+        writeFileSync(file, `${text}\n`);
+        console.log(`${file}: ${history.events?.length ?? 0} events, ${text.length} bytes, ${Date.now() - t0} ms`);
+      }
+    }
+  } finally {
+    for (const stop of stops) await stop().catch((e: unknown) => console.error(`stop failed: ${String(e)}`));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (require.main === module) {
+  main().then(
+    () => process.exit(0),
+    (e: unknown) => {
+      console.error(e);
+      process.exit(1);
+    },
+  );
+}
