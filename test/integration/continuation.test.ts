@@ -1,0 +1,51 @@
+/**
+ * A retried model call that continues from what was already streamed (assistant prefill),
+ * and `loop.onDisconnect: cancel`.
+ */
+import { contentOf, sseEvents } from '../support/sse';
+import { startStack, type Stack } from '../support/stack';
+
+let s: Stack;
+beforeAll(async () => {
+  s = await startStack({
+    config: (url) => ({
+      upstreams: [{ name: 'scripted', baseURL: url, continuation: 'prefill', retry: { maxAttempts: 3, initialIntervalSeconds: 0.2, maxIntervalSeconds: 1 } }],
+      loop: { onDisconnect: 'cancel' },
+    }),
+  });
+});
+afterAll(async () => {
+  await s?.stop();
+});
+beforeEach(() => s.upstream.reset());
+
+test('a stream cut mid-answer continues from the published prefix instead of starting over', async () => {
+  s.upstream.enqueue({ steps: [{ kind: 'text', text: 'The answer is' }, { kind: 'fault', fault: 'drop' }] }, { steps: [{ kind: 'text', text: ' forty-two.' }] });
+  const final = await s.openai.chat.completions.stream({ model: 'test-model', messages: [{ role: 'user', content: 'q' }] }).finalChatCompletion();
+  expect(final.choices[0]!.message.content).toBe('The answer is forty-two.');
+  const retried = s.upstream.requests[1]!.body.messages as Array<{ role: string; content: string; prefix?: boolean }>;
+  expect(retried[retried.length - 1]).toEqual({ role: 'assistant', content: 'The answer is', prefix: true });
+  const run = (await (await fetch(`${s.apiUrl}/v1/runs/${final.id}`)).json()) as { message: { content: string } };
+  expect(run.message.content).toBe('The answer is forty-two.');
+});
+
+test('with onDisconnect: cancel, a client that leaves cancels its run', async () => {
+  s.upstream.enqueue({ steps: [{ kind: 'text', text: Array.from({ length: 50 }, (_, i) => `w${i}`).join(' '), delayMs: 100 }] });
+  const res = await fetch(`${s.apiUrl}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'test-model', stream: true, messages: [{ role: 'user', content: 'long' }] }),
+  });
+  const runId = res.headers.get('x-run-id')!;
+  let n = 0;
+  for await (const e of sseEvents(res)) if (contentOf(e.data) && ++n === 3) break;
+  const handle = s.temporal.workflow.getHandle(runId);
+  const deadline = Date.now() + 15000;
+  let status = '';
+  while (Date.now() < deadline) {
+    status = (await handle.describe()).status.name;
+    if (status !== 'RUNNING') break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  expect(status).toBe('CANCELLED');
+});
