@@ -84,6 +84,7 @@ export function createCompletionHandler(d: CompletionDeps) {
       body: { ...rest, messages, ...(tools.clientTools?.length ? { tools: tools.clientTools } : {}) },
       mcpServers: tools.servers,
       approvalTimeoutSeconds: d.config.loop.approvalTimeoutSeconds,
+      searchAttributes: d.config.temporal.searchAttributes === true,
       liveTaskQueue: stream ? d.liveTaskQueue : undefined,
       batchMs: d.config.stream.batchMs,
       maxSteps: d.config.loop.maxSteps,

@@ -65,7 +65,6 @@ export async function startRun(config: Config, client: Client, r: StartRequest):
     workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
     args: [r.input],
     staticSummary: r.summary,
-    // Only where mix2api registered them (the embedded dev server); a cluster may not have them.
-    ...(config.temporal.address === 'embedded' ? { searchAttributes: { Mix2apiModel: [r.model], Mix2apiKeyName: [r.keyName] } } : {}),
+    ...(config.temporal.searchAttributes ? { searchAttributes: { Mix2apiModel: [r.model], Mix2apiKeyName: [r.keyName] } } : {}),
   });
 }

@@ -110,6 +110,7 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv, source: string
     k.key = resolveEnvRef(k.key, env, `server.apiKeys[${i}].key`);
   });
   const demo = cfg.upstreams.length === 0;
+  cfg.temporal.searchAttributes ??= cfg.temporal.address === 'embedded';
   return deepFreeze({
     ...cfg,
     source,

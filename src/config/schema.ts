@@ -34,6 +34,11 @@ export const TemporalSchema = z
     uiPort: z.number().int().min(1).max(65535).default(8233),
     dataDir: z.string().default('.data'),
     headless: z.boolean().default(false),
+    /**
+     * Set Mix2apiModel / Mix2apiKeyName / Mix2apiTools on runs. Default: on with the embedded dev
+     * server (which registers them); on a cluster, register them first, then turn this on.
+     */
+    searchAttributes: z.boolean().optional(),
     /** External cluster auth (Temporal Cloud and friends). */
     apiKey: z.string().optional(),
     tls: z.boolean().default(false),

@@ -66,6 +66,8 @@ export interface ChatCompletionInput {
   /** Server-side MCP tools of this run. */
   mcpServers?: RunMcpServer[];
   approvalTimeoutSeconds?: number;
+  /** The namespace has mix2api's search attributes (the embedded dev server registers them). */
+  searchAttributes?: boolean;
 }
 
 export interface StepRecord {

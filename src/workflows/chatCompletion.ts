@@ -3,7 +3,7 @@
  * is in activities. Owns the run's durable event log and the step loop.
  */
 import * as wf from '@temporalio/workflow';
-import { ActivityFailure, ApplicationFailure, TimeoutFailure, TimeoutType } from '@temporalio/common';
+import { ActivityFailure, ApplicationFailure, SearchAttributeType, TimeoutFailure, TimeoutType, defineSearchAttributeKey } from '@temporalio/common';
 import { WorkflowStream, decodePayloadWire } from '@temporalio/workflow-streams/workflow';
 import type { createModelActivities } from '../activities/callModel';
 import type { createToolActivities } from '../activities/tools';
@@ -79,6 +79,8 @@ export function toWireError(e: unknown): WireError {
   return wireError(500, msg, 'server_error', 'internal_error');
 }
 
+const TOOLS_ATTRIBUTE = defineSearchAttributeKey('Mix2apiTools', SearchAttributeType.KEYWORD_LIST);
+
 const STOP_NOTE = (n: number) => `\n\n[mix2api: stopped after ${n} model steps (loop.maxSteps); the model still wanted to call tools]`;
 
 export async function chatCompletionWorkflow(input: ChatCompletionInput): Promise<ChatCompletionResult> {
@@ -117,6 +119,7 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
     const tools = [...clientTools, ...catalog.map(toOpenAiTool)];
     const messages = [...((input.body.messages as ChatMessage[]) ?? [])];
     const transcript: ChatMessage[] = [];
+    const toolsUsed = new Set<string>();
     let content = '';
 
     const finish = (message: AssistantMessage, finishReason: string, seq: number, hidden?: HiddenSteps): ChatCompletionResult => {
@@ -185,6 +188,11 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
         return o;
       };
       const outcomes = await Promise.all(serverCalls.map(runOne));
+      if (input.searchAttributes) {
+        // Lets the Temporal UI filter runs by the tools they used: Mix2apiTools = "fs/read_file".
+        for (const c of serverCalls) toolsUsed.add(`${byName.get(c.function.name)!.server}/${byName.get(c.function.name)!.tool}`);
+        wf.upsertSearchAttributes([{ key: TOOLS_ATTRIBUTE, value: [...toolsUsed] }]);
+      }
       serverCalls.forEach((c, i) => {
         const toolMsg: ChatMessage = { role: 'tool', tool_call_id: c.id, content: outcomes[i]!.text };
         transcript.push(toolMsg);

@@ -70,6 +70,10 @@ test('a multi-round loop runs real MCP tools and answers once, with usage summed
     .filter((e) => e.activityTaskScheduledEventAttributes)
     .map((e) => Buffer.from(e.userMetadata?.summary?.data ?? new Uint8Array()).toString().replace(/"/g, ''));
   expect(summaries).toEqual(expect.arrayContaining(['mcp everything/echo', 'mcp everything/get-sum', 'llm agent step 0', 'llm agent step 2']));
+  // …and can filter runs by model and by the tools they used.
+  const desc = await s.temporal.workflow.getHandle(r.id).describe();
+  expect(desc.searchAttributes).toMatchObject({ Mix2apiModel: ['agent'], Mix2apiTools: ['everything/echo', 'everything/get-sum'] });
+  expect(await desc.staticSummary()).toBe('agent: go');
 });
 
 test('parallel calls in one turn run as separate activities and both results reach the model', async () => {

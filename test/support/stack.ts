@@ -45,7 +45,7 @@ export async function startStack(o: StackOptions = {}): Promise<Stack> {
   const upstream = await startScriptedUpstream();
   const raw = {
     server: { port: 0 },
-    temporal: { address: env.address, taskQueue: uniqueQueue() },
+    temporal: { address: env.address, taskQueue: uniqueQueue(), searchAttributes: true },
     upstreams: [
       {
         name: 'scripted',
