@@ -8,10 +8,10 @@
  * Run: `npx tsx bench/toolLoop.ts`. Numbers only — no pass/fail.
  */
 import { setMaxListeners } from 'node:events';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import os from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Client, Connection } from '@temporalio/client';
 import OpenAI from 'openai';
@@ -20,6 +20,7 @@ import { parseConfig } from '../src/config/load';
 import { McpPool } from '../src/connectors/mcp/pool';
 import { toolResultToText } from '../src/connectors/mcp/toolResult';
 import { startDevServer, type DevServer } from '../src/connectors/temporalDevServer';
+import type { ChatCompletionResult } from '../src/domain/run';
 import { buildToolCatalog, toOpenAiTool } from '../src/domain/toolNames';
 import { installLogger } from '../src/roles/logging';
 import { startSystem, type RunningSystem } from '../src/roles/system';
@@ -43,7 +44,7 @@ const SERVER = 'everything';
 const TOOL = 'echo';
 
 type Target = 'baseline' | 'mix2api';
-interface Result { ms: number[]; ids: string[]; errors: string[]; wallMs: number; aborted: boolean; loopP99: number }
+interface Result { ms: number[]; ids: string[]; errors: string[]; wallMs: number; aborted: boolean; loopP99: number; cpu: { node: number; temporal: number } }
 
 const freePort = (): Promise<number> =>
   new Promise((ok, fail) => {
@@ -60,6 +61,18 @@ function pct(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
+
+/** CPU seconds a process has used so far, from /proc (Linux); NaN elsewhere. */
+function procCpuSeconds(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from #3 (state) on
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in USER_HZ (100 on Linux)
+  } catch {
+    return NaN;
+  }
+}
+let temporalPid: number | undefined;
 
 const withTimeout = <T>(p: Promise<T>, ms: number, what: string): Promise<T | void> =>
   Promise.race([p, new Promise<void>((r) => setTimeout(() => (console.error(`  ${what}: gave up after ${ms} ms`), r()), ms).unref())]);
@@ -123,7 +136,9 @@ async function baselineRun(
 }
 
 async function runMode(one: (runNo: number, signal: AbortSignal) => Promise<{ ms: number; id: string }>, n: number, concurrency: number, signal: AbortSignal): Promise<Result> {
-  const res: Result = { ms: [], ids: [], errors: [], wallMs: 0, aborted: false, loopP99: NaN };
+  const res: Result = { ms: [], ids: [], errors: [], wallMs: 0, aborted: false, loopP99: NaN, cpu: { node: NaN, temporal: NaN } };
+  const cpu0 = process.cpuUsage();
+  const tcpu0 = procCpuSeconds(temporalPid);
   let next = 0;
   const loop = monitorEventLoopDelay({ resolution: 10 }); // client, baseline and mix2api share this process
   loop.enable();
@@ -143,11 +158,16 @@ async function runMode(one: (runNo: number, signal: AbortSignal) => Promise<{ ms
   };
   await Promise.all(Array.from({ length: concurrency }, lane));
   res.wallMs = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  res.cpu = { node: (cpu.user + cpu.system) / 1e6, temporal: procCpuSeconds(temporalPid) - tcpu0 };
   loop.disable();
   res.loopP99 = loop.percentile(99) / 1e6;
   res.aborted = signal.aborted;
   return res;
 }
+
+/** CPU seconds used during the phase, as a share of one core over its wall time. */
+const cpuShare = (r: Result, who: 'node' | 'temporal'): string => `${((100 * r.cpu[who]) / (r.wallMs / 1000)).toFixed(0)}%`;
 
 /** Event type of a history event, from whichever `...EventAttributes` field it carries. */
 function eventKind(e: object): string {
@@ -161,7 +181,8 @@ async function main(): Promise<void> {
   installLogger('ERROR');
   setMaxListeners(64);
   const root = process.cwd();
-  const dataDir = join(root, '.data', 'bench-tools');
+  // TOOLLOOP_DATA_DIR moves the dev server's SQLite file (e.g. to a tmpfs, to take disk sync latency out).
+  const dataDir = process.env.TOOLLOOP_DATA_DIR ? resolve(process.env.TOOLLOOP_DATA_DIR, 'bench-tools') : join(root, '.data', 'bench-tools');
   rmSync(dataDir, { recursive: true, force: true });
 
   let dev: DevServer | undefined;
@@ -170,7 +191,8 @@ async function main(): Promise<void> {
   let pool: McpPool | undefined;
   let connection: Connection | undefined;
   try {
-    dev = await startDevServer({ root, dbFile: join('.data', 'bench-tools', 'temporal.db'), port: await freePort(), headless: true });
+    dev = await startDevServer({ root, dbFile: join(dataDir, 'temporal.db'), port: await freePort(), headless: true });
+    temporalPid = dev.process.pid;
     upstream = await startScriptedUpstream();
     upstream.setDefault(scriptedModel);
     const config = parseConfig(
@@ -215,7 +237,8 @@ async function main(): Promise<void> {
       for (const t of ['baseline', 'mix2api'] as const) {
         r[t] = await runMode(runs[t], n, concurrency, AbortSignal.timeout(MODE_BUDGET_MS));
         const e = r[t].errors;
-        console.log(`${name} ${t}: ${r[t].ms.length}/${n} ok in ${(r[t].wallMs / 1000).toFixed(1)} s, event-loop delay p99 ${r[t].loopP99.toFixed(0)} ms` +
+        console.log(`${name} ${t}: ${r[t].ms.length}/${n} ok in ${(r[t].wallMs / 1000).toFixed(1)} s, event-loop delay p99 ${r[t].loopP99.toFixed(0)} ms, ` +
+          `CPU ${cpuShare(r[t], 'node')} this process + ${cpuShare(r[t], 'temporal')} Temporal server` +
           `${r[t].aborted ? ' (ABORTED: mode budget)' : ''}${e.length ? `, ${e.length} errors, first: ${e[0]}` : ''}`);
       }
       rows.push({ name, r });
@@ -284,15 +307,19 @@ async function printHistories(temporal: Client, rows: Array<{ name: string; r: R
   const perMode: string[] = [];
   for (const { name, r } of rows) {
     const all: Array<Record<string, number>> = [];
+    const toolMs: number[] = [];
     for (const [i, id] of r.mix2api.ids.entries()) {
       const events = (await temporal.workflow.getHandle(id).fetchHistory()).events ?? [];
       counts.push(events.length);
+      const result = (await temporal.workflow.getHandle(id).result()) as ChatCompletionResult;
+      for (const st of result.steps) if (st.kind === 'tool' && st.ms !== undefined) toolMs.push(st.ms);
       all.push({ client: r.mix2api.ms[i]!, ...timings(events) });
       if (!breakdown) {
         const kinds = new Map<string, number>();
-        for (const e of events) kinds.set(eventKind(e), (kinds.get(eventKind(e)) ?? 0) + 1);
         const acts = new Map<string, number>();
         for (const e of events) {
+          const kind = eventKind(e);
+          kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
           const act = e.activityTaskScheduledEventAttributes?.activityType?.name;
           if (act) acts.set(act, (acts.get(act) ?? 0) + 1);
         }
@@ -303,7 +330,8 @@ async function printHistories(temporal: Client, rows: Array<{ name: string; r: R
     for (const t of all) t['outside workflow'] = t.client! - t.workflow!;
     const keys = ['client', 'outside workflow', 'workflow', 'wft queue', 'wft run', 'listTools queue', 'listTools run',
       'callModel queue', 'callModel run', 'callTool queue', 'callTool run'];
-    perMode.push(`  ${name.padEnd(13)} ${keys.map((k) => `${k} ${pct(all.map((t) => t[k] ?? 0), 50).toFixed(0)}`).join(', ')}`);
+    perMode.push(`  ${name.padEnd(13)} ${keys.map((k) => `${k} ${pct(all.map((t) => t[k] ?? 0), 50).toFixed(0)}`).join(', ')}; ` +
+      `MCP call inside callTool p50/p99 ${pct(toolMs, 50)}/${pct(toolMs, 99)} per call`);
   }
   console.log(`\nhistory events per mix2api run (${counts.length} runs): min ${Math.min(...counts)}, p50 ${pct(counts, 50)}, max ${Math.max(...counts)}`);
   if (breakdown) console.log(breakdown);

@@ -192,6 +192,8 @@ export interface SessionInput {
   keyName?: string;
   /** Turns run so far, across continue-as-new. */
   turns?: number;
+  /** Recent run ids, across continue-as-new. */
+  runs?: string[];
   /** A session with no turn for this long completes. */
   idleSeconds: number;
 }

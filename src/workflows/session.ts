@@ -5,7 +5,7 @@
  * continues-as-new when Temporal suggests it, between turns, and completes after an idle spell.
  */
 import * as wf from '@temporalio/workflow';
-import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import { WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy } from '@temporalio/common';
 import { SESSION_QUERY, SESSION_TURN_UPDATE, type SessionInput, type SessionState, type SessionTurn } from '../domain/run';
 import { chatCompletionWorkflow } from './chatCompletion';
 
@@ -16,7 +16,7 @@ export async function sessionWorkflow(input: SessionInput): Promise<SessionState
   let turns = input.turns ?? 0;
   let busy: string | null = null;
   let lastActivity = 0;
-  const runs: string[] = [];
+  const runs: string[] = [...(input.runs ?? [])];
   const state = (): SessionState => ({ sessionId: input.sessionId, turns, busy, runs: [...runs] });
   wf.setHandler(wf.defineQuery<SessionState>(SESSION_QUERY), state);
 
@@ -30,6 +30,8 @@ export async function sessionWorkflow(input: SessionInput): Promise<SessionState
         workflowId: turn.runId,
         args: [turn.input],
         parentClosePolicy: wf.ParentClosePolicy.ABANDON,
+        // A retried turn whose run is already closed must attach to it, not run it again.
+        workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
         staticSummary: `session ${input.sessionId} turn ${turns + 1}`,
       });
       turns++;
@@ -61,7 +63,7 @@ export async function sessionWorkflow(input: SessionInput): Promise<SessionState
     }
     if (wf.workflowInfo().continueAsNewSuggested && busy === null) {
       await wf.condition(wf.allHandlersFinished);
-      if (busy === null) await wf.continueAsNew<typeof sessionWorkflow>({ ...input, turns });
+      if (busy === null) await wf.continueAsNew<typeof sessionWorkflow>({ ...input, turns, runs });
     }
   }
 }

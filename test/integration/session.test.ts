@@ -41,7 +41,9 @@ test('a long session continues-as-new and keeps counting its turns', async () =>
     s.upstream.enqueue({ steps: [{ kind: 'text', text: `answer ${i}` }] });
     // Half the turns name the session in metadata, as some clients can only do that.
     const extra = i % 2 === 0 ? { metadata: { session_id: sessionId } } : {};
-    const r = await s.openai.chat.completions.create(ask(`turn ${i}`, extra), i % 2 === 0 ? {} : { headers: { 'X-Session-Id': sessionId } });
+    const headers: Record<string, string> = i % 2 === 0 ? {} : { 'X-Session-Id': sessionId };
+    if (i === 0) headers['Idempotency-Key'] = `${sessionId}-turn-0`;
+    const r = await s.openai.chat.completions.create(ask(`turn ${i}`, extra), { headers });
     expect(r.choices[0]!.message.content).toBe(`answer ${i}`);
     if (i === 0) firstRunId = (await s.temporal.workflow.getHandle(id).describe()).runId;
   }
@@ -49,6 +51,10 @@ test('a long session continues-as-new and keeps counting its turns', async () =>
   expect(first.status.name).toBe('CONTINUED_AS_NEW');
   const state = await s.temporal.workflow.getHandle(id).query<SessionState>(SESSION_QUERY);
   expect(state.turns).toBe(8);
+  // A client retrying its first turn after the actor continued-as-new gets that turn's answer.
+  const retried = await s.openai.chat.completions.create(ask('turn 0', { metadata: { session_id: sessionId } }), { headers: { 'Idempotency-Key': `${sessionId}-turn-0` } });
+  expect(retried.choices[0]!.message.content).toBe('answer 0');
+  expect(s.upstream.requests).toHaveLength(8);
 });
 
 test('a bad session id is a 400', async () => {

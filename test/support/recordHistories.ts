@@ -12,13 +12,10 @@
  * change of src/workflows means running workflows would break on deploy.
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { historyFromJSON, historyToJSON, type History } from '@temporalio/common/lib/proto-utils';
-import * as proto from '@temporalio/proto';
-import { patchProtobufRoot } from '@temporalio/proto/lib/patch-protobuf-root';
+import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils';
 import OpenAI from 'openai';
 import { parseConfig } from '../../src/config/load';
 import { startDevServer } from '../../src/connectors/temporalDevServer';
@@ -30,46 +27,6 @@ import { contentOf, sseEvents } from './sse';
 
 const ROOT = join(__dirname, '..', '..');
 export const HISTORIES_DIR = join(ROOT, 'test', 'fixtures', 'histories');
-
-/**
- * `historyToJSON` / `historyFromJSON` of @temporalio/common 1.23.0 throw "type must be a Type"
- * when npm installs protobufjs 8 once per @temporalio package (here because @grpc/proto-loader
- * keeps protobufjs 7 at the top): common's protojson then checks `instanceof Type` against its
- * own copy, while the History type comes from @temporalio/proto's copy. The fallback does the
- * same conversion with the protojson of the copy @temporalio/proto uses; the JSON is identical.
- */
-interface ProtoJson {
-  toJson(type: unknown, message: unknown): unknown;
-  fromJson(type: unknown, json: unknown, options?: { ignoreUnknownFields?: boolean }): History | null;
-}
-const isProtobufjsSplit = (e: unknown) => e instanceof TypeError && e.message === 'type must be a Type';
-function protoJson(): { pj: ProtoJson; historyType: unknown } {
-  const pj = createRequire(require.resolve('@temporalio/proto'))('protobufjs/ext/protojson') as ProtoJson;
-  const root = patchProtobufRoot(proto as unknown as Record<string, unknown>) as unknown as { lookupType(name: string): unknown };
-  return { pj, historyType: root.lookupType('temporal.api.history.v1.History') };
-}
-
-export function historyToJsonText(history: History): string {
-  try {
-    return historyToJSON(history);
-  } catch (e) {
-    if (!isProtobufjsSplit(e)) throw e;
-  }
-  const { pj, historyType } = protoJson();
-  return JSON.stringify(pj.toJson(historyType, proto.temporal.api.history.v1.History.fromObject(history)), null, 2);
-}
-
-export function historyFromJsonValue(json: unknown): History {
-  try {
-    return historyFromJSON(json);
-  } catch (e) {
-    if (!isProtobufjsSplit(e)) throw e;
-  }
-  const { pj, historyType } = protoJson();
-  const h = pj.fromJson(historyType, json, { ignoreUnknownFields: true });
-  if (!h) throw new TypeError('invalid history');
-  return h;
-}
 
 interface Ctx {
   apiUrl: string;
@@ -148,6 +105,29 @@ const scenarios: Record<string, Scenario> = {
     const r = await c.openai.chat.completions.create(ask('agent', 'store it'));
     check(r.choices[0]!.message.content === 'stored', 'tool-loop answer');
     check(readFileSync(c.memoryFile, 'utf8').includes('"Loop"'), 'tool-loop entity stored');
+    return [{ runId: r.id }];
+  },
+
+  // Two server calls in one turn run as parallel activities (their order is part of the history).
+  'parallel-tools': async (c) => {
+    c.upstream.enqueue(
+      {
+        steps: [
+          {
+            kind: 'toolCalls',
+            calls: [
+              call('guarded__echo', { message: 'left' }, 'p1'),
+              call('memory__create_entities', { entities: [{ name: 'Par', entityType: 'thing', observations: [] }] }, 'p2'),
+            ],
+          },
+        ],
+      },
+      { steps: [{ kind: 'text', text: 'both done' }] },
+    );
+    const r = await c.openai.chat.completions.create(ask('agent', 'two at once'));
+    check(r.choices[0]!.message.content === 'both done', 'parallel-tools answer');
+    const results = (c.upstream.requests[1]!.body.messages as Array<{ role: string; tool_call_id?: string }>).filter((m) => m.role === 'tool');
+    check(results.map((m) => m.tool_call_id).join() === 'p1,p2', 'parallel-tools results in call order');
     return [{ runId: r.id }];
   },
 
@@ -272,8 +252,8 @@ async function main(): Promise<void> {
         await handle.result().catch(() => undefined);
         const history = await handle.fetchHistory();
         const file = join(HISTORIES_DIR, `${suffix ? `${name}-${suffix}` : name}.json`);
-        const text = historyToJsonText(history);
-        const back = historyFromJsonValue(JSON.parse(text));
+        const text = historyToJSON(history);
+        const back = historyFromJSON(JSON.parse(text));
         check(back.events?.length === history.events?.length, `${name}: the written history loads back`);
         writeFileSync(file, `${text}\n`);
         console.log(`${file}: ${history.events?.length ?? 0} events, ${text.length} bytes, ${Date.now() - t0} ms`);
