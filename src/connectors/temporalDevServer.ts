@@ -15,6 +15,12 @@ export const SEARCH_ATTRIBUTES: Record<string, string> = {
   Mix2apiTools: 'KeywordList',
 };
 
+/**
+ * Every workflow task is a few SQLite writes; the default rollback journal with full syncs makes
+ * each one wait on the disk. WAL keeps a killed server's data intact and cuts that wait.
+ */
+const DEFAULT_PRAGMAS: Record<string, string> = { journal_mode: 'wal', synchronous: 'normal' };
+
 export interface DevServerOptions {
   /** Path of the `temporal` binary; default `.tools/temporal/bin/temporal` under `root`. */
   executable?: string;
@@ -27,6 +33,8 @@ export interface DevServerOptions {
   readyTimeoutMs?: number;
   /** `--dynamic-config-value` pairs, e.g. a low `limit.historyCount.suggestContinueAsNew` in tests. */
   dynamicConfig?: Record<string, string | number | boolean>;
+  /** `--sqlite-pragma` values; default WAL with synchronous=NORMAL (safe against process crashes). */
+  sqlitePragmas?: Record<string, string>;
   /** Where the server's own log lines go; default: discarded. */
   log?: (line: string) => void;
 }
@@ -68,6 +76,7 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
   else if (o.uiPort) args.push('--ui-port', String(o.uiPort));
   if (o.namespace && o.namespace !== 'default') args.push('--namespace', o.namespace);
   for (const [k, v] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${k}=${v}`);
+  for (const [k, v] of Object.entries(o.sqlitePragmas ?? DEFAULT_PRAGMAS)) args.push('--sqlite-pragma', `${k}=${v}`);
   for (const [k, v] of Object.entries(o.dynamicConfig ?? {})) args.push('--dynamic-config-value', `${k}=${JSON.stringify(v)}`);
   const child = spawn(exe, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const recent: string[] = [];

@@ -216,10 +216,14 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
   }
 }
 
+/**
+ * The run's tool catalog. A local activity: the pool caches `tools/list` per worker, so this is
+ * usually a map lookup, and a local activity spares the run a workflow task round trip.
+ */
 function listCatalog(input: ChatCompletionInput, clientToolCount: number): Promise<CatalogEntry[]> {
   const servers = input.mcpServers ?? [];
   return wf
-    .proxyActivities<ToolActivities>({
+    .proxyLocalActivities<ToolActivities>({
       summary: `mcp tools/list ${servers.map((s) => s.name).join(', ')}`,
       startToCloseTimeout: '60 seconds',
       retry: { maximumAttempts: 5, initialInterval: '1 second', maximumInterval: '10 seconds' },

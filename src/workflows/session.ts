@@ -5,7 +5,7 @@
  * continues-as-new when Temporal suggests it, between turns, and completes after an idle spell.
  */
 import * as wf from '@temporalio/workflow';
-import { WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy } from '@temporalio/common';
+import { HandlerUnfinishedPolicy, WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy } from '@temporalio/common';
 import { SESSION_QUERY, SESSION_TURN_UPDATE, type SessionInput, type SessionState, type SessionTurn } from '../domain/run';
 import { chatCompletionWorkflow } from './chatCompletion';
 
@@ -20,9 +20,12 @@ export async function sessionWorkflow(input: SessionInput): Promise<SessionState
   const state = (): SessionState => ({ sessionId: input.sessionId, turns, busy, runs: [...runs] });
   wf.setHandler(wf.defineQuery<SessionState>(SESSION_QUERY), state);
 
-  wf.setHandler(wf.defineUpdate<{ runId: string }, [SessionTurn]>(SESSION_TURN_UPDATE), async (turn) => {
+  const suggested = () => wf.workflowInfo().continueAsNewSuggested;
+
+  const runTurn = async (turn: SessionTurn): Promise<{ runId: string }> => {
     if (runs.includes(turn.runId) || busy === turn.runId) return { runId: turn.runId };
-    await wf.condition(() => busy === null);
+    // Once Temporal suggests continue-as-new, turns wait; the caller's retry reaches the next run.
+    await wf.condition(() => busy === null && !suggested());
     busy = turn.runId;
     lastActivity++;
     try {
@@ -52,18 +55,18 @@ export async function sessionWorkflow(input: SessionInput): Promise<SessionState
       throw e;
     }
     return { runId: turn.runId };
+  };
+  wf.setHandler(wf.defineUpdate<{ runId: string }, [SessionTurn]>(SESSION_TURN_UPDATE), runTurn, {
+    unfinishedPolicy: HandlerUnfinishedPolicy.ABANDON,
   });
 
   for (;;) {
     const seen = lastActivity;
-    const active = await wf.condition(() => lastActivity !== seen || (wf.workflowInfo().continueAsNewSuggested && busy === null), `${input.idleSeconds} seconds`);
+    const active = await wf.condition(() => lastActivity !== seen || (suggested() && busy === null), `${input.idleSeconds} seconds`);
+    if (suggested() && busy === null) await wf.continueAsNew<typeof sessionWorkflow>({ ...input, turns, runs });
     if (!active && busy === null) {
       await wf.condition(wf.allHandlersFinished);
       return state();
-    }
-    if (wf.workflowInfo().continueAsNewSuggested && busy === null) {
-      await wf.condition(wf.allHandlersFinished);
-      if (busy === null) await wf.continueAsNew<typeof sessionWorkflow>({ ...input, turns, runs });
     }
   }
 }

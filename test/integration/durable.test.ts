@@ -27,7 +27,7 @@ beforeAll(async () => {
         { ...stdioServer('guarded', EVERYTHING, ['stdio']), approval: { tools: ['get-sum'] } },
       ],
       models: [{ id: 'agent', upstream: 'scripted', model: 'scripted', mcpServers: ['memory', 'guarded'] }],
-      loop: { approvalTimeoutSeconds: 3 },
+      loop: { approvalTimeoutSeconds: 6 },
     }),
   });
 });
@@ -208,5 +208,5 @@ test('an approval nobody decides is denied at the timeout', async () => {
   const { done } = await startGuarded({ a: 7, b: 7 });
   const data = await done;
   expect(data.join('')).toContain('(timed out)');
-  expect(toolResultSeen()).toMatch(/no decision within 3s/);
+  expect(toolResultSeen()).toMatch(/no decision within 6s/);
 });

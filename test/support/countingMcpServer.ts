@@ -23,6 +23,8 @@ export interface CountingMcpServer {
   sideEffects: Map<string, number>;
   /** tools/call requests received, per idempotency key (retries and duplicates included). */
   callsReceived: Map<string, number>;
+  /** When each of those calls arrived (`Date.now()`), per key. */
+  callTimes: Map<string, number[]>;
   /** The label each key was first called with. */
   labelOf: Map<string, string>;
   /** Keys whose work is running right now. */
@@ -54,6 +56,7 @@ export async function startCountingMcpServer(opts: { workMs?: number } = {}): Pr
   const closing = new AbortController();
   const sideEffects = new Map<string, number>();
   const callsReceived = new Map<string, number>();
+  const callTimes = new Map<string, number[]>();
   const labelOf = new Map<string, string>();
   const inFlight = new Set<string>();
   const metas: Array<Record<string, unknown>> = [];
@@ -82,6 +85,7 @@ export async function startCountingMcpServer(opts: { workMs?: number } = {}): Pr
         const raw = meta['io.mix2api/idempotency-key'] ?? meta.idempotencyKey;
         const key = typeof raw === 'string' && raw !== '' ? raw : `no-key-${randomUUID()}`;
         bump(callsReceived, key);
+        callTimes.set(key, [...(callTimes.get(key) ?? []), Date.now()]);
         if (!labelOf.has(key)) labelOf.set(key, label);
         let result = results.get(key);
         if (!result) {
@@ -131,6 +135,7 @@ export async function startCountingMcpServer(opts: { workMs?: number } = {}): Pr
     url: `http://127.0.0.1:${port}/mcp`,
     sideEffects,
     callsReceived,
+    callTimes,
     labelOf,
     inFlight,
     metas,
