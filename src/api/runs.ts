@@ -99,6 +99,10 @@ export function createRunsRouter(d: RunsDeps): Router {
       const out = await handle.executeUpdate<ApprovalDecision & { by: string }, [ApprovalDecision]>(APPROVE_UPDATE, { args: [decision] });
       res.json({ id: out.approvalId, object: 'mix2api.approval', run_id: id, approve: out.approve, reason: out.reason ?? null });
     } catch (e) {
+      // The run closed between the check above and the update.
+      if (!(e instanceof WorkflowUpdateFailedError) && (await handle.describe()).status.name !== 'RUNNING') {
+        throw new ApiError(404, `Run '${id}' has no pending approvals (it has closed).`, 'invalid_request_error', 'approval_not_found', 'approval_id');
+      }
       if (e instanceof WorkflowUpdateFailedError) {
         const msg = e.cause?.message ?? e.message;
         const already = /already decided/.test(msg);

@@ -183,6 +183,7 @@ test('an approved call runs; deciding twice or an unknown id is refused', async 
   const data = await done;
   expect(data.join('')).toContain('approval needed: guarded/get-sum');
   expect(toolResultSeen()).toMatch(/42/);
+  await waitFor(async () => (await getRun(runId)).status === 'completed');
   expect((await post(`/v1/runs/${runId}/approvals/${approvalId}`, { approve: false })).status).toBe(404);
 });
 
