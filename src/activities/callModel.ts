@@ -27,10 +27,11 @@ export interface ModelDeps {
 const HEARTBEAT_MS = 2000;
 
 /** What earlier attempts of this step already put in the durable log. */
-async function publishedSoFar(deps: ModelDeps, runId: string, step: number): Promise<{ nextSeq: number; content: string }> {
+async function publishedSoFar(deps: ModelDeps, runId: string, step: number): Promise<{ nextSeq: number; content: string; base: number }> {
   const events = await deps.client.workflow.getHandle(runId).query<RunEvent[], [{ step: number; seq: number }]>(EVENTS_QUERY, { step, seq: -1 });
   let nextSeq = 0;
   let content = '';
+  let base = 0; // where the latest attempt's deltas start
   for (const e of events) {
     if (e.step !== step) continue;
     if (e.t === 'deltas') {
@@ -38,10 +39,13 @@ async function publishedSoFar(deps: ModelDeps, runId: string, step: number): Pro
       for (const d of e.d) content += d.content ?? '';
     } else {
       nextSeq = Math.max(nextSeq, e.seq + 1);
-      if (e.t === 'retry') content = '';
+      if (e.t === 'retry') {
+        content = '';
+        base = e.seq + 1;
+      }
     }
   }
-  return { nextSeq, content };
+  return { nextSeq, content, base };
 }
 
 function cleanDelta(d: (Delta & { role?: string }) | undefined): Delta | null {
@@ -71,9 +75,18 @@ export function createModelActivities(deps: ModelDeps) {
         throw ApplicationFailure.create({ type: FailureType.Config, message: msg, nonRetryable: true, details: [wireError(500, msg, 'server_error', 'config_error')] });
       }
       const attempt = ctx.info.attempt;
-      const prior = attempt > 1 ? await publishedSoFar(deps, input.runId, input.step) : { nextSeq: 0, content: '' };
+      const prior = attempt > 1 || input.resume ? await publishedSoFar(deps, input.runId, input.step) : { nextSeq: 0, content: '', base: 0 };
+      // The shared-queue fallback after the live queue's instance died mid-step: its clients may hold
+      // more of the step than the log (the live path runs up to a batch ahead), so while the restarted
+      // step repeats the log it keeps the first attempt's positions, and it notes a retry only if it differs.
+      let aligned = attempt === 1 && prior.nextSeq > 0;
       const stream = WorkflowStreamClient.create(deps.client, input.runId, { batchInterval: input.batchMs });
-      const pub = new DeltaPublisher(input.runId, input.step, prior.nextSeq, stream, deps.live, input.batchMs);
+      const pub = new DeltaPublisher(input.runId, input.step, aligned ? prior.base : prior.nextSeq, stream, deps.live, input.batchMs);
+      const diverge = () => {
+        aligned = false;
+        pub.skipTo(prior.nextSeq);
+        pub.event((seq) => ({ t: 'retry', step: input.step, seq, attempt, reason: 'restart' }));
+      };
       let body: Record<string, unknown> = { ...input.body, stream_options: { include_usage: true } };
       let skipper = new PrefixSkipper(prior.content);
       if (attempt > 1) {
@@ -105,10 +118,16 @@ export function createModelActivities(deps: ModelDeps) {
             acc.add(delta);
             const forClient = calls.pass(delta);
             const visible = forClient && skipper.pass(forClient);
+            if (aligned && forClient) {
+              if (!visible) pub.skipTo(pub.nextSeq + 1); // a repeat of the delta the log has at this position
+              else if (!skipper.matchedAll || pub.nextSeq !== prior.nextSeq) diverge();
+              else aligned = false; // past the log, on a delta boundary: the first attempt's positions go on
+            }
             if (visible) pub.delta(visible);
           }
           if (choice.finish_reason) finishReason = choice.finish_reason;
         }
+        if (aligned && pub.nextSeq < prior.nextSeq) diverge(); // shorter than what was published
       } catch (e) {
         throw classifyUpstreamError(e, input.upstream);
       } finally {

@@ -36,6 +36,13 @@ export class DeltaPublisher {
     this.timer ??= setTimeout(() => this.flushPending(), this.batchMs);
   }
 
+  /** Moves the next position on to `seq` without publishing (positions the log already has). */
+  skipTo(seq: number): void {
+    if (seq <= this.seq) return;
+    this.flushPending();
+    this.seq = seq;
+  }
+
   /** A non-delta event at the next position (e.g. `retry`), durable right away. */
   event(make: (seq: number) => RunEvent): void {
     this.flushPending();

@@ -13,6 +13,11 @@ export class PrefixSkipper {
     this.diverged = published === '';
   }
 
+  /** Whether everything published has been repeated (or passed) already. */
+  get matchedAll(): boolean {
+    return this.matched >= this.published.length;
+  }
+
   pass(d: Delta): Delta | null {
     if (this.diverged || d.content === undefined) return d;
     const text = d.content;

@@ -4,12 +4,17 @@
  * the closed run's event query (the tail a poll could miss when the run completes).
  */
 import type { Client } from '@temporalio/client';
-import { WorkflowStreamClient } from '@temporalio/workflow-streams/client';
+import { defaultPayloadConverter } from '@temporalio/common';
+import type { PollInput, PollResult } from '@temporalio/workflow-streams/client';
+// Only the payload codec: the stream's wire items are base64 Payload protos.
+import { decodePayloadWire } from '@temporalio/workflow-streams/workflow';
 import type { LiveHub } from '../connectors/liveHub';
 import { EVENTS_TOPIC, comparePositions, type Position, type RunEvent } from '../domain/events';
 import { EVENTS_QUERY } from '../domain/run';
 
 const START: Position = { step: -1, seq: -1 };
+/** The stream library's long-poll update (its documented cross-language protocol). */
+const POLL_UPDATE = '__temporal_workflow_stream_poll';
 
 /** The part of `e` after `cursor`, or null when the client already has all of it. */
 export function after(e: RunEvent, cursor: Position): RunEvent | null {
@@ -69,16 +74,23 @@ export function relayRun(o: RelayOptions): AsyncGenerator<RunEvent> {
     wake?.();
   };
 
+  // The stream library's poll protocol, one guarded call per poll (a guard adds an abort listener
+  // until its call ends, so one guard around a whole subscription would pile them up).
   const durable = async () => {
     if (durableStarted || stopped()) return;
     durableStarted = true;
-    await guarded(async () => {
-      const sub = WorkflowStreamClient.create(o.client, o.runId).topic<RunEvent>(EVENTS_TOPIC).subscribe(0, { pollCooldown: 50 });
-      for await (const item of sub) {
-        if (stopped()) break;
-        push(item.data);
+    const handle = o.client.workflow.getHandle(o.runId);
+    let offset = 0;
+    try {
+      while (!stopped()) {
+        const r = await guarded(() => handle.executeUpdate<PollResult, [PollInput]>(POLL_UPDATE, { args: [{ topics: [EVENTS_TOPIC], from_offset: offset }] }));
+        for (const item of r.items) push(defaultPayloadConverter.fromPayload<RunEvent>(decodePayloadWire(item.data)));
+        offset = r.next_offset;
+        if (!r.more_ready) await new Promise((ok) => setTimeout(ok, 50));
       }
-    }).catch(() => undefined); // the tail query below still delivers everything once the run closes
+    } catch {
+      // Closed run, or gone: the tail query below still delivers everything once the run closes.
+    }
   };
   const armSilence = () => {
     if (silence) clearTimeout(silence);

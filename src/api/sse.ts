@@ -55,7 +55,8 @@ export async function streamRun(
         break;
       }
       // A retry before any byte is invisible, so the status can still tell a gateway to fail over.
-      if (e.t === 'retry' && !started) continue;
+      // (A resumed stream shows it: its client already holds part of the step.)
+      if (e.t === 'retry' && !started && opts.roleOnFirst !== false) continue;
       for (const { seq, delta } of eventDeltas(e, config.loop.progress)) {
         send(formatPosition({ step: e.step, seq }), chunk(ctx, role ? { role: 'assistant', ...delta } : delta));
         role = false;

@@ -118,6 +118,11 @@ export interface CallModelInput {
   /** What earlier steps contributed, so a step that ends the run can announce the end live. */
   contentSoFar?: string;
   usageSoFar?: Usage;
+  /**
+   * Set on the shared-queue fallback after the live queue's API instance went away: an attempt
+   * there may already have published part of this step, so callModel resumes it from the log.
+   */
+  resume?: boolean;
 }
 
 export interface CallModelResult {

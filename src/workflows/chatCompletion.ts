@@ -56,14 +56,20 @@ function isScheduleToStartTimeout(e: unknown): boolean {
   return e instanceof ActivityFailure && e.cause instanceof TimeoutFailure && e.cause.timeoutType === TimeoutType.SCHEDULE_TO_START;
 }
 
-/** The live queue when an API instance waits on this run, else (or when it is gone) the shared one. */
-async function callModel(input: ChatCompletionInput, args: CallModelInput): Promise<CallModelResult> {
-  if (input.liveTaskQueue) {
+/**
+ * The live queue while an API instance waits on this run, else the shared one. Once the live
+ * queue's instance is found gone, later steps go straight to the shared queue.
+ */
+async function callModel(input: ChatCompletionInput, args: CallModelInput, live: { queue?: string }): Promise<CallModelResult> {
+  if (live.queue) {
     try {
-      return await modelProxy(input, args.step, input.liveTaskQueue, true)(args);
+      return await modelProxy(input, args.step, live.queue, true)(args);
     } catch (e) {
       if (!isScheduleToStartTimeout(e)) throw e;
+      live.queue = undefined;
     }
+    // An earlier attempt on the live queue may have streamed part of this step before its instance died.
+    return modelProxy(input, args.step, undefined, false)({ ...args, resume: true });
   }
   return modelProxy(input, args.step, undefined, false)(args);
 }
@@ -120,6 +126,7 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
     const messages = [...((input.body.messages as ChatMessage[]) ?? [])];
     const transcript: ChatMessage[] = [];
     const toolsUsed = new Set<string>();
+    const live = { queue: input.liveTaskQueue };
     let content = '';
 
     const finish = (message: AssistantMessage, finishReason: string, seq: number, hidden?: HiddenSteps): ChatCompletionResult => {
@@ -140,7 +147,7 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
         runScopedCallIds: servers.size > 0,
         contentSoFar: content,
         usageSoFar: usage,
-      });
+      }, live);
       usage = addUsage(usage, r.usage);
       steps.push({ step, kind: 'model', attempt: r.attempt, finishReason: r.finishReason, usage: r.usage });
       content += r.message.content ?? '';
