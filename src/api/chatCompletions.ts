@@ -3,7 +3,6 @@
  * answer with its JSON result or relay its events as SSE. The run never depends on this
  * connection: a client that leaves does not stop it unless `loop.onDisconnect: cancel`.
  */
-import { createHash, randomUUID } from 'node:crypto';
 import type { Request, Response } from 'express';
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config/load';
@@ -16,7 +15,7 @@ import { completionBody } from './chunks';
 import { badRequest } from './errors';
 import { relayRun } from './relay';
 import { streamRun } from './sse';
-import { sessionIdOf, startRun } from './startRun';
+import { runIdFor, sessionIdOf, startRun } from './startRun';
 import type { ModelRouter } from './routing';
 import { ChatCompletionRequestSchema, issueParam } from './schemas';
 
@@ -26,15 +25,6 @@ export interface CompletionDeps {
   live: LiveHub;
   liveTaskQueue: string;
   router: ModelRouter;
-}
-
-const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
-
-function runIdFor(req: Request, keyName: string): string {
-  const key = req.header('idempotency-key');
-  if (key === undefined) return `chatcmpl-${randomUUID().replace(/-/g, '')}`;
-  if (!IDEMPOTENCY_KEY.test(key)) throw badRequest('Idempotency-Key must be 1-255 visible ASCII characters', 'Idempotency-Key');
-  return `chatcmpl-${createHash('sha256').update(`${keyName}\n${key}`).digest('hex').slice(0, 32)}`;
 }
 
 function firstWords(messages: Array<{ role: string; content?: unknown }>): string {
@@ -72,7 +62,7 @@ export function createCompletionHandler(d: CompletionDeps) {
     const route = d.router.resolve(body.model);
     const tools = resolveTools(d.config, body);
     const keyName = String(res.locals.keyName ?? 'anonymous');
-    const runId = runIdFor(req, keyName);
+    const runId = runIdFor(req.header('idempotency-key'), keyName);
     const sessionId = sessionIdOf(req.header('x-session-id'), body.metadata);
     const { model: _m, stream, stream_options, tools: _t, metadata, ...rest } = body;
     // `session_id` is for mix2api; other metadata goes upstream as sent.

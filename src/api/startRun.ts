@@ -3,7 +3,7 @@
  * retried POST with the same Idempotency-Key joins the same run), or as the next turn of a
  * session actor via Update-with-Start when the request names a session.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { WithStartWorkflowOperation, type Client, type WorkflowHandle } from '@temporalio/client';
 import { WorkflowIdConflictPolicy } from '@temporalio/common';
 import type { Config } from '../config/load';
@@ -20,6 +20,17 @@ export interface StartRequest {
 }
 
 const SESSION_ID = /^[\x21-\x7e]{1,128}$/;
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+
+/** Ids derived from a client's key are scoped to its API key, so two keys never share a run. */
+const scoped = (keyName: string, value: string) => createHash('sha256').update(`${keyName}\n${value}`).digest('hex').slice(0, 32);
+
+/** `chatcmpl-<32 hex>`: random, or fixed by an `Idempotency-Key` so a retried POST attaches. */
+export function runIdFor(idempotencyKey: string | undefined, keyName: string): string {
+  if (idempotencyKey === undefined) return `chatcmpl-${randomUUID().replace(/-/g, '')}`;
+  if (!IDEMPOTENCY_KEY.test(idempotencyKey)) throw badRequest('Idempotency-Key must be 1-255 visible ASCII characters', 'Idempotency-Key');
+  return `chatcmpl-${scoped(keyName, idempotencyKey)}`;
+}
 
 /** `X-Session-Id`, else `metadata.session_id`; null when the request is not part of a session. */
 export function sessionIdOf(header: string | undefined, metadata: Record<string, string> | null | undefined): string | null {
@@ -30,7 +41,7 @@ export function sessionIdOf(header: string | undefined, metadata: Record<string,
 }
 
 export function sessionWorkflowId(keyName: string, sessionId: string): string {
-  return `session-${createHash('sha256').update(`${keyName}\n${sessionId}`).digest('hex').slice(0, 32)}`;
+  return `session-${scoped(keyName, sessionId)}`;
 }
 
 export async function startRun(config: Config, client: Client, r: StartRequest): Promise<WorkflowHandle> {

@@ -1,0 +1,66 @@
+/** The config: defaults, env overrides, and errors that name the path. */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, parseConfig } from '../../src/config/load';
+
+test('no file and no env: demo mode with documented defaults', () => {
+  const c = parseConfig({}, {});
+  expect(c.demo).toBe(true);
+  expect(c.server.port).toBe(8080);
+  expect(c.temporal).toMatchObject({ address: 'embedded', namespace: 'default', taskQueue: 'mix2api', port: 7233, uiPort: 8233, searchAttributes: true });
+  expect(c.loop).toMatchObject({ maxSteps: 16, progress: 'reasoning', keepaliveSeconds: 10, onDisconnect: 'continue', approvalTimeoutSeconds: 900 });
+  expect(Object.isFrozen(c.server)).toBe(true);
+});
+
+test('OPENAI_BASE_URL + OPENAI_API_KEY alone configure one pass-through upstream', () => {
+  const c = parseConfig({}, { OPENAI_BASE_URL: 'http://127.0.0.1:9/v1', OPENAI_API_KEY: 'sk-x', PORT: '9999', TEMPORAL_ADDRESS: 'temporal:7233' });
+  expect(c.demo).toBe(false);
+  expect(c.passthroughModels).toBe(true);
+  expect(c.upstreams[0]).toMatchObject({ name: 'openai', baseURL: 'http://127.0.0.1:9/v1', apiKey: 'sk-x' });
+  expect(c.server.port).toBe(9999);
+  expect(c.temporal.searchAttributes).toBe(false);
+});
+
+test('errors name the path of every problem', () => {
+  const bad = {
+    upstreams: [{ name: 'a', baseURL: 'not a url' }],
+    models: [{ id: 'm', upstream: 'missing', mcpServers: ['nope'] }],
+    mcpServers: [{ name: 'fs', transport: 'stdio' }],
+  };
+  try {
+    parseConfig(bad, {});
+    throw new Error('expected a ConfigError');
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    const problems = (e as ConfigError).problems.join('\n');
+    expect(problems).toMatch(/^upstreams\[0\]\.baseURL: /m);
+    expect(problems).toMatch(/^mcpServers\[0\]\.command: required/m);
+  }
+  expect(() => parseConfig({ upstreams: [{ name: 'a', baseURL: 'http://x/v1' }], models: [{ id: 'm', upstream: 'missing', mcpServers: ['nope'] }] }, {})).toThrow(
+    /models\[0\]\.upstream: no upstream named "missing"[\s\S]*models\[0\]\.mcpServers\[0\]: no mcpServers entry named "nope"/,
+  );
+  expect(() => parseConfig({ upstreams: [{ name: 'a', baseURL: 'http://x/v1', apiKey: 'env:NOT_SET_ANYWHERE' }] }, {})).toThrow(/upstreams\[0\]\.apiKey: environment variable NOT_SET_ANYWHERE is not set/);
+});
+
+test('mix2api check-config exits non-zero and prints the problems', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mix2api-config-'));
+  const file = join(dir, 'mix2api.yaml');
+  writeFileSync(file, 'server:\n  port: "eighty"\n');
+  const cli = join(__dirname, '..', '..', 'src', 'cli.ts');
+  const tsx = join(__dirname, '..', '..', 'node_modules', '.bin', 'tsx');
+  let out = '';
+  let code = 0;
+  try {
+    execFileSync(tsx, [cli, 'check-config', file], { encoding: 'utf8', stdio: 'pipe' });
+  } catch (e) {
+    const err = e as { status: number; stderr: string };
+    code = err.status;
+    out = err.stderr;
+  }
+  expect(code).toBe(1);
+  expect(out).toMatch(/server\.port: /);
+  writeFileSync(file, 'upstreams:\n  - name: a\n    baseURL: http://127.0.0.1:1/v1\n');
+  expect(execFileSync(tsx, [cli, 'check-config', file], { encoding: 'utf8' })).toMatch(/config OK/);
+}, 30000);
