@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils';
 import OpenAI from 'openai';
+import { sessionWorkflowId } from '../../src/api/startRun';
 import { parseConfig } from '../../src/config/load';
 import { startDevServer } from '../../src/connectors/temporalDevServer';
 import { installLogger } from '../../src/roles/logging';
@@ -36,7 +37,8 @@ interface Ctx {
 }
 
 /** A scenario drives one or more runs and returns their ids, each saved under `<name>[-<suffix>]`. */
-type Scenario = (c: Ctx) => Promise<Array<{ runId: string; suffix?: string }>>;
+/** `open`: the workflow stays open (a session actor); record its history as it is now. */
+type Scenario = (c: Ctx) => Promise<Array<{ runId: string; suffix?: string; open?: boolean }>>;
 
 const call = (name: string, args: unknown, id?: string) => ({ name, arguments: JSON.stringify(args), ...(id ? { id } : {}) });
 const ask = (model: string, content: string) => ({ model, messages: [{ role: 'user' as const, content }] });
@@ -188,6 +190,17 @@ const scenarios: Record<string, Scenario> = {
     check(second.choices[0]!.message.content === 'Oslo is sunny.', 'mixed-tools follow-up answer');
     return [{ runId: first.id }, { runId: second.id, suffix: 'followup' }];
   },
+
+  // (h) a session actor with two turns, run one at a time as child runs.
+  session: async (c) => {
+    const headers = { 'X-Session-Id': 'record-session' };
+    for (const text of ['first turn', 'second turn']) {
+      c.upstream.enqueue({ steps: [{ kind: 'text', text }] });
+      const r = await c.openai.chat.completions.create(ask('plain', text), { headers });
+      check(r.choices[0]!.message.content === text, `session turn answered ${r.choices[0]!.message.content}`);
+    }
+    return [{ runId: sessionWorkflowId('anonymous', 'record-session'), open: true }];
+  },
 };
 
 async function main(): Promise<void> {
@@ -246,10 +259,10 @@ async function main(): Promise<void> {
       if (only.length && !only.includes(name)) continue;
       upstream.reset();
       const t0 = Date.now();
-      for (const { runId, suffix } of await scenario(ctx)) {
+      for (const { runId, suffix, open } of await scenario(ctx)) {
         const handle = temporal.workflow.getHandle(runId);
         // A streamed answer ends before the workflow task that closes the run; wait for the close.
-        await handle.result().catch(() => undefined);
+        if (!open) await handle.result().catch(() => undefined);
         const history = await handle.fetchHistory();
         const file = join(HISTORIES_DIR, `${suffix ? `${name}-${suffix}` : name}.json`);
         const text = historyToJSON(history);
