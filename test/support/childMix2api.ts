@@ -24,12 +24,14 @@ export interface ChildMix2api {
   start(timeoutMs?: number): Promise<number>;
   /** SIGKILL, and wait for the exit. Resolves with `Date.now()` at the kill. */
   kill(): Promise<number>;
+  /** SIGTERM (a clean shutdown), and wait for the exit; resolves with the exit code. */
+  terminate(): Promise<number | null>;
   /** The last `n` output lines, for failure messages. */
   tail(n?: number): string;
 }
 
-export function childMix2api(o: { dir: string; port: number; config: Record<string, unknown> }): ChildMix2api {
-  const configFile = join(o.dir, 'mix2api.yaml');
+export function childMix2api(o: { dir: string; port: number; config: Record<string, unknown>; configName?: string }): ChildMix2api {
+  const configFile = join(o.dir, o.configName ?? 'mix2api.yaml');
   writeFileSync(configFile, stringify({ ...o.config, server: { ...(o.config.server as object | undefined), port: o.port } }));
   const url = `http://127.0.0.1:${o.port}`;
   const output: string[] = [];
@@ -99,6 +101,13 @@ export function childMix2api(o: { dir: string; port: number; config: Record<stri
         await exited;
       }
       return at;
+    },
+    async terminate() {
+      if (!child || child.exitCode !== null || child.signalCode !== null) return child?.exitCode ?? null;
+      const proc = child;
+      proc.kill('SIGTERM');
+      await exited;
+      return proc.exitCode;
     },
     tail(n = 60) {
       return output.slice(-n).join('\n');
