@@ -39,10 +39,8 @@ async function publishedSoFar(deps: ModelDeps, runId: string, step: number): Pro
       for (const d of e.d) content += d.content ?? '';
     } else {
       nextSeq = Math.max(nextSeq, e.seq + 1);
-      if (e.t === 'retry') {
-        content = '';
-        base = e.seq + 1;
-      }
+      // Clients hold every delta of the step, across attempts: that is the text to continue from.
+      if (e.t === 'retry') base = e.seq + 1;
     }
   }
   return { nextSeq, content, base };

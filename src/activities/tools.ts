@@ -9,7 +9,7 @@ import Ajv, { type ValidateFunction } from 'ajv';
 import { McpTimeoutError, McpToolError, McpTransportError, type McpPool } from '../connectors/mcp/pool';
 import { toolResultToText } from '../connectors/mcp/toolResult';
 import { MAX_OPENAI_TOOLS, ToolLimitError, assertToolLimit, buildToolCatalog, filterTools, type CatalogEntry } from '../domain/toolNames';
-import { wireError, type CallToolInput, type ListToolsInput, type ToolOutcome } from '../domain/run';
+import { toolTotalSeconds, wireError, type CallToolInput, type ListToolsInput, type ToolOutcome } from '../domain/run';
 
 export interface ToolDeps {
   pool: McpPool;
@@ -88,7 +88,9 @@ export function createToolActivities(deps: ToolDeps) {
         const result = await deps.pool.callTool(input.server, input.tool, checked.args, {
           signal: ctx.cancellationSignal,
           timeoutMs: input.timeoutSeconds * 1000,
-          idempotencyKey: `${input.runId}/${input.callId}`,
+          // Progress keeps a call alive, but never past the point where Temporal would retry it.
+          maxTotalTimeoutMs: toolTotalSeconds(input.timeoutSeconds) * 1000,
+          idempotencyKey: input.idempotencyKey,
         });
         const r = toolResultToText(result, input.maxOutputBytes);
         return { ...outcome(r.text, r.isError, r.truncated), ...(result.structuredContent ? { structured: result.structuredContent } : {}) };

@@ -9,7 +9,7 @@ import type { Config } from '../config/load';
 import type { LiveHub } from '../connectors/liveHub';
 import type { ChatMessage } from '../domain/chat';
 import { referencedRuns, rejoin } from '../domain/rejoin';
-import { RESULT_QUERY, type ChatCompletionInput, type ChatCompletionResult, type HiddenSteps } from '../domain/run';
+import { STATE_QUERY, type ChatCompletionInput, type ChatCompletionResult, type HiddenSteps, type RunState } from '../domain/run';
 import { resolveTools } from './tools';
 import { completionBody } from './chunks';
 import { badRequest } from './errors';
@@ -33,18 +33,19 @@ function firstWords(messages: Array<{ role: string; content?: unknown }>): strin
   return text.replace(/\s+/g, ' ').slice(0, 80);
 }
 
-/** Hidden server-side steps of earlier runs this conversation continues (see domain/rejoin). */
-async function rejoinHidden(client: Client, messages: ChatMessage[]): Promise<ChatMessage[]> {
+/** Hidden server-side steps of the caller's earlier runs this conversation continues (see domain/rejoin). */
+async function rejoinHidden(client: Client, messages: ChatMessage[], keyName: string): Promise<ChatMessage[]> {
   const runs = referencedRuns(messages);
   if (runs.length === 0) return messages;
   const hidden = new Map<string, HiddenSteps>();
   await Promise.all(
     runs.map(async (run) => {
-      const r = await client.workflow
+      const state = await client.workflow
         .getHandle(run)
-        .query<ChatCompletionResult | null>(RESULT_QUERY)
+        .query<RunState>(STATE_QUERY)
         .catch(() => null);
-      if (r?.hidden) hidden.set(run, r.hidden);
+      // Another key's run is not ours to read, whatever ids the request carries.
+      if (state?.result?.hidden && (state.keyName ?? 'anonymous') === keyName) hidden.set(run, state.result.hidden);
     }),
   );
   return rejoin(messages, hidden);
@@ -68,7 +69,7 @@ export function createCompletionHandler(d: CompletionDeps) {
     // `session_id` is for mix2api; other metadata goes upstream as sent.
     const { session_id: _s, ...upstreamMetadata } = metadata ?? {};
     if (Object.keys(upstreamMetadata).length > 0) Object.assign(rest, { metadata: upstreamMetadata });
-    const messages = await rejoinHidden(d.client, rest.messages);
+    const messages = await rejoinHidden(d.client, rest.messages, keyName);
     const input: ChatCompletionInput = {
       route,
       body: { ...rest, messages, ...(tools.clientTools?.length ? { tools: tools.clientTools } : {}) },
@@ -92,6 +93,9 @@ export function createCompletionHandler(d: CompletionDeps) {
       model: body.model,
       keyName,
       sessionId,
+    }).catch((e: unknown) => {
+      abort.abort(); // drops the relay's live subscription
+      throw e;
     });
     res.setHeader('X-Run-Id', runId);
 

@@ -54,10 +54,28 @@ export function toApiError(e: unknown): ApiError {
   if (t?.type === 'entity.parse.failed') return badRequest(`request body is not valid JSON: ${t.message ?? ''}`.trim(), null, 'invalid_json');
   if (t?.type === 'entity.too.large') return new ApiError(413, 'request body too large', 'invalid_request_error', 'request_too_large');
   if (t?.type === 'encoding.unsupported' || t?.type === 'charset.unsupported') return badRequest(t.message ?? 'unsupported encoding');
-  if (t?.name === 'ServiceError' || (t as { code?: number })?.code === 14) {
-    return new ApiError(503, 'Temporal is unreachable', 'server_error', 'temporal_unavailable');
-  }
+  if (t?.name === 'ServiceError') return fromServiceError(e as { message?: string; cause?: { code?: number; details?: string } });
   return new ApiError(500, 'internal error', 'server_error', 'internal_error');
+}
+
+/** A Temporal service error, by its gRPC status code. */
+function fromServiceError(e: { message?: string; cause?: { code?: number; details?: string } }): ApiError {
+  const detail = e.cause?.details ?? e.message ?? '';
+  switch (e.cause?.code) {
+    case 3: // INVALID_ARGUMENT: in practice a payload over Temporal's size limit
+      return /size|exceeds|limit/i.test(detail)
+        ? new ApiError(413, `request too large for a run's input: ${detail}`, 'invalid_request_error', 'request_too_large')
+        : new ApiError(400, detail, 'invalid_request_error', 'invalid_request');
+    case 5: // NOT_FOUND
+      return new ApiError(404, detail, 'invalid_request_error', 'not_found');
+    case 8: // RESOURCE_EXHAUSTED
+      return new ApiError(429, `Temporal is rate limiting: ${detail}`, 'rate_limit_error', 'temporal_rate_limited', null, { 'Retry-After': '1' });
+    case 14: // UNAVAILABLE
+    case 4: // DEADLINE_EXCEEDED
+      return new ApiError(503, 'Temporal is unreachable', 'server_error', 'temporal_unavailable', null, { 'Retry-After': '1' });
+    default:
+      return new ApiError(500, `Temporal error: ${detail}`, 'server_error', 'temporal_error');
+  }
 }
 
 export function sendError(res: Response, e: unknown): void {

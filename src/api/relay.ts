@@ -13,6 +13,7 @@ import { EVENTS_TOPIC, comparePositions, type Position, type RunEvent } from '..
 import { EVENTS_QUERY } from '../domain/run';
 
 const START: Position = { step: -1, seq: -1 };
+const sleep = (ms: number) => new Promise((ok) => setTimeout(ok, ms));
 /** The stream library's long-poll update (its documented cross-language protocol). */
 const POLL_UPDATE = '__temporal_workflow_stream_poll';
 
@@ -81,15 +82,23 @@ export function relayRun(o: RelayOptions): AsyncGenerator<RunEvent> {
     durableStarted = true;
     const handle = o.client.workflow.getHandle(o.runId);
     let offset = 0;
-    try {
-      while (!stopped()) {
+    let failures = 0;
+    while (!stopped()) {
+      try {
         const r = await guarded(() => handle.executeUpdate<PollResult, [PollInput]>(POLL_UPDATE, { args: [{ topics: [EVENTS_TOPIC], from_offset: offset }] }));
+        failures = 0;
         for (const item of r.items) push(defaultPayloadConverter.fromPayload<RunEvent>(decodePayloadWire(item.data)));
         offset = r.next_offset;
-        if (!r.more_ready) await new Promise((ok) => setTimeout(ok, 50));
+        if (!r.more_ready) await sleep(50);
+      } catch {
+        // A closed run ends polling (the tail query delivers the rest); anything else is retried.
+        if (stopped() || ++failures > 20) return;
+        const open = await guarded(() => handle.describe())
+          .then((d) => d.status.name === 'RUNNING')
+          .catch(() => true);
+        if (!open) return;
+        await sleep(Math.min(2000, 100 * 2 ** failures));
       }
-    } catch {
-      // Closed run, or gone: the tail query below still delivers everything once the run closes.
     }
   };
   const armSilence = () => {
@@ -101,6 +110,7 @@ export function relayRun(o: RelayOptions): AsyncGenerator<RunEvent> {
       armSilence();
       push(e, true);
     }) ?? (() => undefined);
+  o.signal.addEventListener('abort', unsubscribe, { once: true });
   // Whatever a poll could miss when the run closes, the closed run's query has.
   const tail = async () => {
     const handle = o.client.workflow.getHandle(o.runId);

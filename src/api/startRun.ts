@@ -5,7 +5,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { WithStartWorkflowOperation, type Client, type WorkflowHandle } from '@temporalio/client';
-import { WorkflowIdConflictPolicy } from '@temporalio/common';
+import { WorkflowExecutionAlreadyStartedError, WorkflowIdConflictPolicy, WorkflowIdReusePolicy } from '@temporalio/common';
 import type { Config } from '../config/load';
 import { SESSION_TURN_UPDATE, type ChatCompletionInput, type SessionInput, type SessionTurn } from '../domain/run';
 import { badRequest } from './errors';
@@ -70,12 +70,19 @@ export async function startRun(config: Config, client: Client, r: StartRequest):
     }
     return client.workflow.getHandle(r.runId);
   }
-  return client.workflow.start('chatCompletionWorkflow', {
-    taskQueue,
-    workflowId: r.runId,
-    workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
-    args: [r.input],
-    staticSummary: r.summary,
-    ...(config.temporal.searchAttributes ? { searchAttributes: { Mix2apiModel: [r.model], Mix2apiKeyName: [r.keyName] } } : {}),
-  });
+  try {
+    return await client.workflow.start('chatCompletionWorkflow', {
+      taskQueue,
+      workflowId: r.runId,
+      // A running run is joined; a closed one is never started again (its answer stands).
+      workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+      workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+      args: [r.input],
+      staticSummary: r.summary,
+      ...(config.temporal.searchAttributes ? { searchAttributes: { Mix2apiModel: [r.model], Mix2apiKeyName: [r.keyName] } } : {}),
+    });
+  } catch (e) {
+    if (e instanceof WorkflowExecutionAlreadyStartedError) return client.workflow.getHandle(r.runId);
+    throw e;
+  }
 }

@@ -64,7 +64,11 @@ function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<
   if (env.TEMPORAL_API_KEY) section('temporal').apiKey = env.TEMPORAL_API_KEY;
   const upstreams = Array.isArray(out.upstreams) ? out.upstreams : [];
   if (upstreams.length === 0 && env.OPENAI_BASE_URL) {
-    out.upstreams = [{ name: 'openai', baseURL: env.OPENAI_BASE_URL, apiKey: 'env:OPENAI_API_KEY' }];
+    out.upstreams = [{ name: 'openai', baseURL: env.OPENAI_BASE_URL, ...(env.OPENAI_API_KEY ? { apiKey: 'env:OPENAI_API_KEY' } : {}) }];
+  }
+  if (env.MIX2API_API_KEY) {
+    const server = section('server');
+    server.apiKeys = [...(Array.isArray(server.apiKeys) ? server.apiKeys : []), { name: 'env', key: 'env:MIX2API_API_KEY' }];
   }
   return out;
 }
@@ -75,6 +79,10 @@ function resolveEnvRef(value: string, env: NodeJS.ProcessEnv, where: string): st
   } catch (e) {
     throw new ConfigError([e instanceof Error ? e.message : String(e)], null);
   }
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }
 
 function crossCheck(cfg: ConfigFile): string[] {
@@ -101,6 +109,10 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv, source: string
   if (!parsed.success) throw new ConfigError(formatIssues(parsed.error.issues), source);
   const cfg = parsed.data;
   const problems = crossCheck(cfg);
+  const host = cfg.server.host ?? (cfg.server.apiKeys.length > 0 ? '0.0.0.0' : '127.0.0.1');
+  if (cfg.server.apiKeys.length === 0 && !isLoopback(host) && !cfg.server.allowUnauthenticated) {
+    problems.push(`server.host: ${host} without server.apiKeys would be an open proxy; add a key (or MIX2API_API_KEY), or set server.allowUnauthenticated: true`);
+  }
   if (problems.length > 0) throw new ConfigError(problems, source);
   cfg.upstreams.forEach((u, i) => {
     if (u.apiKey) u.apiKey = resolveEnvRef(u.apiKey, env, `upstreams[${i}].apiKey`);

@@ -10,7 +10,10 @@ const seconds = (def: number, max: number) => z.number().positive().max(max).def
 export const ApiKeySchema = z.object({
   name: z.string().min(1).max(64),
   /** The key itself, `env:VAR`, or `sha256:<hex>` of the key. */
-  key: z.string().min(1),
+  key: z
+    .string()
+    .min(1)
+    .refine((k) => !k.startsWith('sha256:') || /^sha256:[0-9a-f]{64}$/i.test(k), 'sha256: must be followed by 64 hex digits'),
 });
 
 export const ServerSchema = z
@@ -19,7 +22,10 @@ export const ServerSchema = z
     /** Default: 0.0.0.0 when API keys are configured, 127.0.0.1 when none are. */
     host: z.string().optional(),
     apiKeys: z.array(ApiKeySchema).default([]),
-    maxRequestBytes: z.number().int().positive().max(64 * 1024 * 1024).default(4 * 1024 * 1024),
+    /** The request becomes the run's input, and Temporal refuses payloads over 2 MB. */
+    maxRequestBytes: z.number().int().positive().max(2 * 1024 * 1024).default(1536 * 1024),
+    /** Listen beyond loopback without API keys. Off: an open proxy to your upstream is a mistake. */
+    allowUnauthenticated: z.boolean().default(false),
   })
   .strict();
 

@@ -74,7 +74,14 @@ export async function startDemoUpstream(port = 0, delayMs = 15): Promise<{ url: 
           res.end(JSON.stringify({ object: 'list', data: [{ id: 'mix2api-demo', object: 'model', created: 0, owned_by: 'mix2api' }] }));
           return;
         }
-        const body = JSON.parse(raw || '{}') as { messages?: Msg[]; tools?: Tool[]; model?: string };
+        let body: { messages?: Msg[]; tools?: Tool[]; model?: string };
+        try {
+          body = JSON.parse(raw || '{}') as typeof body;
+        } catch {
+          res.writeHead(400, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ error: { message: 'invalid JSON', type: 'invalid_request_error', param: null, code: null } }));
+          return;
+        }
         const reply = demoReply(body);
         const id = `chatcmpl-demo${++n}`;
         const base = { id, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: body.model ?? 'mix2api-demo' };

@@ -93,15 +93,16 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
   child.stdout?.on('data', lines);
   child.stderr?.on('data', lines);
   let exited: string | null = null;
+  child.once('error', (e) => (exited = `temporal dev server could not start: ${e.message}`));
   child.once('exit', (code, sig) => (exited = `temporal dev server exited (${sig ?? code}): ${recent.slice(-5).join(' | ')}`));
   const address = `127.0.0.1:${o.port}`;
   const deadline = Date.now() + (o.readyTimeoutMs ?? 60_000);
   for (;;) {
     if (exited) throw new Error(exited);
+    let conn: Connection | null = null;
     try {
-      const conn = await Connection.connect({ address, connectTimeout: 1000 });
+      conn = await Connection.connect({ address, connectTimeout: 1000 });
       await conn.workflowService.describeNamespace({ namespace: o.namespace ?? 'default' });
-      await conn.close();
       break;
     } catch (e) {
       if (Date.now() > deadline) {
@@ -109,6 +110,8 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
         throw new Error(`temporal dev server not ready after ${o.readyTimeoutMs ?? 60_000} ms: ${String(e)}`);
       }
       await new Promise((r) => setTimeout(r, 250));
+    } finally {
+      await conn?.close().catch(() => undefined);
     }
   }
   const stop = () =>

@@ -171,6 +171,8 @@ export interface ListToolsInput {
 export interface CallToolInput {
   runId: string;
   callId: string;
+  /** Sent in the MCP request `_meta`; the same on every retry of this call. */
+  idempotencyKey: string;
   server: string;
   tool: string;
   /** The model's arguments, as the JSON text it produced. */
@@ -213,4 +215,9 @@ export interface SessionState {
   turns: number;
   busy: string | null;
   runs: string[];
+}
+
+/** Longest a tool call may run with progress; the activity's start-to-close is 30 s above it. */
+export function toolTotalSeconds(timeoutSeconds: number): number {
+  return Math.ceil(timeoutSeconds) * 2;
 }

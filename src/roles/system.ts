@@ -78,12 +78,20 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
       },
     });
     const host = defaultHost(config);
-    server = await new Promise<Server>((ok, fail) => {
-      const s = app.listen(config.server.port, host, () => ok(s));
-      s.once('error', (e: NodeJS.ErrnoException) =>
-        fail(e.code === 'EADDRINUSE' ? new Error(`port ${config.server.port} (API) is already in use; set PORT or server.port`) : e),
-      );
-    });
+    try {
+      server = await new Promise<Server>((ok, fail) => {
+        const s = app.listen(config.server.port, host, () => ok(s));
+        s.once('error', (e: NodeJS.ErrnoException) =>
+          fail(e.code === 'EADDRINUSE' ? new Error(`port ${config.server.port} (API) is already in use; set PORT or server.port`) : e),
+        );
+      });
+    } catch (e) {
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+      await Promise.all(running);
+      await pool.closeAll();
+      await t.close();
+      throw e;
+    }
     const addr = server.address() as AddressInfo;
     apiUrl = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${addr.port}`;
   }

@@ -79,6 +79,9 @@ export function toWireError(e: unknown): WireError {
   let cur: unknown = e;
   while (cur instanceof ActivityFailure || (cur instanceof ApplicationFailure && !cur.details?.length && cur.cause)) cur = cur.cause;
   if (cur instanceof ApplicationFailure && cur.details?.[0]) return cur.details[0] as WireError;
+  if (cur instanceof TimeoutFailure && cur.timeoutType === TimeoutType.HEARTBEAT) {
+    return wireError(503, 'the worker running this step stopped answering, on every attempt', 'server_error', 'worker_lost');
+  }
   if (cur instanceof TimeoutFailure) return wireError(504, `upstream call timed out (${cur.timeoutType === undefined ? 'timeout' : TimeoutType[cur.timeoutType]})`, 'timeout_error', 'upstream_timeout');
   if (wf.isCancellation(e)) return wireError(409, 'the run was cancelled', 'cancelled', 'run_cancelled');
   const msg = e instanceof Error ? e.message : String(e);
@@ -188,13 +191,17 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
           if (!d.approve) return { text: `The user did not approve this call of ${e.server}/${e.tool}${d.reason ? `: ${d.reason}` : ''}.`, isError: true, truncated: false, ms: 0 };
         }
         events.publish({ t: 'tool_started', step, seq: seq++, callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments });
-        const o = await runTool(runId, c, e, server);
+        const o = await runTool(runId, step, c, e, server);
         events.publish({ t: 'tool_finished', step, seq: seq++, callId: c.id, server: e.server, tool: e.tool, ms: o.ms, isError: o.isError, preview: o.text.slice(0, 200) });
         steps.push({ step, kind: 'tool', callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments, ms: o.ms, isError: o.isError });
         saga.record(server, e.tool, c.id, c.function.arguments, o);
         return o;
       };
-      const outcomes = await Promise.all(serverCalls.map(runOne));
+      // allSettled: on cancel, compensation must wait for sibling calls to finish and record their undo.
+      const settled = await Promise.allSettled(serverCalls.map(runOne));
+      const failed = settled.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+      if (failed) throw failed.reason;
+      const outcomes = settled.map((x) => (x as PromiseFulfilledResult<ToolOutcome>).value);
       if (input.searchAttributes) {
         // Lets the Temporal UI filter runs by the tools they used: Mix2apiTools = "fs/read_file".
         for (const c of serverCalls) toolsUsed.add(`${byName.get(c.function.name)!.server}/${byName.get(c.function.name)!.tool}`);

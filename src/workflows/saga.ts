@@ -56,6 +56,7 @@ export class Saga {
           const o = await toolActivities(`undo ${u.server.name}/${u.tool}`, u.server.timeoutSeconds).callTool({
             runId,
             callId: `undo-${u.forCallId}`,
+            idempotencyKey: `${runId}/undo/${u.forCallId}`,
             server: u.server.name,
             tool: u.tool,
             arguments: JSON.stringify(u.args),

@@ -24,8 +24,9 @@ export async function sessionWorkflow(input: SessionInput): Promise<SessionState
 
   const runTurn = async (turn: SessionTurn): Promise<{ runId: string }> => {
     if (runs.includes(turn.runId) || busy === turn.runId) return { runId: turn.runId };
+    // One turn at a time: every waiter wakes when the session frees up, the first one takes it.
     // Once Temporal suggests continue-as-new, turns wait; the caller's retry reaches the next run.
-    await wf.condition(() => busy === null && !suggested());
+    while (busy !== null || suggested()) await wf.condition(() => busy === null && !suggested());
     busy = turn.runId;
     lastActivity++;
     try {
@@ -49,7 +50,8 @@ export async function sessionWorkflow(input: SessionInput): Promise<SessionState
           lastActivity++;
         });
     } catch (e) {
-      busy = null;
+      if (busy === turn.runId) busy = null;
+      lastActivity++;
       // A retried turn whose run already exists (same Idempotency-Key) attaches to it.
       if (e instanceof WorkflowExecutionAlreadyStartedError) return { runId: turn.runId };
       throw e;

@@ -6,7 +6,7 @@
 import * as wf from '@temporalio/workflow';
 import type { createToolActivities } from '../activities/tools';
 import type { ToolCall } from '../domain/chat';
-import type { RunMcpServer, ToolOutcome } from '../domain/run';
+import { toolTotalSeconds, type RunMcpServer, type ToolOutcome } from '../domain/run';
 import type { CatalogEntry } from '../domain/toolNames';
 
 type ToolActivities = ReturnType<typeof createToolActivities>;
@@ -14,8 +14,9 @@ type ToolActivities = ReturnType<typeof createToolActivities>;
 export function toolActivities(summary: string, timeoutSeconds: number) {
   return wf.proxyActivities<ToolActivities>({
     summary,
-    // The MCP call has its own timeout (reset on progress); this only bounds a lost worker.
-    startToCloseTimeout: `${Math.ceil(timeoutSeconds) * 2 + 30} seconds`,
+    // The MCP call times out first (reset on progress, capped at toolTotalSeconds); this only
+    // bounds a lost worker, which heartbeats notice sooner anyway.
+    startToCloseTimeout: `${toolTotalSeconds(timeoutSeconds) + 30} seconds`,
     heartbeatTimeout: '10 seconds',
     // On cancel, wait until the tool has really stopped: compensations must come after it.
     cancellationType: wf.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -23,11 +24,13 @@ export function toolActivities(summary: string, timeoutSeconds: number) {
   });
 }
 
-export async function runTool(runId: string, call: ToolCall, entry: CatalogEntry, server: RunMcpServer): Promise<ToolOutcome> {
+export async function runTool(runId: string, step: number, call: ToolCall, entry: CatalogEntry, server: RunMcpServer): Promise<ToolOutcome> {
   try {
     return await toolActivities(`mcp ${entry.server}/${entry.tool}`, server.timeoutSeconds).callTool({
       runId,
       callId: call.id,
+      // Unique in the run even when an upstream reuses call ids across turns.
+      idempotencyKey: `${runId}/${step}/${call.id}`,
       server: entry.server,
       tool: entry.tool,
       arguments: call.function.arguments,

@@ -29,6 +29,18 @@ test('a stream cut mid-answer continues from the published prefix instead of sta
   expect(run.message.content).toBe('The answer is forty-two.');
 });
 
+test('a second cut continues from everything streamed so far, not just the last attempt', async () => {
+  s.upstream.enqueue(
+    { steps: [{ kind: 'text', text: 'AAA ' }, { kind: 'fault', fault: 'drop' }] },
+    { steps: [{ kind: 'text', text: 'BBB ' }, { kind: 'fault', fault: 'drop' }] },
+    { steps: [{ kind: 'text', text: 'CCC.' }] },
+  );
+  const final = await s.openai.chat.completions.stream({ model: 'test-model', messages: [{ role: 'user', content: 'q' }] }).finalChatCompletion();
+  expect(final.choices[0]!.message.content).toBe('AAA BBB CCC.');
+  const third = s.upstream.requests[2]!.body.messages as Array<{ role: string; content: string }>;
+  expect(third[third.length - 1]).toMatchObject({ role: 'assistant', content: 'AAA BBB ' });
+});
+
 test('with onDisconnect: cancel, a client that leaves cancels its run', async () => {
   s.upstream.enqueue({ steps: [{ kind: 'text', text: Array.from({ length: 50 }, (_, i) => `w${i}`).join(' '), delayMs: 100 }] });
   const res = await fetch(`${s.apiUrl}/v1/chat/completions`, {

@@ -330,7 +330,7 @@ test('SIGKILL while a tool runs: each side effect happens once, the runs complet
         const runId = runIds.get(l)!;
         expect(answers.get(l)).toBe(answerB(l, toolResultB(l)));
         const keys = counter.keysFor(l);
-        expect(keys).toEqual([`${runId}/${callIdB(l)}`]);
+        expect(keys).toEqual([`${runId}/0/${callIdB(l)}`]);
         expect(counter.sideEffects.get(keys[0]!)).toBe(1);
         expect(counter.effectsFor(l)).toBe(1);
         // The call really was made again after the restart (so the dedupe is what kept it to one effect).

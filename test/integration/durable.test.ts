@@ -114,8 +114,11 @@ test('a retried POST with the same Idempotency-Key attaches to the same run; too
   expect(ja.id).toBe(jb.id);
   expect(jb.choices[0]!.message.content).toBe('once');
   expect(s.upstream.requests).toHaveLength(2);
-  const again = (await (await post('/v1/chat/completions', ask('idem'), headers)).json()) as { id: string };
+  // After the run has finished, the same key gets the same answer, not a second run.
+  const again = (await (await post('/v1/chat/completions', ask('idem'), headers)).json()) as { id: string; choices: Array<{ message: { content: string } }> };
   expect(again.id).toBe(ja.id);
+  expect(again.choices[0]!.message.content).toBe('once');
+  expect(s.upstream.requests).toHaveLength(2);
   expect(readFileSync(memoryFile(), 'utf8').split('\n').filter((l) => l.includes('"Idem"'))).toHaveLength(1);
 });
 

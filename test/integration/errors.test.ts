@@ -163,6 +163,12 @@ test('a 2,000-token answer stays a small workflow history', async () => {
   expect(events.filter((e) => e.workflowExecutionSignaledEventAttributes).length).toBeLessThan(60);
 });
 
+test('a body over server.maxRequestBytes is a 413, before anything reaches Temporal', async () => {
+  const big = await post({ ...ask, messages: [{ role: 'user', content: 'x'.repeat(1600 * 1024) }] });
+  expect(big.status).toBe(413);
+  expect(big.json.error).toMatchObject({ type: 'invalid_request_error', code: 'request_too_large' });
+});
+
 test('unknown routes answer 404 in the OpenAI error shape', async () => {
   const res = await fetch(`${s.apiUrl}/v1/nope`);
   expect(res.status).toBe(404);

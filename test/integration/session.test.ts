@@ -18,17 +18,16 @@ beforeEach(() => s.upstream.reset());
 const ask = (content: string, extra: Record<string, unknown> = {}) => ({ model: 'test-model', messages: [{ role: 'user' as const, content }], ...extra });
 
 test('turns of one session run one at a time as child runs', async () => {
-  s.upstream.enqueue({ steps: [{ kind: 'text', text: 'first turn answer', chunks: 10, delayMs: 100 }] }, { steps: [{ kind: 'text', text: 'second' }] });
+  const slow = (text: string) => ({ steps: [{ kind: 'text' as const, text, chunks: 8, delayMs: 100 }] });
+  s.upstream.enqueue(slow('first turn answer'), slow('second turn answer'), slow('third turn answer'));
   const session = { headers: { 'X-Session-Id': `serial-${Date.now()}` } };
-  const [a, b] = await Promise.all([
-    s.openai.chat.completions.create(ask('one'), session),
-    new Promise((r) => setTimeout(r, 200)).then(() => s.openai.chat.completions.create(ask('two'), session)),
-  ]);
-  expect(a.choices[0]!.message.content).toBe('first turn answer');
-  expect(b.choices[0]!.message.content).toBe('second');
-  const [r1, r2] = s.upstream.requests;
-  // The second turn's model call started only after the first turn's ~1 s answer.
-  expect(r2!.receivedAt - r1!.receivedAt).toBeGreaterThanOrEqual(900);
+  const later = (ms: number, content: string) => new Promise((r) => setTimeout(r, ms)).then(() => s.openai.chat.completions.create(ask(content), session));
+  const [a, b, c] = await Promise.all([s.openai.chat.completions.create(ask('one'), session), later(150, 'two'), later(300, 'three')]);
+  expect([a, b, c].map((r) => r.choices[0]!.message.content)).toEqual(['first turn answer', 'second turn answer', 'third turn answer']);
+  const [r1, r2, r3] = s.upstream.requests;
+  // Each turn's model call started only after the previous turn's ~0.8 s answer.
+  expect(r2!.receivedAt - r1!.receivedAt).toBeGreaterThanOrEqual(750);
+  expect(r3!.receivedAt - r2!.receivedAt).toBeGreaterThanOrEqual(750);
   const desc = await s.temporal.workflow.getHandle(a.id).describe();
   expect(desc.parentExecution?.workflowId).toMatch(/^session-/);
 });
