@@ -121,6 +121,11 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv, source: string
   cfg.server.apiKeys.forEach((k, i) => {
     k.key = resolveEnvRef(k.key, env, `server.apiKeys[${i}].key`);
   });
+  // MCP secrets too, so a missing variable fails at boot (and in check-config), not at first use.
+  cfg.mcpServers.forEach((m, i) => {
+    for (const [k, v] of Object.entries(m.env ?? {})) m.env![k] = resolveEnvRef(v, env, `mcpServers[${i}].env.${k}`);
+    for (const [k, v] of Object.entries(m.headers ?? {})) m.headers![k] = resolveEnvRef(v, env, `mcpServers[${i}].headers.${k}`);
+  });
   const demo = cfg.upstreams.length === 0;
   cfg.temporal.searchAttributes ??= cfg.temporal.address === 'embedded';
   return deepFreeze({

@@ -42,7 +42,7 @@ export const McpServerSchema = z
     /** Per tool call, reset whenever the server reports progress. */
     timeoutSeconds: z.number().positive().max(3600).default(60),
     /** Tool output beyond this many UTF-8 bytes is cut before it reaches the model. */
-    maxOutputBytes: z.number().int().positive().default(65536),
+    maxOutputBytes: z.number().int().positive().max(16 * 1024 * 1024).default(65536),
     approval: ApprovalSchema.default('never'),
     compensations: z.record(z.string(), CompensationSchema).default({}),
   })
