@@ -32,9 +32,9 @@ export function createApp(d: AppDeps): express.Express {
   const v1 = express.Router();
   v1.use(createAuth(d.config.server.apiKeys));
   v1.use(express.json({ limit: d.config.server.maxRequestBytes, type: () => true }));
-  v1.get('/models', (_req, res) => {
+  v1.get('/models', async (_req, res) => {
     const created = 0;
-    res.json({ object: 'list', data: d.router.list().map((m) => ({ id: m.id, object: 'model', created, owned_by: m.upstream })) });
+    res.json({ object: 'list', data: (await d.router.list()).map((m) => ({ id: m.id, object: 'model', created, owned_by: m.upstream })) });
   });
   v1.post('/chat/completions', createCompletionHandler(d));
   v1.use(createRunsRouter(d));

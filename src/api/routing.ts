@@ -3,6 +3,7 @@
  * retry/timeout settings of that upstream.
  */
 import type { Config } from '../config/load';
+import type { UpstreamClient } from '../connectors/upstream';
 import type { ModelRoute } from '../domain/run';
 import { ApiError } from './errors';
 
@@ -11,11 +12,26 @@ export interface ExposedModel {
   upstream: string;
 }
 
-export class ModelRouter {
-  constructor(private readonly config: Config) {}
+/** How long the upstream's model list is reused in pass-through mode. */
+const UPSTREAM_MODELS_TTL_MS = 60_000;
 
-  list(): ExposedModel[] {
-    return this.config.models.map((m) => ({ id: m.id, upstream: m.upstream }));
+export class ModelRouter {
+  private upstreamModels: { at: number; ids: string[] } | null = null;
+
+  constructor(
+    private readonly config: Config,
+    private readonly passthrough: UpstreamClient | null = null,
+  ) {}
+
+  /** Configured models; in pass-through mode, the upstream's own list (cached, empty if it fails). */
+  async list(): Promise<ExposedModel[]> {
+    if (!this.config.passthroughModels || !this.passthrough) return this.config.models.map((m) => ({ id: m.id, upstream: m.upstream }));
+    if (!this.upstreamModels || Date.now() - this.upstreamModels.at > UPSTREAM_MODELS_TTL_MS) {
+      const ids = await this.passthrough.listModels().catch(() => this.upstreamModels?.ids ?? []);
+      this.upstreamModels = { at: Date.now(), ids };
+    }
+    const upstream = this.passthrough.cfg.name;
+    return this.upstreamModels.ids.map((id) => ({ id, upstream }));
   }
 
   resolve(model: string): ModelRoute {

@@ -85,6 +85,17 @@ export class UpstreamClient {
     return this.cfg.baseURL.replace(/\/+$/, '') + path;
   }
 
+  /** The upstream's own `GET /models` ids (pass-through mode lists these). */
+  async listModels(): Promise<string[]> {
+    const res = await this.fetchImpl(this.url('/models'), {
+      headers: { ...(this.cfg.apiKey ? { authorization: `Bearer ${this.cfg.apiKey}` } : {}), ...this.cfg.headers },
+      signal: AbortSignal.timeout(this.cfg.timeouts.connectSeconds * 1000),
+    });
+    if (!res.ok) throw await httpError(res);
+    const body = (await res.json()) as { data?: Array<{ id?: unknown }> };
+    return (body.data ?? []).map((m) => m.id).filter((id): id is string => typeof id === 'string');
+  }
+
   /** Streams one chat completion; yields parsed chunks until `[DONE]`. */
   async *streamChat(body: Record<string, unknown>, signal?: AbortSignal): AsyncGenerator<ChatChunk> {
     const t = this.cfg.timeouts;

@@ -68,7 +68,7 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
       client: t.client,
       live,
       liveTaskQueue,
-      router: new ModelRouter(config),
+      router: new ModelRouter(config, config.passthroughModels ? (upstreams.get(config.upstreams[0]!.name) ?? null) : null),
       readiness: async () => {
         const temporal = await t.connection.healthService
           .check({})
