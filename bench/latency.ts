@@ -6,7 +6,6 @@
  */
 import { setMaxListeners } from 'node:events';
 import { rmSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -16,6 +15,8 @@ import { parseConfig } from '../src/config/load';
 import { startDevServer, type DevServer } from '../src/connectors/temporalDevServer';
 import { startSystem, type RunningSystem } from '../src/roles/system';
 import { startScriptedUpstream, type ScriptedUpstream } from '../test/support/scriptedUpstream';
+import { freePort } from '../test/support/mcpServers';
+import { pct } from './stats';
 
 const LEVELS: Array<{ concurrency: number; requests: number }> = [
   { concurrency: 1, requests: 30 },
@@ -31,22 +32,6 @@ const TEXT = Array.from({ length: 64 }, (_, i) => `word${i}`).join(' ');
 type Target = 'direct' | 'mix2api';
 interface Sample { ttft: number; total: number }
 interface Result { samples: Sample[]; errors: string[]; wallMs: number; aborted: boolean; loopP99: number }
-
-const freePort = (): Promise<number> =>
-  new Promise((ok, fail) => {
-    const s = createServer();
-    s.once('error', fail);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => ok(port));
-    });
-  });
-
-function pct(values: number[], p: number): number {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
 
 async function oneRequest(client: OpenAI, signal: AbortSignal): Promise<Sample> {
   const t0 = performance.now();

@@ -9,7 +9,6 @@
  */
 import { setMaxListeners } from 'node:events';
 import { readFileSync, rmSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -26,6 +25,8 @@ import { installLogger } from '../src/roles/logging';
 import { startSystem, type RunningSystem } from '../src/roles/system';
 import { EVERYTHING, stdioServer } from '../test/support/mcpServers';
 import { startScriptedUpstream, type RecordedRequest, type ScriptedUpstream } from '../test/support/scriptedUpstream';
+import { freePort } from '../test/support/mcpServers';
+import { pct } from './stats';
 
 const TOOL_CALLS = 3; // per run; plus one more model call for the final answer
 const STEPS = TOOL_CALLS + 1 + TOOL_CALLS; // 4 model calls + 3 tool calls
@@ -45,22 +46,6 @@ const TOOL = 'echo';
 
 type Target = 'baseline' | 'mix2api';
 interface Result { ms: number[]; ids: string[]; errors: string[]; wallMs: number; aborted: boolean; loopP99: number; cpu: { node: number; temporal: number } }
-
-const freePort = (): Promise<number> =>
-  new Promise((ok, fail) => {
-    const s = createServer();
-    s.once('error', fail);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => ok(port));
-    });
-  });
-
-function pct(values: number[], p: number): number {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
 
 /** CPU seconds a process has used so far, from /proc (Linux); NaN elsewhere. */
 function procCpuSeconds(pid: number | undefined): number {

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { EVERYTHING, MEMORY, stdioServer } from '../support/mcpServers';
 import { contentOf, sseEvents } from '../support/sse';
 import { startStack, type Stack } from '../support/stack';
+import { waitFor } from '../support/waitFor';
 
 let s: Stack;
 let dir: string;
@@ -42,16 +43,6 @@ const ask = (content: string) => ({ model: 'agent', messages: [{ role: 'user' as
 const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
   fetch(`${s.apiUrl}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
 const getRun = async (id: string) => (await (await fetch(`${s.apiUrl}/v1/runs/${id}`)).json()) as Record<string, unknown> & { pending_approvals: Array<{ approvalId: string }>; steps: Array<Record<string, unknown>>; status: string };
-
-async function waitFor<T>(probe: () => Promise<T | null | undefined | false>, ms = 15000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 test('a client that drops its stream resumes with Last-Event-ID and gets every event exactly once', async () => {
   const text = Array.from({ length: 30 }, (_, i) => `t${i}`).join(' ');

@@ -25,6 +25,7 @@ import { startSystem } from '../../src/roles/system';
 import { EVERYTHING, MEMORY, freePort, stdioServer } from './mcpServers';
 import { startScriptedUpstream, type ScriptedUpstream } from './scriptedUpstream';
 import { contentOf, sseEvents } from './sse';
+import { waitFor } from './waitFor';
 
 const ROOT = join(__dirname, '..', '..');
 export const HISTORIES_DIR = join(ROOT, 'test', 'fixtures', 'histories');
@@ -45,16 +46,6 @@ const ask = (model: string, content: string) => ({ model, messages: [{ role: 'us
 
 function check(ok: boolean, what: string): void {
   if (!ok) throw new Error(`recording went wrong: ${what}`);
-}
-
-async function waitFor<T>(probe: () => Promise<T | null | undefined | false>, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 const post = (c: Ctx, path: string, body: unknown) =>
