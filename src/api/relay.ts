@@ -67,7 +67,18 @@ export function relayRun(o: RelayOptions): AsyncGenerator<RunEvent> {
   const stop = AbortSignal.any([o.signal, finished.signal]);
   const stopped = () => stop.aborted;
   // Pending Temporal calls (long polls) end with the relay, and never outlive the connection.
-  const guarded = <T>(fn: () => Promise<T>) => o.client.connection.withAbortSignal(stop, fn);
+  // Each call gets a signal of its own: the client leaves its abort listener on the signal it is
+  // given, so sharing `stop` across polls would pile listeners up for as long as the relay lives.
+  const guarded = async <T>(fn: () => Promise<T>): Promise<T> => {
+    const call = new AbortController();
+    const abort = () => call.abort();
+    stop.addEventListener('abort', abort, { once: true });
+    try {
+      return await o.client.connection.withAbortSignal(call.signal, fn);
+    } finally {
+      stop.removeEventListener('abort', abort);
+    }
+  };
   let durableStarted = false;
   let silence: NodeJS.Timeout | null = null;
   const push = (e: RunEvent, live = false) => {
@@ -75,8 +86,7 @@ export function relayRun(o: RelayOptions): AsyncGenerator<RunEvent> {
     wake?.();
   };
 
-  // The stream library's poll protocol, one guarded call per poll (a guard adds an abort listener
-  // until its call ends, so one guard around a whole subscription would pile them up).
+  // The stream library's poll protocol, one guarded call per poll.
   const durable = async () => {
     if (durableStarted || stopped()) return;
     durableStarted = true;
