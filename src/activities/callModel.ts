@@ -25,6 +25,8 @@ export interface ModelDeps {
 }
 
 const HEARTBEAT_MS = 2000;
+/** More deltas than one durable batch can hold back from the log (batchMs of a fast stream). */
+const LIVE_AHEAD_MARGIN = 1000;
 
 /** What earlier attempts of this step already put in the durable log. */
 async function publishedSoFar(deps: ModelDeps, runId: string, step: number): Promise<{ nextSeq: number; content: string; base: number }> {
@@ -82,7 +84,9 @@ export function createModelActivities(deps: ModelDeps) {
       const pub = new DeltaPublisher(input.runId, input.step, aligned ? prior.base : prior.nextSeq, stream, deps.live, input.batchMs);
       const diverge = () => {
         aligned = false;
-        pub.skipTo(prior.nextSeq);
+        // Clients of the dead instance may hold live deltas the log never got: jump past any of
+        // them so the retry note and the new text reach every client.
+        pub.skipTo(prior.nextSeq + LIVE_AHEAD_MARGIN);
         pub.event((seq) => ({ t: 'retry', step: input.step, seq, attempt, reason: 'restart' }));
       };
       let body: Record<string, unknown> = { ...input.body, stream_options: { include_usage: true } };

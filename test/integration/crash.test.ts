@@ -33,6 +33,8 @@ let temporal: Client;
 const LABEL = /crash run (\S+)/;
 const userText = (label: string) => `crash run ${label}`;
 const textA = (label: string) => Array.from({ length: 40 }, (_, k) => `${label}:${k} `).join('');
+/** What a run labelled C… answers once restarted: the same start, then something else. */
+const textC = (label: string) => Array.from({ length: 40 }, (_, k) => (k < 3 ? `${label}:${k} ` : `${label}:other${k} `)).join('');
 const callIdB = (label: string) => `call_${label.replace(/[^a-zA-Z0-9]/g, '')}`;
 const toolResultB = (label: string) => `counted ${label} (effect 1 for this key)`;
 const answerB = (label: string, toolText: string) => `${label} finished: ${toolText}`;
@@ -51,6 +53,10 @@ beforeAll(async () => {
   upstream.setDefault((req) => {
     const label = labelOf(req);
     if (label.startsWith('A')) return { steps: [{ kind: 'text', text: textA(label), chunks: 40, delayMs: 100 }] };
+    if (label.startsWith('C')) {
+      const first = requestsFor(label).length <= 1;
+      return { steps: [{ kind: 'text', text: first ? textA(label) : textC(label), chunks: 40, delayMs: 100 }] };
+    }
     const tool = ((req.body.messages ?? []) as Array<{ role: string; content?: unknown }>).find((m) => m.role === 'tool');
     if (tool) return { steps: [{ kind: 'text', text: answerB(label, String(tool.content)), chunks: 6, delayMs: 20 }] };
     return { steps: [{ kind: 'toolCalls', calls: [{ id: callIdB(label), name: `counter__${COUNT_TOOL}`, arguments: JSON.stringify({ label }) }] }] };
@@ -101,6 +107,7 @@ interface StreamLog {
   /** Failed reconnect attempts (connection refused, non-200), with when. */
   refused: string[];
   contentBeforeKill?: string;
+  reasoning: string;
 }
 
 const lastId = (log: StreamLog) => log.ids[log.ids.length - 1] ?? null;
@@ -118,6 +125,7 @@ async function readInto(res: Response, log: StreamLog): Promise<'done' | 'cut'> 
       const j = JSON.parse(e.data) as { error?: { message: string } };
       if (j.error) log.errors.push(j.error.message);
       log.content += contentOf(e.data);
+      log.reasoning += (JSON.parse(e.data) as { choices?: Array<{ delta?: { reasoning_content?: string } }> }).choices?.[0]?.delta?.reasoning_content ?? '';
     }
   } catch {
     // the connection died with the process
@@ -137,7 +145,7 @@ async function post(body: Record<string, unknown>, headers: Record<string, strin
 async function startStreaming(label: string): Promise<{ log: StreamLog; first: Promise<'done' | 'cut'> }> {
   const res = await post({ model: 'agent', stream: true, messages: [{ role: 'user', content: userText(label) }] });
   expect(res.status).toBe(200);
-  const log: StreamLog = { label, runId: res.headers.get('x-run-id')!, ids: [], content: '', done: false, errors: [], connections: 0, refused: [] };
+  const log: StreamLog = { label, runId: res.headers.get('x-run-id')!, ids: [], content: '', done: false, errors: [], connections: 0, refused: [], reasoning: '' };
   return { log, first: readInto(res, log) };
 }
 
@@ -237,17 +245,28 @@ async function withDiagnostics(runIds: () => string[], fn: () => Promise<void>):
 
 test('SIGKILL mid-stream of the upstream call: reconnecting clients get every event once, the runs complete', async () => {
   const labels = [0, 1, 2].map((i) => `A${i}-${stamp}`);
+  // One more run whose upstream answers differently once restarted.
+  const changed = `C0-${stamp}`;
   const clients: Array<{ log: StreamLog; first: Promise<'done' | 'cut'> }> = [];
   await withDiagnostics(
     () => clients.map((c) => c.log.runId),
     async () => {
-      clients.push(...(await Promise.all(labels.map(startStreaming))));
+      clients.push(...(await Promise.all([...labels, changed].map(startStreaming))));
       await waitFor('every client to receive 10 events', () => clients.every((c) => c.log.ids.length >= 10), 30_000);
       const killedAt = await child.kill();
       for (const c of clients) c.log.contentBeforeKill = c.log.content;
-      expect(await Promise.all(clients.map((c) => c.first))).toEqual(['cut', 'cut', 'cut']);
+      expect(await Promise.all(clients.map((c) => c.first))).toEqual(['cut', 'cut', 'cut', 'cut']);
       const readyAt = await child.start();
       await Promise.all(clients.map((c) => resume(c.log, 90_000)));
+      // The changed answer: the client keeps what it had, is told of the restart, gets the new rest
+      // once; the run's message is the new answer.
+      const c = clients.pop()!.log;
+      expect(c.done).toBe(true);
+      expect(new Set(c.ids).size).toBe(c.ids.length);
+      expect(c.content.startsWith(c.contentBeforeKill!)).toBe(true);
+      expect(c.content).toContain(`${changed}:other39`);
+      expect(c.reasoning).toMatch(/restarting this step/);
+      expect((await getRun(c.runId)).message?.content).toBe(textC(changed));
       const timings: string[] = [`restart ready ${readyAt - killedAt} ms after the kill`];
 
       for (const { log } of clients) {
