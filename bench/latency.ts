@@ -6,7 +6,6 @@
  */
 import { setMaxListeners } from 'node:events';
 import { rmSync } from 'node:fs';
-import os from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
@@ -16,7 +15,7 @@ import { startDevServer, type DevServer } from '../src/connectors/temporalDevSer
 import { startSystem, type RunningSystem } from '../src/roles/system';
 import { startScriptedUpstream, type ScriptedUpstream } from '../test/support/scriptedUpstream';
 import { freePort } from '../test/support/mcpServers';
-import { pct } from './stats';
+import { pct, printAligned, runBench } from './stats';
 
 const LEVELS: Array<{ concurrency: number; requests: number }> = [
   { concurrency: 1, requests: 30 },
@@ -156,18 +155,7 @@ function printTable(rows: Array<{ c: number; r: Record<Target, Result> }>): void
       `${f(m50 - d50)}/${f(m99 - d99)}`, `${f(dt)}/${f(mt)}`, f(mt - dt), `${rps('direct').toFixed(2)}/${rps('mix2api').toFixed(2)}`,
       x(m50 / d50), x(mt / dt), x(rps('mix2api') / rps('direct'))];
   });
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
-  const fmt = (cells: string[]) => cells.map((s, i) => s.padStart(widths[i]!)).join('  ');
-  console.log(`\nmachine: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), node ${process.version}, ${os.platform()} ${os.release()}`);
-  console.log('d = direct (scripted upstream), m = mix2api; times in ms; ratios = mix2api / direct\n');
-  console.log(fmt(header));
-  for (const l of lines) console.log(fmt(l));
+  printAligned(header, lines, 'd = direct (scripted upstream), m = mix2api; times in ms; ratios = mix2api / direct');
 }
 
-main().then(
-  () => process.exit(0),
-  (e: unknown) => {
-    console.error('bench failed:', e);
-    process.exit(1);
-  },
-);
+runBench(main);

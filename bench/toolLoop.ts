@@ -9,7 +9,6 @@
  */
 import { setMaxListeners } from 'node:events';
 import { readFileSync, rmSync } from 'node:fs';
-import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Client, Connection } from '@temporalio/client';
@@ -26,7 +25,7 @@ import { startSystem, type RunningSystem } from '../src/roles/system';
 import { EVERYTHING, stdioServer } from '../test/support/mcpServers';
 import { startScriptedUpstream, type RecordedRequest, type ScriptedUpstream } from '../test/support/scriptedUpstream';
 import { freePort } from '../test/support/mcpServers';
-import { pct } from './stats';
+import { pct, printAligned, runBench } from './stats';
 
 const TOOL_CALLS = 3; // per run; plus one more model call for the final answer
 const STEPS = TOOL_CALLS + 1 + TOOL_CALLS; // 4 model calls + 3 tool calls
@@ -336,19 +335,8 @@ function printTable(rows: Array<{ name: string; r: Record<Target, Result> }>): v
     return [name, `${r.baseline.ms.length}/${r.mix2api.ms.length}`, `${f(b50)}/${f(b99)}`, `${f(m50)}/${f(m99)}`, f1((m50 - b50) / STEPS),
       x(m50 / b50), x(m99 / b99), `${rps('baseline').toFixed(1)}/${rps('mix2api').toFixed(1)}`];
   });
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
-  const fmt = (cells: string[]) => cells.map((s, i) => (i === 0 ? s.padEnd(widths[i]!) : s.padStart(widths[i]!))).join('  ');
-  console.log(`\nmachine: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), node ${process.version}, ${os.platform()} ${os.release()}`);
-  console.log(`one run = ${TOOL_CALLS + 1} model calls + ${TOOL_CALLS} tool calls (${STEPS} steps); b = baseline (in-process loop), m = mix2api; ` +
-    'times in ms per run; ratios = mix2api / baseline\n');
-  console.log(fmt(header));
-  for (const l of lines) console.log(fmt(l));
+  printAligned(header, lines, `one run = ${TOOL_CALLS + 1} model calls + ${TOOL_CALLS} tool calls (${STEPS} steps); b = baseline (in-process loop), m = mix2api; ` +
+    'times in ms per run; ratios = mix2api / baseline');
 }
 
-main().then(
-  () => process.exit(0),
-  (e: unknown) => {
-    console.error('bench failed:', e);
-    process.exit(1);
-  },
-);
+runBench(main);
