@@ -30,7 +30,7 @@ export interface ChildMix2api {
   tail(n?: number): string;
 }
 
-export function childMix2api(o: { dir: string; port: number; config: Record<string, unknown>; configName?: string }): ChildMix2api {
+export function childMix2api(o: { dir: string; port: number; config: Record<string, unknown>; configName?: string; role?: 'start' | 'api' | 'worker' }): ChildMix2api {
   const configFile = join(o.dir, o.configName ?? 'mix2api.yaml');
   writeFileSync(configFile, stringify({ ...o.config, server: { ...(o.config.server as object | undefined), port: o.port } }));
   const url = `http://127.0.0.1:${o.port}`;
@@ -69,7 +69,7 @@ export function childMix2api(o: { dir: string; port: number; config: Record<stri
     async start(timeoutMs = 90_000) {
       if (child && child.exitCode === null && child.signalCode === null) throw new Error('the child is running already');
       const n = ++starts;
-      const proc = spawn(process.execPath, ['--import', TSX_LOADER, 'src/cli.ts', 'start'], {
+      const proc = spawn(process.execPath, ['--import', TSX_LOADER, 'src/cli.ts', o.role ?? 'start'], {
         cwd: root,
         env: { PATH: process.env.PATH, HOME: process.env.HOME, MIX2API_CONFIG: configFile },
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -89,7 +89,8 @@ export function childMix2api(o: { dir: string; port: number; config: Record<stri
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         if (exitInfo) throw new Error(`mix2api child ${exitInfo} before it was ready:\n${this.tail()}`);
-        if (await ready()) return Date.now();
+        // A worker has no HTTP side: it is ready when it says so.
+        if (o.role === 'worker' ? output.some((l) => l.startsWith(tag) && l.includes('ready.')) : await ready()) return Date.now();
         if (Date.now() > deadline) throw new Error(`mix2api child not ready within ${timeoutMs} ms:\n${this.tail()}`);
         await sleep(100);
       }
