@@ -70,8 +70,9 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
       liveTaskQueue,
       router: new ModelRouter(config, config.passthroughModels ? (upstreams.get(config.upstreams[0]!.name) ?? null) : null),
       readiness: async () => {
-        const temporal = await t.connection.healthService
-          .check({})
+        // A probe must answer: Temporal that does not reply within 2 s counts as down.
+        const temporal = await t.connection
+          .withDeadline(Date.now() + 2000, () => t.connection.healthService.check({}))
           .then(() => true)
           .catch(() => false);
         return { temporal, workers: [...states.values()].every(Boolean) && workers.every((w) => w.getState() === 'RUNNING') };

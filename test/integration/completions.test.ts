@@ -122,3 +122,10 @@ test('parallel client tool calls pass through with OpenAI delta rules', async ()
   expect(r.choices[0]!.finish_reason).toBe('tool_calls');
   expect(r.choices[0]!.message.tool_calls).toEqual([{ id: 'call_c', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Rome"}' } }]);
 });
+
+test('health and readiness probes', async () => {
+  expect(await (await fetch(`${s.apiUrl}/healthz`)).json()).toEqual({ status: 'ok' });
+  const ready = await fetch(`${s.apiUrl}/readyz`);
+  expect(ready.status).toBe(200);
+  expect(await ready.json()).toEqual({ status: 'ready', checks: { temporal: true, workers: true } });
+});
