@@ -4,18 +4,14 @@
  * the closed run's event query (the tail a poll could miss when the run completes).
  */
 import type { Client } from '@temporalio/client';
-import { defaultPayloadConverter } from '@temporalio/common';
-import type { PollInput, PollResult } from '@temporalio/workflow-streams/client';
-// Only the payload codec: the stream's wire items are base64 Payload protos.
-import { decodePayloadWire } from '@temporalio/workflow-streams/workflow';
 import type { LiveHub } from '../connectors/liveHub';
-import { EVENTS_TOPIC, comparePositions, type Position, type RunEvent } from '../domain/events';
+import { comparePositions, type Position, type RunEvent } from '../domain/events';
 import { EVENTS_QUERY } from '../domain/run';
 
 const START: Position = { step: -1, seq: -1 };
 const sleep = (ms: number) => new Promise((ok) => setTimeout(ok, ms));
-/** The stream library's long-poll update (its documented cross-language protocol). */
-const POLL_UPDATE = '__temporal_workflow_stream_poll';
+/** How often the durable log is read while it is needed (a resumed client, a quiet live path). */
+const DURABLE_POLL_MS = 250;
 
 /** The part of `e` after `cursor`, or null when the client already has all of it. */
 export function after(e: RunEvent, cursor: Position): RunEvent | null {
@@ -86,20 +82,25 @@ export function relayRun(o: RelayOptions): AsyncGenerator<RunEvent> {
     wake?.();
   };
 
-  // The stream library's poll protocol, one guarded call per poll.
+  // Polls the run's log with a query, not the stream library's long-poll update: queries leave
+  // no trace in the run's history (an update is two events per poll, and updates replayed after
+  // a worker crash proved fragile), and the live path already carries the latency-sensitive part.
   const durable = async () => {
     if (durableStarted || stopped()) return;
     durableStarted = true;
     const handle = o.client.workflow.getHandle(o.runId);
-    let offset = 0;
+    let seen: Position = START;
     let failures = 0;
     while (!stopped()) {
       try {
-        const r = await guarded(() => handle.executeUpdate<PollResult, [PollInput]>(POLL_UPDATE, { args: [{ topics: [EVENTS_TOPIC], from_offset: offset }] }));
+        const events = await guarded(() => handle.query<RunEvent[], [Position]>(EVENTS_QUERY, seen));
         failures = 0;
-        for (const item of r.items) push(defaultPayloadConverter.fromPayload<RunEvent>(decodePayloadWire(item.data)));
-        offset = r.next_offset;
-        if (!r.more_ready) await sleep(50);
+        for (const e of events) {
+          push(e);
+          if (comparePositions(lastPosition(e), seen) > 0) seen = lastPosition(e);
+        }
+        if (events.some((e) => e.t === 'end' || e.t === 'error')) return;
+        await sleep(DURABLE_POLL_MS);
       } catch {
         // A closed run ends polling (the tail query delivers the rest); anything else is retried.
         if (stopped() || ++failures > 20) return;

@@ -221,3 +221,9 @@ export interface SessionState {
 export function toolTotalSeconds(timeoutSeconds: number): number {
   return Math.ceil(timeoutSeconds) * 2;
 }
+
+/**
+ * Activities heartbeat every 2 s; a worker silent for this long is presumed dead and its step
+ * retried elsewhere. Short enough that a crash costs seconds, long enough for GC pauses.
+ */
+export const HEARTBEAT_TIMEOUT = '8 seconds';

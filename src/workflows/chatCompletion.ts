@@ -14,6 +14,7 @@ import { runTool } from './toolStep';
 import { EVENTS_TOPIC, comparePositions, nextSeq, type Position, type RunEvent, type WireError } from '../domain/events';
 import {
   EVENTS_QUERY,
+  HEARTBEAT_TIMEOUT,
   RESULT_QUERY,
   wireError,
   type CallModelInput,
@@ -33,7 +34,7 @@ type ModelActivities = ReturnType<typeof createModelActivities>;
 type ToolActivities = ReturnType<typeof createToolActivities>;
 
 /** How long a live-queue task may wait for its API instance before falling back to the shared queue. */
-const LIVE_QUEUE_WAIT = '5 seconds';
+const LIVE_QUEUE_WAIT = '3 seconds';
 
 function modelProxy(input: ChatCompletionInput, step: number, taskQueue: string | undefined, live: boolean) {
   const r = input.route;
@@ -41,7 +42,7 @@ function modelProxy(input: ChatCompletionInput, step: number, taskQueue: string 
     taskQueue,
     summary: `llm ${r.exposedModel} step ${step}`,
     startToCloseTimeout: `${r.totalSeconds + 5} seconds`,
-    heartbeatTimeout: '10 seconds',
+    heartbeatTimeout: HEARTBEAT_TIMEOUT,
     ...(live ? { scheduleToStartTimeout: LIVE_QUEUE_WAIT } : {}),
     retry: {
       maximumAttempts: r.retry.maxAttempts,

@@ -6,7 +6,7 @@
 import * as wf from '@temporalio/workflow';
 import type { createToolActivities } from '../activities/tools';
 import type { ToolCall } from '../domain/chat';
-import { toolTotalSeconds, type RunMcpServer, type ToolOutcome } from '../domain/run';
+import { HEARTBEAT_TIMEOUT, toolTotalSeconds, type RunMcpServer, type ToolOutcome } from '../domain/run';
 import type { CatalogEntry } from '../domain/toolNames';
 
 type ToolActivities = ReturnType<typeof createToolActivities>;
@@ -17,7 +17,7 @@ export function toolActivities(summary: string, timeoutSeconds: number) {
     // The MCP call times out first (reset on progress, capped at toolTotalSeconds); this only
     // bounds a lost worker, which heartbeats notice sooner anyway.
     startToCloseTimeout: `${toolTotalSeconds(timeoutSeconds) + 30} seconds`,
-    heartbeatTimeout: '10 seconds',
+    heartbeatTimeout: HEARTBEAT_TIMEOUT,
     // On cancel, wait until the tool has really stopped: compensations must come after it.
     cancellationType: wf.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     retry: { maximumAttempts: 4, initialInterval: '1 second', maximumInterval: '10 seconds', backoffCoefficient: 2 },
