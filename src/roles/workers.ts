@@ -24,6 +24,9 @@ export async function createSharedWorker(o: WorkerOptions): Promise<Worker> {
     ...(o.workflowBundle ? { workflowBundle: o.workflowBundle } : { workflowsPath: require.resolve('../workflows') }),
     activities: createActivities(o.deps),
     shutdownGraceTime: '5 seconds',
+    // A run's next workflow task goes to the worker that ran the last one; if that worker died,
+    // wait this long (default 10 s) before any worker may take it.
+    stickyQueueScheduleToStartTimeout: '3 seconds',
   });
 }
 
