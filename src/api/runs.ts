@@ -78,7 +78,7 @@ export function createRunsRouter(d: RunsDeps): Router {
     const events = relayRun({ client: d.client, live: d.live, runId: id, from, signal: abort.signal });
     const ctx = { id, created: Math.floor(desc.startTime.getTime() / 1000), model: state.model };
     res.setHeader('X-Run-Id', id);
-    await streamRun(d.config, res, events, ctx, req.query.include_usage === 'true', { roleOnFirst: from === null });
+    await streamRun(d.config, res, events, ctx, req.query.include_usage === 'true', { resumed: from !== null });
   });
 
   r.post('/runs/:id/cancel', async (req, res) => {

@@ -15,12 +15,13 @@ export async function streamRun(
   events: AsyncGenerator<RunEvent>,
   ctx: ChunkContext,
   includeUsage: boolean,
-  opts: { roleOnFirst?: boolean } = {},
+  /** `resumed`: the client reconnected (Last-Event-ID) and already holds part of the message. */
+  opts: { resumed?: boolean } = {},
 ): Promise<void> {
   let started = false;
   let seen = false;
   // A resumed stream continues a message the client already opened: no second `role`.
-  let role = opts.roleOnFirst ?? true;
+  let role = !opts.resumed;
   const start = () => {
     if (started) return;
     started = true;
@@ -56,7 +57,7 @@ export async function streamRun(
       }
       // A retry before any byte is invisible, so the status can still tell a gateway to fail over.
       // (A resumed stream shows it: its client already holds part of the step.)
-      if (e.t === 'retry' && !started && opts.roleOnFirst !== false) continue;
+      if (e.t === 'retry' && !started && !opts.resumed) continue;
       for (const { seq, delta } of eventDeltas(e, config.loop.progress)) {
         send(formatPosition({ step: e.step, seq }), chunk(ctx, role ? { role: 'assistant', ...delta } : delta));
         role = false;

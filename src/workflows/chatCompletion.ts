@@ -205,7 +205,10 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
       const outcomes = settled.map((x) => (x as PromiseFulfilledResult<ToolOutcome>).value);
       if (input.searchAttributes) {
         // Lets the Temporal UI filter runs by the tools they used: Mix2apiTools = "fs/read_file".
-        for (const c of serverCalls) toolsUsed.add(`${byName.get(c.function.name)!.server}/${byName.get(c.function.name)!.tool}`);
+        for (const c of serverCalls) {
+          const e = byName.get(c.function.name)!;
+          toolsUsed.add(`${e.server}/${e.tool}`);
+        }
         wf.upsertSearchAttributes([{ key: TOOLS_ATTRIBUTE, value: [...toolsUsed] }]);
       }
       serverCalls.forEach((c, i) => {
