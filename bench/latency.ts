@@ -101,7 +101,7 @@ async function main(): Promise<void> {
         temporal: { address: dev.address, taskQueue: 'bench' },
         upstreams: [{ name: 'scripted', baseURL: upstream.url }],
         models: [{ id: 'bench-model', upstream: 'scripted', model: 'scripted' }],
-        stream: { batchMs: 200 },
+        stream: { heartbeatSeconds: 2 },
       },
       {},
     );

@@ -9,7 +9,8 @@ import type { Config } from '../config/load';
 import type { LiveHub } from '../connectors/liveHub';
 import type { ChatMessage } from '../domain/chat';
 import { referencedRuns, rejoin } from '../domain/rejoin';
-import { STATE_QUERY, type ChatCompletionInput, type ChatCompletionResult, type HiddenSteps, type RunState } from '../domain/run';
+import { STATE_QUERY, type CallModelInput, type ChatCompletionInput, type ChatCompletionResult, type HiddenSteps, type RunState } from '../domain/run';
+import { firstStepRequest } from '../domain/stepRequest';
 import { resolveTools } from './tools';
 import { completionBody } from './chunks';
 import { badRequest } from './errors';
@@ -25,6 +26,12 @@ export interface CompletionDeps {
   live: LiveHub;
   liveTaskQueue: string;
   router: ModelRouter;
+  /**
+   * Starts a run's first model call in this process while the run itself is being started, so
+   * the upstream's first token is not kept waiting on Temporal; the run's `callModel` adopts it
+   * (see activities/modelSteps). Absent: no prestart.
+   */
+  prestart?: { start(call: CallModelInput): void; cancel(runId: string): void };
 }
 
 function firstWords(messages: Array<{ role: string; content?: unknown }>): string {
@@ -77,15 +84,18 @@ export function createCompletionHandler(d: CompletionDeps) {
       approvalTimeoutSeconds: d.config.loop.approvalTimeoutSeconds,
       searchAttributes: d.config.temporal.searchAttributes === true,
       liveTaskQueue: stream ? d.liveTaskQueue : undefined,
-      batchMs: d.config.stream.batchMs,
       maxSteps: d.config.loop.maxSteps,
       keyName,
     };
 
     const abort = new AbortController();
     res.on('close', () => abort.abort());
+    // A run with a fixed id may exist already (then it is joined, and its log read first).
+    const fresh = req.header('idempotency-key') === undefined && sessionId === null;
     // Subscribe before starting so the first live delta cannot be missed.
-    const events = stream ? relayRun({ client: d.client, live: d.live, runId, signal: abort.signal }) : null;
+    const events = stream ? relayRun({ client: d.client, live: d.live, runId, signal: abort.signal, fresh, heartbeatMs: d.config.stream.heartbeatSeconds * 1000 }) : null;
+    const first = stream && fresh && d.prestart ? firstStepRequest(runId, input) : null;
+    if (first) d.prestart!.start(first);
     const handle = await startRun(d.config, d.client, {
       runId,
       input,
@@ -95,6 +105,7 @@ export function createCompletionHandler(d: CompletionDeps) {
       sessionId,
     }).catch((e: unknown) => {
       abort.abort(); // drops the relay's live subscription
+      if (first) d.prestart!.cancel(runId);
       throw e;
     });
     res.setHeader('X-Run-Id', runId);

@@ -4,7 +4,7 @@
  * up as progress (reasoning_content or content), never as a `tool_calls` turn.
  */
 import type { AssistantMessage, Delta, Usage } from '../domain/chat';
-import type { RunEvent } from '../domain/events';
+import { deltaOf, type RunEvent } from '../domain/events';
 import type { ChatCompletionResult } from '../domain/run';
 
 export type ProgressMode = 'reasoning' | 'content' | 'none';
@@ -55,7 +55,7 @@ function truncate(s: string, n: number): string {
 
 /** The `delta` objects an event contributes to the client's stream. */
 export function eventDeltas(e: RunEvent, progress: ProgressMode): Array<{ seq: number; delta: Delta }> {
-  if (e.t === 'deltas') return e.d.map((delta, i) => ({ seq: e.seq0 + i, delta }));
+  if (e.t === 'deltas') return e.d.map((item, i) => ({ seq: e.seq0 + i, delta: deltaOf(item) }));
   const text = progress === 'none' ? null : progressText(e);
   if (!text) return [];
   return [{ seq: e.seq, delta: progress === 'content' ? { content: text } : { reasoning_content: text } }];

@@ -1,38 +1,34 @@
 /**
- * RunRelay: the events of one run, in position order, each exactly once, from three sources:
- * the in-process LiveHub (fast path), the durable WorkflowStream (any instance, any time), and
- * the closed run's event query (the tail a poll could miss when the run completes).
+ * relayRun: one reader's events of a run, in position order, each exactly once (the rules are
+ * in domain/merge). Where they come from:
+ * - this process's LiveHub: the model step streaming here and the workflow events made here,
+ *   pushed the moment they exist;
+ * - the run's durable log (the `mix2api.events` query), read when the merger needs it or the
+ *   run's history has changed;
+ * - the run's history, long-polled (`waitNewEvent`), which says when the durable log may have
+ *   changed: only while this process cannot see the run move, so a live stream costs no polls;
+ * - a model step streaming in another process: its last heartbeat, read at the heartbeat pace
+ *   while the step runs.
+ * The generator is pulled: it reads nothing new while its consumer is busy writing.
  */
 import type { Client } from '@temporalio/client';
-import type { LiveHub } from '../connectors/liveHub';
-import { comparePositions, type Position, type RunEvent } from '../domain/events';
+import type { LiveHub, LiveView } from '../connectors/liveHub';
+import type { RunEvent } from '../domain/events';
+import { RunMerger } from '../domain/merge';
+import type { Position } from '../domain/positions';
+import type { StepProgress } from '../domain/stepLog';
 import { EVENTS_QUERY } from '../domain/run';
+import { ApiError } from './errors';
+import { watchHistory, type HistoryWatch } from './historyWatch';
+import { Wakeup } from './wakeup';
 
-const START: Position = { step: -1, seq: -1 };
+/** How long the live path may be quiet before the reader starts watching the run's history. */
+const LIVE_SILENCE_MS = 1000;
+/** Events per durable read. */
+const PAGE = 500;
+/** Consecutive failed durable reads before the reader gives up. */
+const MAX_READ_FAILURES = 20;
 const sleep = (ms: number) => new Promise((ok) => setTimeout(ok, ms));
-/** How often the durable log is read while it is needed (a resumed client, a quiet live path). */
-const DURABLE_POLL_MS = 250;
-
-/** The part of `e` after `cursor`, or null when the client already has all of it. */
-export function after(e: RunEvent, cursor: Position): RunEvent | null {
-  if (e.t !== 'deltas') return comparePositions({ step: e.step, seq: e.seq }, cursor) > 0 ? e : null;
-  if (e.step < cursor.step) return null;
-  if (e.step > cursor.step) return e;
-  const skip = Math.max(0, cursor.seq + 1 - e.seq0);
-  if (skip >= e.d.length) return null;
-  return skip === 0 ? e : { ...e, seq0: e.seq0 + skip, d: e.d.slice(skip) };
-}
-
-/** Whether `e` starts exactly where the client's cursor ends (nothing in between can be missing). */
-function continues(e: RunEvent, cursor: Position): boolean {
-  const first = { step: e.step, seq: e.t === 'deltas' ? e.seq0 : e.seq };
-  if (cursor.step === START.step) return first.step === 0 && first.seq === 0;
-  return first.step === cursor.step && first.seq === cursor.seq + 1;
-}
-
-export function lastPosition(e: RunEvent): Position {
-  return { step: e.step, seq: e.t === 'deltas' ? e.seq0 + e.d.length - 1 : e.seq };
-}
 
 export interface RelayOptions {
   client: Client;
@@ -40,147 +36,137 @@ export interface RelayOptions {
   runId: string;
   from?: Position | null;
   signal: AbortSignal;
-  /**
-   * With a live channel, the durable log is only polled once the live path has been quiet this
-   * long (a tool step, a retry elsewhere): polling costs the run a workflow task per batch.
-   */
-  liveSilenceMs?: number;
+  /** The caller just started this run: its durable log is empty, nothing to read at first. */
+  fresh?: boolean;
+  /** The pace at which model steps heartbeat their progress (remote steps are read at it). */
+  heartbeatMs: number;
+}
+
+/** Whether a model call in this process is writing the step the reader is at (or a later one). */
+function streamingHere(view: LiveView | undefined, cursor: Position): boolean {
+  return Boolean(view?.streaming && view.step && view.step.log.step >= cursor.step);
 }
 
 /**
- * Yields events until the run's `end`/`error` event. Call it before the run starts (it
- * subscribes to the LiveHub at once, so no live delta is missed) and iterate once it exists.
+ * Yields events until the run's `end` or `error` event. Call it before starting the run (it
+ * subscribes to the LiveHub at once, so nothing live is missed) and iterate once the run exists.
  */
-export function relayRun(o: RelayOptions): AsyncGenerator<RunEvent> {
-  // Durable events arrive complete and in order; live ones may start ahead of the cursor (a
-  // resumed client, a new step after tools), so they wait in `held` until they continue it.
-  const queue: Array<{ e: RunEvent; live: boolean }> = [];
-  let held: RunEvent[] = [];
-  let wake: (() => void) | null = null;
-  let sourcesDone = false;
-  let failure: unknown = null;
-  const finished = new AbortController();
-  const stop = AbortSignal.any([o.signal, finished.signal]);
-  const stopped = () => stop.aborted;
-  // Pending Temporal calls (long polls) end with the relay, and never outlive the connection.
-  // Each call gets a signal of its own: the client leaves its abort listener on the signal it is
-  // given, so sharing `stop` across polls would pile listeners up for as long as the relay lives.
-  const guarded = async <T>(fn: () => Promise<T>): Promise<T> => {
-    const call = new AbortController();
-    const abort = () => call.abort();
-    stop.addEventListener('abort', abort, { once: true });
-    try {
-      return await o.client.connection.withAbortSignal(call.signal, fn);
-    } finally {
-      stop.removeEventListener('abort', abort);
-    }
-  };
-  let durableStarted = false;
-  let silence: NodeJS.Timeout | null = null;
-  const push = (e: RunEvent, live = false) => {
-    queue.push({ e, live });
-    wake?.();
-  };
-
-  // Polls the run's log with a query, not the stream library's long-poll update: queries leave
-  // no trace in the run's history (an update is two events per poll, and updates replayed after
-  // a worker crash proved fragile), and the live path already carries the latency-sensitive part.
-  const durable = async () => {
-    if (durableStarted || stopped()) return;
-    durableStarted = true;
-    const handle = o.client.workflow.getHandle(o.runId);
-    let seen: Position = START;
-    let failures = 0;
-    while (!stopped()) {
-      try {
-        const events = await guarded(() => handle.query<RunEvent[], [Position]>(EVENTS_QUERY, seen));
-        failures = 0;
-        for (const e of events) {
-          push(e);
-          if (comparePositions(lastPosition(e), seen) > 0) seen = lastPosition(e);
-        }
-        if (events.some((e) => e.t === 'end' || e.t === 'error')) return;
-        await sleep(DURABLE_POLL_MS);
-      } catch {
-        // A closed run ends polling (the tail query delivers the rest); anything else is retried.
-        if (stopped() || ++failures > 20) return;
-        const open = await guarded(() => handle.describe())
-          .then((d) => d.status.name === 'RUNNING')
-          .catch(() => true);
-        if (!open) return;
-        await sleep(Math.min(2000, 100 * 2 ** failures));
-      }
-    }
-  };
-  const armSilence = () => {
-    if (silence) clearTimeout(silence);
-    if (!durableStarted && !stopped()) silence = setTimeout(() => void durable(), o.liveSilenceMs ?? 1000);
-  };
+export async function* relayRun(o: RelayOptions): AsyncGenerator<RunEvent> {
+  const merger = new RunMerger(o.from);
+  const wake = new Wakeup();
+  let lastLive = Date.now();
   const unsubscribe =
-    o.live?.subscribe(o.runId, (e) => {
-      armSilence();
-      push(e, true);
+    o.live?.subscribe(o.runId, () => {
+      lastLive = Date.now();
+      wake.fire();
     }) ?? (() => undefined);
-  o.signal.addEventListener('abort', unsubscribe, { once: true });
-  // Whatever a poll could miss when the run closes, the closed run's query has.
-  const tail = async () => {
-    const handle = o.client.workflow.getHandle(o.runId);
-    await guarded(() => handle.result()).catch(() => undefined);
-    if (stopped()) return;
-    for (const e of await guarded(() => handle.query<RunEvent[], [Position]>(EVENTS_QUERY, START))) push(e);
-  };
+  const stop = new AbortController();
+  const onAbort = () => stop.abort();
+  o.signal.addEventListener('abort', onAbort, { once: true });
+  const handle = o.client.workflow.getHandle(o.runId);
+  let dirty = !o.fresh;
+  /** A model step may be streaming in another process. */
+  let remote = !o.fresh;
+  let history: HistoryWatch | null = null;
+  let finalRead = false;
+  const watch = (): HistoryWatch =>
+    (history ??= watchHistory(o.client, o.runId, stop.signal, () => {
+      dirty = true;
+      remote = true;
+      wake.fire();
+    }));
+  if (!o.fresh) watch();
+  let failures = 0;
 
-  return (async function* () {
-    let cursor = o.from ?? START;
-    // The run exists by the time the caller iterates; the durable sources start here.
-    if (o.live) armSilence();
-    else void durable();
-    void tail().then(
-      () => undefined,
-      (e: unknown) => {
-        if (!stopped()) failure = e;
-      },
-    ).finally(() => {
-      sourcesDone = true;
-      wake?.();
-    });
-    try {
-      for (;;) {
-        if (o.signal.aborted) return;
-        const next = queue.shift();
-        if (!next) {
-          if (sourcesDone) {
-            if (failure) throw failure;
-            return;
-          }
-          await new Promise<void>((r) => (wake = r));
-          wake = null;
+  try {
+    for (;;) {
+      if (stop.signal.aborted) return;
+      const view = o.live?.view(o.runId);
+      if (view?.step) yield* merger.fromStep(view.step.log.step, view.step.log.events, view.step.end);
+      if (view) yield* merger.fromPushed(view.pushed);
+      if (merger.done) return;
+
+      if (dirty || merger.needsRead()) {
+        dirty = false;
+        const epoch = merger.beginRead();
+        let events: RunEvent[];
+        try {
+          events = await guarded(o.client, stop.signal, () => handle.query<RunEvent[], [Position, number]>(EVENTS_QUERY, merger.cursor, PAGE));
+          failures = 0;
+        } catch (e) {
+          if (stop.signal.aborted) return;
+          if (++failures > MAX_READ_FAILURES) throw e;
+          dirty = true;
+          await sleep(Math.min(2000, 50 * 2 ** failures));
           continue;
         }
-        const ready: RunEvent[] = [];
-        const first = after(next.e, cursor);
-        if (!first) continue;
-        if (next.live && !continues(first, cursor)) {
-          held.push(first);
-          void durable();
-          continue;
-        }
-        ready.push(first);
-        while (ready.length > 0) {
-          const part = ready.shift()!;
-          cursor = lastPosition(part);
-          yield part;
-          if (part.t === 'end' || part.t === 'error') return;
-          // Held live events that now continue the cursor go next; the ones it passed are dropped.
-          held = held.map((h) => after(h, cursor)).filter((h): h is RunEvent => h !== null);
-          const i = held.findIndex((h) => continues(h, cursor));
-          if (i >= 0) ready.push(...held.splice(i, 1));
-        }
+        yield* merger.fromDurable(events, epoch);
+        if (merger.done) return;
+        if (events.length >= PAGE) dirty = true;
+        continue;
       }
-    } finally {
-      finished.abort();
-      if (silence) clearTimeout(silence);
-      unsubscribe();
+
+      if ((history as HistoryWatch | null)?.closed) {
+        // One more read after the close, then the run really has nothing more to say.
+        if (!finalRead) {
+          finalRead = true;
+          dirty = true;
+          continue;
+        }
+        throw new ApiError(500, 'the run closed without a final event (terminated or timed out)', 'server_error', 'run_terminated');
+      }
+
+      if (remote && !streamingHere(view, merger.cursor)) {
+        const p = await remoteProgress(o.client, o.runId, stop.signal);
+        remote = p !== null;
+        if (p && p.events.length > 0) yield* merger.fromStep(p.step, p.events);
+        if (merger.done) return;
+      }
+
+      // The live path is quiet, or something waits for the durable log: follow the history.
+      if (!history && (merger.waiting || Date.now() - lastLive >= LIVE_SILENCE_MS)) {
+        watch();
+        dirty = true;
+        remote = true;
+        continue;
+      }
+      const timeout = remote && !streamingHere(view, merger.cursor) ? o.heartbeatMs : history ? undefined : Math.max(1, LIVE_SILENCE_MS - (Date.now() - lastLive));
+      await wake.wait(timeout, stop.signal);
     }
-  })();
+  } finally {
+    stop.abort();
+    o.signal.removeEventListener('abort', onAbort);
+    unsubscribe();
+  }
+}
+
+/**
+ * A Temporal call that ends with the reader. Each call gets a signal of its own: the client
+ * leaves its abort listener on the signal it is given, so sharing one across calls would pile
+ * listeners up for as long as the reader lives.
+ */
+async function guarded<T>(client: Client, stop: AbortSignal, fn: () => Promise<T>): Promise<T> {
+  const call = new AbortController();
+  const abort = () => call.abort();
+  stop.addEventListener('abort', abort, { once: true });
+  try {
+    return await client.connection.withAbortSignal(call.signal, fn);
+  } finally {
+    stop.removeEventListener('abort', abort);
+  }
+}
+
+/** The progress of the run's pending model call, from its last heartbeat; null when none is pending. */
+async function remoteProgress(client: Client, runId: string, stop: AbortSignal): Promise<StepProgress | null> {
+  try {
+    const d = await guarded(client, stop, () => client.workflow.getHandle(runId).describe());
+    const pending = d.raw.pendingActivities?.find((a) => a.activityType?.name === 'callModel');
+    if (!pending) return null;
+    const payload = pending.heartbeatDetails?.payloads?.[0];
+    if (!payload) return { step: -1, events: [] };
+    const p = client.options.loadedDataConverter.payloadConverter.fromPayload<Partial<StepProgress>>(payload);
+    return typeof p?.step === 'number' && Array.isArray(p.events) ? { step: p.step, events: p.events } : { step: -1, events: [] };
+  } catch {
+    return { step: -1, events: [] }; // try again at the next beat
+  }
 }

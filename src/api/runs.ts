@@ -7,7 +7,7 @@ import { Router, type Request, type Response } from 'express';
 import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import type { Config } from '../config/load';
 import type { LiveHub } from '../connectors/liveHub';
-import { parsePosition } from '../domain/events';
+import { parsePosition } from '../domain/positions';
 import { APPROVE_UPDATE, STATE_QUERY, type ApprovalDecision, type RunState } from '../domain/run';
 import { completionBody } from './chunks';
 import { ApiError, badRequest, fromRunFailure } from './errors';
@@ -75,7 +75,7 @@ export function createRunsRouter(d: RunsDeps): Router {
     if (raw !== undefined && !from) throw badRequest('Last-Event-ID / after must look like <step>:<seq>', 'after');
     const abort = new AbortController();
     res.on('close', () => abort.abort());
-    const events = relayRun({ client: d.client, live: d.live, runId: id, from, signal: abort.signal });
+    const events = relayRun({ client: d.client, live: d.live, runId: id, from, signal: abort.signal, heartbeatMs: d.config.stream.heartbeatSeconds * 1000 });
     const ctx = { id, created: Math.floor(desc.startTime.getTime() / 1000), model: state.model };
     res.setHeader('X-Run-Id', id);
     await streamRun(d.config, res, events, ctx, req.query.include_usage === 'true', { resumed: from !== null });

@@ -2,12 +2,36 @@
  * Writes a run's events to an HTTP response as OpenAI `chat.completion.chunk` SSE: `id: step:seq`
  * on every event, keepalives during quiet steps, the status held back until the first byte (so
  * a failure before it is a plain HTTP error), an error chunk after it, and `[DONE]`.
+ *
+ * It writes at the client's pace: after a write the socket will not take, it waits for `drain`
+ * before pulling the next event, so a slow client holds one socket buffer here, never a queue.
+ * A client that takes nothing for `stream.stallSeconds` gets an error chunk and is cut off.
  */
 import type { Response } from 'express';
 import type { Config } from '../config/load';
-import { formatPosition, type RunEvent } from '../domain/events';
+import type { RunEvent } from '../domain/events';
+import { formatPosition } from '../domain/positions';
 import { chunk, eventDeltas, usageChunk, type ChunkContext } from './chunks';
 import { ApiError, errorBody, toApiError } from './errors';
+
+class StalledError extends Error {}
+
+/** Waits until `res` drains, closes, or `ms` pass (then throws StalledError). */
+function drained(res: Response, ms: number): Promise<void> {
+  return new Promise((ok, fail) => {
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      res.off('drain', onDrain);
+      res.off('close', onDrain);
+      if (err) fail(err);
+      else ok();
+    };
+    const onDrain = () => done();
+    const timer = setTimeout(() => done(new StalledError()), ms);
+    res.on('drain', onDrain);
+    res.on('close', onDrain);
+  });
+}
 
 export async function streamRun(
   config: Config,
@@ -22,6 +46,7 @@ export async function streamRun(
   let seen = false;
   // A resumed stream continues a message the client already opened: no second `role`.
   let role = !opts.resumed;
+  const stallMs = config.stream.stallSeconds * 1000;
   const start = () => {
     if (started) return;
     started = true;
@@ -32,42 +57,58 @@ export async function streamRun(
     res.setHeader('X-Accel-Buffering', 'no');
     res.flushHeaders();
   };
-  const send = (id: string | null, data: unknown) => {
+  const frame = (id: string | null, data: unknown) => `${id ? `id: ${id}\n` : ''}data: ${JSON.stringify(data)}\n\n`;
+  /** Writes one frame; resolves once the client can take more. */
+  const send = async (id: string | null, data: unknown) => {
     start();
-    res.write(`${id ? `id: ${id}\n` : ''}data: ${JSON.stringify(data)}\n\n`);
+    if (res.destroyed || res.writableEnded) return;
+    if (!res.write(frame(id, data))) await drained(res, stallMs);
   };
   // Empty-delta `data:` chunks keep edge gateways' idle timers from firing during long steps.
   // Once the run shows life (a tool step, say) the stream starts, even if nothing is visible yet.
-  const keepalive = setInterval(() => {
-    if (started || seen) send(null, chunk(ctx, {}));
-  }, config.loop.keepaliveSeconds * 1000);
+  const keepalive = () => {
+    if ((started || seen) && !res.writableNeedDrain && !res.writableEnded) {
+      start();
+      res.write(frame(null, chunk(ctx, {})));
+    }
+  };
+  const timer = setInterval(keepalive, config.loop.keepaliveSeconds * 1000);
+  // A resumed reader may join a quiet run: headers and a keepalive at once, not at the next event.
+  if (opts.resumed) keepalive();
   try {
     for await (const e of events) {
       seen ||= e.t !== 'retry';
       if (e.t === 'error') {
         if (!started) throw ApiError.fromWire(e.error);
-        send(formatPosition({ step: e.step, seq: e.seq }), errorBody(e.error));
+        await send(formatPosition({ step: e.step, seq: e.seq }), errorBody(e.error));
         break;
       }
       if (e.t === 'end') {
         const id = formatPosition({ step: e.step, seq: e.seq });
-        send(id, chunk(ctx, role ? { role: 'assistant', content: '' } : {}, e.finishReason));
-        if (includeUsage && e.usage) send(null, usageChunk(ctx, e.usage));
+        await send(id, chunk(ctx, role ? { role: 'assistant', content: '' } : {}, e.finishReason));
+        if (includeUsage && e.usage) await send(null, usageChunk(ctx, e.usage));
         break;
       }
       // A retry before any byte is invisible, so the status can still tell a gateway to fail over.
       // (A resumed stream shows it: its client already holds part of the step.)
       if (e.t === 'retry' && !started && !opts.resumed) continue;
       for (const { seq, delta } of eventDeltas(e, config.loop.progress)) {
-        send(formatPosition({ step: e.step, seq }), chunk(ctx, role ? { role: 'assistant', ...delta } : delta));
+        await send(formatPosition({ step: e.step, seq }), chunk(ctx, role ? { role: 'assistant', ...delta } : delta));
         role = false;
       }
+      if (res.destroyed) break;
     }
   } catch (err) {
+    if (err instanceof StalledError) {
+      // Past the socket buffer, so this one frame is all a stalled client can cost.
+      res.end(frame(null, errorBody(new ApiError(408, `the client read nothing for ${config.stream.stallSeconds}s; the stream was closed (the run goes on)`, 'timeout_error', 'stream_stalled'))));
+      setTimeout(() => res.destroy(), 1000).unref();
+      return;
+    }
     if (!started) throw err;
-    send(null, errorBody(toApiError(err)));
+    if (!res.writableEnded) res.write(frame(null, errorBody(toApiError(err))));
   } finally {
-    clearInterval(keepalive);
+    clearInterval(timer);
   }
   if (!res.writableEnded) {
     start();

@@ -79,6 +79,8 @@ export async function startRun(config: Config, client: Client, r: StartRequest):
       workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
       args: [r.input],
       staticSummary: r.summary,
+      // The first workflow task runs in this process, straight from the start call's answer.
+      requestEagerStart: true,
       ...(config.temporal.searchAttributes ? { searchAttributes: { Mix2apiModel: [r.model], Mix2apiKeyName: [r.keyName] } } : {}),
     });
   } catch (e) {

@@ -104,8 +104,10 @@ export const LoopSchema = z
 
 export const StreamSchema = z
   .object({
-    /** How often streamed deltas are written to the run's durable log. */
-    batchMs: z.number().int().min(20).max(10000).default(500),
+    /** How often a streaming model step heartbeats its progress (what other processes and a crash resume see). */
+    heartbeatSeconds: z.number().min(0.5).max(6).default(2),
+    /** A client that reads nothing for this long gets an error chunk and is cut off (its run goes on). */
+    stallSeconds: z.number().positive().max(3600).default(60),
   })
   .strict();
 

@@ -21,6 +21,19 @@ export const SEARCH_ATTRIBUTES: Record<string, string> = {
  */
 const DEFAULT_PRAGMAS: Record<string, string> = { journal_mode: 'wal', synchronous: 'normal' };
 
+/**
+ * Server settings for a short hot path; a cluster wants the same (see the README's "Temporal
+ * settings"). Eager workflow start hands a run's first workflow task to the starting process in
+ * the start call's answer; eager activity execution hands an activity scheduled on the
+ * workflow's own queue to the worker that scheduled it. The transfer queue is how new tasks
+ * reach matching: read at most 20 times a second by default, it adds ~30 ms to every step.
+ */
+export const LATENCY_DYNAMIC_CONFIG: Record<string, string | number | boolean> = {
+  'system.enableEagerWorkflowStart': true,
+  'system.enableActivityEagerExecution': true,
+  'history.transferProcessorMaxPollRPS': 1000,
+};
+
 export interface DevServerOptions {
   /** Path of the `temporal` binary; default `.tools/temporal/bin/temporal` under `root`. */
   executable?: string;
@@ -31,7 +44,7 @@ export interface DevServerOptions {
   headless: boolean;
   namespace?: string;
   readyTimeoutMs?: number;
-  /** `--dynamic-config-value` pairs, e.g. a low `limit.historyCount.suggestContinueAsNew` in tests. */
+  /** `--dynamic-config-value` pairs over LATENCY_DYNAMIC_CONFIG, e.g. a low `limit.historyCount.suggestContinueAsNew` in tests. */
   dynamicConfig?: Record<string, string | number | boolean>;
   /** `--sqlite-pragma` values; default WAL with synchronous=NORMAL (safe against process crashes). */
   sqlitePragmas?: Record<string, string>;
@@ -77,7 +90,7 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
   if (o.namespace && o.namespace !== 'default') args.push('--namespace', o.namespace);
   for (const [k, v] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${k}=${v}`);
   for (const [k, v] of Object.entries(o.sqlitePragmas ?? DEFAULT_PRAGMAS)) args.push('--sqlite-pragma', `${k}=${v}`);
-  for (const [k, v] of Object.entries(o.dynamicConfig ?? {})) args.push('--dynamic-config-value', `${k}=${JSON.stringify(v)}`);
+  for (const [k, v] of Object.entries({ ...LATENCY_DYNAMIC_CONFIG, ...o.dynamicConfig })) args.push('--dynamic-config-value', `${k}=${JSON.stringify(v)}`);
   const child = spawn(exe, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const recent: string[] = [];
   const lines = (buf: Buffer) =>

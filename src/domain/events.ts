@@ -1,23 +1,24 @@
 /**
- * The run's event log: what the workflow and its activities publish to the durable
- * WorkflowStream and to the live in-process channel, and what SSE clients resume from.
- * Every event has a position `step:seq`; positions only grow, so `Last-Event-ID` is a cursor.
+ * The run's event log: what a model step streams (deltas, retries) and what the workflow
+ * adds (tools, approvals, compensations, the end), and what SSE clients resume from. Every
+ * event has a position `step:seq` (see ./positions); positions only grow, so `Last-Event-ID`
+ * is a cursor.
  */
 import type { AssistantMessage, Delta, Usage } from './chat';
 
-export const EVENTS_TOPIC = 'events';
+/** One streamed delta; a bare string is shorthand for `{ content }`, the common case. */
+export type DeltaItem = Delta | string;
 
-export interface Position {
-  step: number;
-  seq: number;
+export function deltaOf(item: DeltaItem): Delta {
+  return typeof item === 'string' ? { content: item } : item;
 }
 
-/** Model output of one step; `d[i]` sits at `seq0 + i`. Batched so history stays small. */
+/** Consecutive model output of one step; `d[i]` sits at `seq0 + i`. */
 export interface DeltasEvent {
   t: 'deltas';
   step: number;
   seq0: number;
-  d: Delta[];
+  d: DeltaItem[];
 }
 
 export interface RetryEvent {
@@ -116,27 +117,4 @@ export interface WireError {
   type: string;
   code: string | null;
   param: string | null;
-}
-
-export function firstPosition(e: RunEvent): Position {
-  return { step: e.step, seq: e.t === 'deltas' ? e.seq0 : e.seq };
-}
-
-/** Position just after the event, i.e. the next free seq in its step. */
-export function nextSeq(e: RunEvent): number {
-  return e.t === 'deltas' ? e.seq0 + e.d.length : e.seq + 1;
-}
-
-export function comparePositions(a: Position, b: Position): number {
-  return a.step - b.step || a.seq - b.seq;
-}
-
-export function formatPosition(p: Position): string {
-  return `${p.step}:${p.seq}`;
-}
-
-export function parsePosition(s: string | undefined | null): Position | null {
-  if (!s) return null;
-  const m = /^(\d+):(\d+)$/.exec(s.trim());
-  return m ? { step: Number(m[1]), seq: Number(m[2]) } : null;
 }

@@ -3,8 +3,9 @@
  * run and of one model step. Plain data only: it crosses Temporal's payload converter.
  */
 import type { AssistantMessage, ChatMessage, Usage } from './chat';
-import type { WireError } from './events';
+import type { RunEvent, WireError } from './events';
 
+/** `(after: Position, limit?: number) → RunEvent[]`: the run's durable log after a position. */
 export const EVENTS_QUERY = 'mix2api.events';
 export const RESULT_QUERY = 'mix2api.result';
 export const STATE_QUERY = 'mix2api.state';
@@ -59,7 +60,6 @@ export interface ChatCompletionInput {
   body: Record<string, unknown>;
   /** Task queue of the API instance holding the client's connection (live deltas). */
   liveTaskQueue?: string;
-  batchMs: number;
   maxSteps: number;
   /** For the Temporal UI: `apiKeyName` of the caller. */
   keyName?: string;
@@ -109,7 +109,6 @@ export interface CallModelInput {
   step: number;
   upstream: string;
   body: Record<string, unknown>;
-  batchMs: number;
   continuation: 'none' | 'prefill';
   /** Tools mix2api runs itself: their calls are not streamed to the client. */
   serverTools?: string[];
@@ -120,16 +119,19 @@ export interface CallModelInput {
   usageSoFar?: Usage;
   /**
    * Set on the shared-queue fallback after the live queue's API instance went away: an attempt
-   * there may already have published part of this step, so callModel resumes it from the log.
+   * there may already have streamed part of this step, and `prior` is what its last heartbeat said.
    */
   resume?: boolean;
+  prior?: RunEvent[];
 }
 
 export interface CallModelResult {
   message: AssistantMessage;
   finishReason: string;
   usage?: Usage;
-  /** First free seq of this step after the model's deltas. */
+  /** The step's events, every attempt's: what goes into the run's durable log. */
+  events: RunEvent[];
+  /** First free seq of this step after the model's output. */
   nextSeq: number;
   attempt: number;
 }

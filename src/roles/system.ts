@@ -5,6 +5,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import type { Worker, WorkflowBundleOption } from '@temporalio/worker';
+import { ModelSteps } from '../activities/modelSteps';
 import { createApp } from '../api/app';
 import { ModelRouter } from '../api/routing';
 import type { Config } from '../config/load';
@@ -41,7 +42,8 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
     clientName: 'mix2api',
     onLog: (e) => (e.level === 'warn' ? o.log?.(`mcp ${e.server}: ${e.message}`) : undefined),
   });
-  const deps = { client: t.client, live, upstreams, pool };
+  const steps = new ModelSteps({ hub: live, completion: t.client.activity, upstreams, heartbeatMs: config.stream.heartbeatSeconds * 1000 });
+  const deps = { steps, live, pool };
   const workers: Worker[] = [];
   const running: Promise<void>[] = [];
   const states = new Map<Worker, boolean>();
@@ -68,11 +70,12 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
       client: t.client,
       live,
       liveTaskQueue,
+      prestart: { start: (call) => steps.prestart(call), cancel: (runId) => steps.cancelPrestart(runId) },
       router: new ModelRouter(config, config.passthroughModels ? (upstreams.get(config.upstreams[0]!.name) ?? null) : null),
       readiness: async () => {
         // A probe must answer: Temporal that does not reply within 2 s counts as down.
-        const temporal = await t.connection
-          .withDeadline(Date.now() + 2000, () => t.connection.healthService.check({}))
+        const temporal = await t.native
+          .withDeadline(Date.now() + 2000, () => t.native.healthService.check({}))
           .then(() => true)
           .catch(() => false);
         return { temporal, workers: [...states.values()].every(Boolean) && workers.every((w) => w.getState() === 'RUNNING') };
@@ -87,6 +90,7 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
         );
       });
     } catch (e) {
+      await steps.shutdown();
       for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
       await Promise.all(running);
       await pool.closeAll();
@@ -104,6 +108,8 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
         server.closeAllConnections();
         await new Promise<void>((r) => server!.close(() => r()));
       }
+      // Model calls streaming here go back to Temporal now, to be retried elsewhere at once.
+      await steps.shutdown();
       for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
       await Promise.all(running);
       await pool.closeAll();

@@ -1,17 +1,23 @@
 /**
  * `chatCompletionWorkflow`: one POST /v1/chat/completions. Deterministic code only; all I/O
- * is in activities. Owns the run's durable event log and the step loop.
+ * is in activities. Owns the step loop and the run's durable event log: the log lives in this
+ * workflow's memory, made of what it decides (tools, approvals, the end) and of each model
+ * step's output, which arrives whole in the step's result. So the log costs history events per
+ * step, never per batch of streamed text; readers get it by query (`mix2api.events`).
  */
 import * as wf from '@temporalio/workflow';
 import { ActivityFailure, ApplicationFailure, SearchAttributeType, TimeoutFailure, TimeoutType, defineSearchAttributeKey } from '@temporalio/common';
-import { WorkflowStream, decodePayloadWire } from '@temporalio/workflow-streams/workflow';
 import type { createModelActivities } from '../activities/callModel';
 import type { createToolActivities } from '../activities/tools';
 import { addUsage, clientReply, type AssistantMessage, type ChatMessage, type ToolCall, type Usage } from '../domain/chat';
 import { clientCallId } from '../domain/toolCalls';
 import { toOpenAiTool, type CatalogEntry } from '../domain/toolNames';
 import { runTool } from './toolStep';
-import { EVENTS_TOPIC, comparePositions, nextSeq, type Position, type RunEvent, type WireError } from '../domain/events';
+import type { RunEvent, WireError } from '../domain/events';
+import { after, type Position } from '../domain/positions';
+import type { StepProgress } from '../domain/stepLog';
+import { stepRequest } from '../domain/stepRequest';
+import type { RunSinks } from './sinks';
 import {
   EVENTS_QUERY,
   HEARTBEAT_TIMEOUT,
@@ -57,20 +63,28 @@ function isScheduleToStartTimeout(e: unknown): boolean {
   return e instanceof ActivityFailure && e.cause instanceof TimeoutFailure && e.cause.timeoutType === TimeoutType.SCHEDULE_TO_START;
 }
 
+/** What the step had streamed by its last heartbeat, as the timeout failure reports it. */
+function lastProgress(e: unknown, step: number): RunEvent[] {
+  const p = (e instanceof ActivityFailure && e.cause instanceof TimeoutFailure ? e.cause.lastHeartbeatDetails : undefined) as Partial<StepProgress> | undefined;
+  return p?.step === step && Array.isArray(p.events) ? p.events : [];
+}
+
 /**
  * The live queue while an API instance waits on this run, else the shared one. Once the live
  * queue's instance is found gone, later steps go straight to the shared queue.
  */
 async function callModel(input: ChatCompletionInput, args: CallModelInput, live: { queue?: string }): Promise<CallModelResult> {
   if (live.queue) {
+    let prior: RunEvent[];
     try {
       return await modelProxy(input, args.step, live.queue, true)(args);
     } catch (e) {
       if (!isScheduleToStartTimeout(e)) throw e;
       live.queue = undefined;
+      prior = lastProgress(e, args.step);
     }
-    // An earlier attempt on the live queue may have streamed part of this step before its instance died.
-    return modelProxy(input, args.step, undefined, false)({ ...args, resume: true });
+    // An attempt on the live queue may have streamed part of this step before its instance died.
+    return modelProxy(input, args.step, undefined, false)({ ...args, resume: true, prior });
   }
   return modelProxy(input, args.step, undefined, false)(args);
 }
@@ -93,20 +107,34 @@ const TOOLS_ATTRIBUTE = defineSearchAttributeKey('Mix2apiTools', SearchAttribute
 
 const STOP_NOTE = (n: number) => `\n\n[mix2api: stopped after ${n} model steps (loop.maxSteps); the model still wanted to call tools]`;
 
+/** Most events one `mix2api.events` query returns; a reader asks again for the rest. */
+const EVENTS_PAGE = 500;
+
 export async function chatCompletionWorkflow(input: ChatCompletionInput): Promise<ChatCompletionResult> {
   const info = wf.workflowInfo();
   const runId = info.workflowId;
-  const stream = new WorkflowStream();
-  const events = stream.topic<RunEvent>(EVENTS_TOPIC);
+  const log: RunEvent[] = [];
+  const { live } = wf.proxySinks<RunSinks>();
+  // Readers in the process running this workflow task see the event at once; others read the log.
+  const events = {
+    publish(e: RunEvent) {
+      log.push(e);
+      live.event(e);
+    },
+  };
   const steps: StepRecord[] = [];
   let result: ChatCompletionResult | undefined;
 
-  const logged = (): RunEvent[] =>
-    stream.getState().log.map((i) => wf.defaultPayloadConverter.fromPayload<RunEvent>(decodePayloadWire(i.data)));
   // Events after a position, also answerable once the run has closed (queries replay history).
-  wf.setHandler(wf.defineQuery<RunEvent[], [Position]>(EVENTS_QUERY), (after) =>
-    logged().filter((e) => comparePositions({ step: e.step, seq: nextSeq(e) - 1 }, after) > 0),
-  );
+  wf.setHandler(wf.defineQuery<RunEvent[], [Position, number?]>(EVENTS_QUERY), (from, limit) => {
+    const out: RunEvent[] = [];
+    for (const e of log) {
+      const part = after(e, from);
+      if (part) out.push(part);
+      if (out.length >= Math.min(limit ?? EVENTS_PAGE, EVENTS_PAGE)) break;
+    }
+    return out;
+  });
   wf.setHandler(wf.defineQuery<ChatCompletionResult | null>(RESULT_QUERY), () => result ?? null);
   const approvals = new Approvals();
   const saga = new Saga();
@@ -130,7 +158,7 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
     const messages = [...((input.body.messages as ChatMessage[]) ?? [])];
     const transcript: ChatMessage[] = [];
     const toolsUsed = new Set<string>();
-    const live = { queue: input.liveTaskQueue };
+    const liveQueue = { queue: input.liveTaskQueue };
     let content = '';
 
     const finish = (message: AssistantMessage, finishReason: string, seq: number, hidden?: HiddenSteps): ChatCompletionResult => {
@@ -140,18 +168,9 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
     };
 
     for (;; step++) {
-      const r = await callModel(input, {
-        runId,
-        step,
-        upstream: input.route.upstream,
-        body: { ...input.body, model: input.route.upstreamModel, messages, ...(tools.length > 0 ? { tools } : {}) },
-        batchMs: input.batchMs,
-        continuation: input.route.continuation,
-        serverTools: [...byName.keys()],
-        runScopedCallIds: servers.size > 0,
-        contentSoFar: content,
-        usageSoFar: usage,
-      }, live);
+      const r = await callModel(input, stepRequest(runId, input, { step, messages, tools, serverTools: [...byName.keys()], contentSoFar: content, usageSoFar: usage }), liveQueue);
+      // The step's output joins the log in one piece; its readers already have it live.
+      log.push(...r.events);
       usage = addUsage(usage, r.usage);
       steps.push({ step, kind: 'model', attempt: r.attempt, finishReason: r.finishReason, usage: r.usage });
       content += r.message.content ?? '';

@@ -77,7 +77,7 @@ beforeAll(async () => {
       // A long tool timeout: recovery must come from heartbeats, not from it.
       mcpServers: [{ name: 'counter', transport: 'http', url: counter.url, timeoutSeconds: 120 }],
       models: [{ id: 'agent', upstream: 'scripted', model: 'scripted', mcpServers: ['counter'] }],
-      stream: { batchMs: 100 },
+      stream: { heartbeatSeconds: 1 },
     },
   });
   connection = await Connection.connect({ address: env.address });

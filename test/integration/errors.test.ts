@@ -18,7 +18,7 @@ beforeAll(async () => {
         { id: 'test-model', upstream: 'scripted', model: 'scripted' },
         { id: 'impatient-model', upstream: 'impatient', model: 'scripted' },
       ],
-      stream: { batchMs: 500 }, // the default
+      stream: { heartbeatSeconds: 2 }, // the default
     }),
   });
 });

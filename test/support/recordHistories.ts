@@ -233,7 +233,7 @@ async function main(): Promise<void> {
           { id: 'plain', upstream: 'scripted', model: 'scripted' },
           { id: 'agent', upstream: 'scripted', model: 'scripted', mcpServers: ['memory', 'guarded'] },
         ],
-        stream: { batchMs: 100 },
+        stream: { heartbeatSeconds: 1 },
       },
       {},
     );

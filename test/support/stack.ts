@@ -56,7 +56,7 @@ export async function startStack(o: StackOptions = {}): Promise<Stack> {
       },
     ],
     models: [{ id: 'test-model', upstream: 'scripted', model: 'scripted' }],
-    stream: { batchMs: 100 },
+    stream: { heartbeatSeconds: 1 },
     ...(o.config?.(upstream.url) ?? {}),
   };
   const config = parseConfig(raw, {});

@@ -3,7 +3,7 @@ import { MessageAccumulator, addUsage } from '../../src/domain/chat';
 import { mapArgs } from '../../src/domain/argMapping';
 import { referencedRuns, rejoin } from '../../src/domain/rejoin';
 import { ClientCallFilter, clientCallId, runOfClientCallId } from '../../src/domain/toolCalls';
-import { PrefixSkipper } from '../../src/activities/prefixSkipper';
+import { PrefixSkipper } from '../../src/domain/prefixSkipper';
 
 const RUN = `chatcmpl-${'ab'.repeat(16)}`;
 

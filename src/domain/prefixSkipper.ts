@@ -3,7 +3,7 @@
  * PrefixSkipper swallows restarted content while it repeats that part verbatim (common with
  * deterministic upstreams) and lets everything through from the first difference on.
  */
-import type { Delta } from '../domain/chat';
+import type { Delta } from './chat';
 
 export class PrefixSkipper {
   private matched = 0;

@@ -1,0 +1,201 @@
+/**
+ * ModelStep: one attempt of one model step. It streams from the upstream into the step's
+ * log (the LiveHub's, so readers in this process follow at once, placed by `StepAttempt`),
+ * and reports to Temporal through the attempt's task token: heartbeats carrying the log so
+ * far, then the result (the assembled message and the step's events) or the classified
+ * failure. `callModel` completes asynchronously, so an open stream holds no activity slot and
+ * no SDK activity state, only this object. An attempt can start before its activity task
+ * exists (a prestart, see ./modelSteps): it streams into the log and settles once it has a token.
+ */
+import { ActivityCancelledError, ActivityNotFoundError, ActivityPausedError, ActivityResetError, type AsyncCompletionClient } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import type { LiveHub } from '../connectors/liveHub';
+import type { UpstreamClient } from '../connectors/upstream';
+import { MessageAccumulator, addUsage, clientReply, type Delta, type Usage } from '../domain/chat';
+import type { RunEvent } from '../domain/events';
+import type { StepLog } from '../domain/stepLog';
+import { FailureType, wireError, type CallModelInput, type CallModelResult } from '../domain/run';
+import { StepAttempt } from '../domain/stepAttempt';
+import { ClientCallFilter, clientCallId } from '../domain/toolCalls';
+import { classifyUpstreamError } from './classify';
+
+export interface StepContext {
+  hub: LiveHub;
+  completion: AsyncCompletionClient;
+  upstreams: ReadonlyMap<string, UpstreamClient>;
+  /** How often the step's progress is heartbeated (and cancellation noticed). */
+  heartbeatMs: number;
+}
+
+type Outcome = { ok: true; result: CallModelResult } | { ok: false; error: unknown };
+
+function cleanDelta(d: (Delta & { role?: string }) | undefined): Delta | null {
+  if (!d) return null;
+  const out: Delta = {};
+  if (typeof d.content === 'string' && d.content !== '') out.content = d.content;
+  if (typeof d.reasoning_content === 'string' && d.reasoning_content !== '') out.reasoning_content = d.reasoning_content;
+  if (typeof d.refusal === 'string' && d.refusal !== '') out.refusal = d.refusal;
+  if (Array.isArray(d.tool_calls) && d.tool_calls.length > 0) out.tool_calls = d.tool_calls;
+  return Object.keys(out).length > 0 ? out : null;
+}
+
+function normUsage(u: Usage | null | undefined): Usage | undefined {
+  if (!u) return undefined;
+  const p = u.prompt_tokens ?? 0;
+  const c = u.completion_tokens ?? 0;
+  return { prompt_tokens: p, completion_tokens: c, total_tokens: u.total_tokens ?? p + c };
+}
+
+export class ModelStep {
+  private readonly abort = new AbortController();
+  private token: Uint8Array | null = null;
+  private outcome: Outcome | null = null;
+  private settled = false;
+  private beat: NodeJS.Timeout | null = null;
+  private releasedOnce = false;
+  private onRelease: () => void = () => undefined;
+  /** Resolves once this attempt no longer writes to the step's log. */
+  readonly released = new Promise<void>((ok) => (this.onRelease = ok));
+  private readonly log: StepLog;
+
+  constructor(
+    private readonly ctx: StepContext,
+    readonly input: CallModelInput,
+    readonly attempt: number,
+    /** What earlier attempts streamed, when they ran elsewhere (heartbeat details, or the fallback's input). */
+    prior: readonly RunEvent[],
+  ) {
+    const { log, exact } = ctx.hub.openStep(input.runId, input.step, prior);
+    this.log = log;
+    void this.stream(new StepAttempt(log, { attempt, continuation: input.continuation, exact })).then((o) => {
+      this.outcome = o;
+      return this.settle();
+    });
+  }
+
+  /** The attempt's activity task: from now on it reports to Temporal. */
+  attach(taskToken: Uint8Array): void {
+    this.token = taskToken;
+    void this.heartbeat();
+    void this.settle();
+  }
+
+  /** Stops streaming; an attached attempt reports nothing more (its lease is gone or handed back). */
+  stop(reason: string): void {
+    this.abort.abort(new Error(reason));
+    this.settled = true;
+    this.clearBeat();
+    this.release();
+  }
+
+  /** Fails the attached attempt as retryable (this process is going away) and stops. */
+  async handBack(): Promise<void> {
+    const token = this.token;
+    this.stop('worker shutting down');
+    if (token) await this.ctx.completion.fail(token, ApplicationFailure.retryable('the worker running this step shut down', 'WorkerShutdown')).catch(() => undefined);
+  }
+
+  private async stream(attempt: StepAttempt): Promise<Outcome> {
+    const { input, ctx } = this;
+    const upstream = ctx.upstreams.get(input.upstream);
+    try {
+      if (!upstream) {
+        const msg = `no upstream named "${input.upstream}" on this worker`;
+        throw ApplicationFailure.create({ type: FailureType.Config, message: msg, nonRetryable: true, details: [wireError(500, msg, 'server_error', 'config_error')] });
+      }
+      let body: Record<string, unknown> = { ...input.body, stream_options: { include_usage: true } };
+      if (attempt.prefill !== null) body = { ...body, messages: [...((body.messages as unknown[]) ?? []), { role: 'assistant', content: attempt.prefill, prefix: true }] };
+      const serverTools = new Set(input.serverTools ?? []);
+      const calls = new ClientCallFilter(
+        (name) => serverTools.has(name),
+        (n) => (input.runScopedCallIds ? clientCallId(input.runId, n) : null),
+      );
+      const acc = new MessageAccumulator();
+      if (attempt.prefill !== null) acc.add({ content: attempt.prefill });
+      let finishReason = 'stop';
+      let usage: Usage | undefined;
+      try {
+        for await (const chunk of upstream.streamChat(body, this.abort.signal)) {
+          usage = normUsage(chunk.usage) ?? usage;
+          const choice = chunk.choices?.[0];
+          if (!choice) continue;
+          const delta = cleanDelta(choice.delta);
+          if (delta) {
+            acc.add(delta);
+            const forClient = calls.pass(delta);
+            if (forClient) {
+              attempt.add(forClient);
+              ctx.hub.changed(input.runId);
+            }
+          }
+          if (choice.finish_reason) finishReason = choice.finish_reason;
+        }
+      } catch (e) {
+        throw classifyUpstreamError(e, input.upstream);
+      }
+      attempt.finish();
+      ctx.hub.changed(input.runId);
+      const message = acc.message();
+      if (message.tool_calls?.length && finishReason === 'stop') finishReason = 'tool_calls';
+      return { ok: true, result: { message, finishReason, usage, events: this.log.events, nextSeq: this.log.nextSeq, attempt: this.attempt } };
+    } catch (error) {
+      return { ok: false, error };
+    }
+  }
+
+  /** Reports the outcome once there is both an outcome and a task token. */
+  private async settle(): Promise<void> {
+    const { token, outcome } = this;
+    if (!token || !outcome || this.settled) return;
+    this.settled = true;
+    this.clearBeat();
+    try {
+      if (outcome.ok) {
+        await this.ctx.completion.complete(token, outcome.result);
+        const { result } = outcome;
+        // No tool calls: the workflow will end the run with exactly this. Tell the readers here
+        // now, rather than after the workflow's next task (it records the same event).
+        if (!result.message.tool_calls?.length) {
+          const message = clientReply(result.message, (this.input.contentSoFar ?? '') + (result.message.content ?? ''));
+          this.ctx.hub.ended(this.input.runId, { t: 'end', step: this.input.step, seq: result.nextSeq, finishReason: result.finishReason, usage: addUsage(this.input.usageSoFar, result.usage), message });
+        }
+      } else {
+        await this.ctx.completion.fail(token, outcome.error);
+      }
+    } catch {
+      // The attempt is no longer ours to report (timed out, or the run closed): Temporal decides.
+    } finally {
+      this.release();
+    }
+  }
+
+  /** Heartbeats the step's progress until it settles; notices cancellation on the way. */
+  private async heartbeat(): Promise<void> {
+    if (this.settled || !this.token) return;
+    try {
+      await this.ctx.completion.heartbeat(this.token, this.log.progress());
+    } catch (e) {
+      if (e instanceof ActivityCancelledError || e instanceof ActivityPausedError || e instanceof ActivityResetError) {
+        const token = this.token;
+        this.stop('cancelled');
+        await this.ctx.completion.reportCancellation(token).catch(() => undefined);
+        return;
+      }
+      if (e instanceof ActivityNotFoundError) return this.stop('the attempt is gone');
+      // Temporal unreachable for a moment: try again at the next beat.
+    }
+    if (!this.settled) this.beat = setTimeout(() => void this.heartbeat(), this.ctx.heartbeatMs);
+  }
+
+  private clearBeat(): void {
+    if (this.beat) clearTimeout(this.beat);
+    this.beat = null;
+  }
+
+  private release(): void {
+    if (this.releasedOnce) return;
+    this.releasedOnce = true;
+    this.ctx.hub.releaseStep(this.input.runId);
+    this.onRelease();
+  }
+}
