@@ -11,7 +11,8 @@ import { ActivityCancelledError, ActivityNotFoundError, ActivityPausedError, Act
 import { ApplicationFailure } from '@temporalio/common';
 import type { LiveHub } from '../connectors/liveHub';
 import type { UpstreamClient } from '../connectors/upstream';
-import { MessageAccumulator, addUsage, clientReply, type Delta, type Usage } from '../domain/chat';
+import { MessageAccumulator, type Delta, type Usage } from '../domain/chat';
+import { stepEnd } from '../domain/stepRequest';
 import type { RunEvent } from '../domain/events';
 import type { StepLog } from '../domain/stepLog';
 import { FailureType, wireError, type CallModelInput, type CallModelResult } from '../domain/run';
@@ -155,10 +156,7 @@ export class ModelStep {
         const { result } = outcome;
         // No tool calls: the workflow will end the run with exactly this. Tell the readers here
         // now, rather than after the workflow's next task (it records the same event).
-        if (!result.message.tool_calls?.length) {
-          const message = clientReply(result.message, (this.input.contentSoFar ?? '') + (result.message.content ?? ''));
-          this.ctx.hub.ended(this.input.runId, { t: 'end', step: this.input.step, seq: result.nextSeq, finishReason: result.finishReason, usage: addUsage(this.input.usageSoFar, result.usage), message });
-        }
+        if (!result.message.tool_calls?.length) this.ctx.hub.ended(this.input.runId, stepEnd(this.input, result));
       } else {
         await this.ctx.completion.fail(token, outcome.error);
       }

@@ -74,7 +74,10 @@ export async function streamRun(
   };
   const timer = setInterval(keepalive, config.loop.keepaliveSeconds * 1000);
   // A resumed reader may join a quiet run: headers and a keepalive at once, not at the next event.
-  if (opts.resumed) keepalive();
+  if (opts.resumed) {
+    start();
+    keepalive();
+  }
   try {
     for await (const e of events) {
       seen ||= e.t !== 'retry';
@@ -101,8 +104,12 @@ export async function streamRun(
   } catch (err) {
     if (err instanceof StalledError) {
       // Past the socket buffer, so this one frame is all a stalled client can cost.
+      // The error goes behind what the socket holds: a client that reads again gets it last.
       res.end(frame(null, errorBody(new ApiError(408, `the client read nothing for ${config.stream.stallSeconds}s; the stream was closed (the run goes on)`, 'timeout_error', 'stream_stalled'))));
-      setTimeout(() => res.destroy(), 1000).unref();
+      // One that never does is dropped after another spell.
+      const drop = setTimeout(() => res.destroy(), stallMs);
+      drop.unref();
+      res.once('finish', () => clearTimeout(drop));
       return;
     }
     if (!started) throw err;

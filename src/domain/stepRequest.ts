@@ -1,10 +1,13 @@
 /**
- * The request of one model step, built in one place: by the workflow for every step, and by the
- * API when it prestarts a run's first model call, so the activity can tell the two are the same
- * call (see activities/modelSteps) before it adopts the prestarted one.
+ * One model step's request and the end it makes, each built in one place. The request: by the
+ * workflow for every step, and by the API when it prestarts a run's first model call, so the
+ * activity can tell the two are the same call (see activities/modelSteps) before it adopts the
+ * prestarted one. The end: by the workflow, and by the model call itself, which announces it to
+ * the readers of its process before the workflow's next task records the same event.
  */
-import type { ChatMessage, Usage } from './chat';
-import type { CallModelInput, ChatCompletionInput } from './run';
+import { addUsage, clientReply, type ChatMessage, type Usage } from './chat';
+import type { EndEvent } from './events';
+import type { CallModelInput, CallModelResult, ChatCompletionInput } from './run';
 
 export interface StepState {
   step: number;
@@ -35,4 +38,10 @@ export function firstStepRequest(runId: string, input: ChatCompletionInput): Cal
   if ((input.mcpServers ?? []).length > 0) return null;
   const tools = Array.isArray(input.body.tools) ? (input.body.tools as unknown[]) : [];
   return stepRequest(runId, input, { step: 0, messages: (input.body.messages as ChatMessage[]) ?? [], tools, serverTools: [], contentSoFar: '' });
+}
+
+/** The `end` of a run whose last model step returned `r` without tool calls. */
+export function stepEnd(call: Pick<CallModelInput, 'step' | 'contentSoFar' | 'usageSoFar'>, r: Pick<CallModelResult, 'message' | 'finishReason' | 'usage' | 'nextSeq'>): EndEvent {
+  const message = clientReply(r.message, (call.contentSoFar ?? '') + (r.message.content ?? ''), r.message.tool_calls);
+  return { t: 'end', step: call.step, seq: r.nextSeq, finishReason: r.finishReason, usage: addUsage(call.usageSoFar, r.usage), message };
 }

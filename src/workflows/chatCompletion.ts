@@ -13,10 +13,10 @@ import { addUsage, clientReply, type AssistantMessage, type ChatMessage, type To
 import { clientCallId } from '../domain/toolCalls';
 import { toOpenAiTool, type CatalogEntry } from '../domain/toolNames';
 import { runTool } from './toolStep';
-import type { RunEvent, WireError } from '../domain/events';
+import type { EndEvent, RunEvent, WireError } from '../domain/events';
 import { after, type Position } from '../domain/positions';
 import type { StepProgress } from '../domain/stepLog';
-import { stepRequest } from '../domain/stepRequest';
+import { stepEnd, stepRequest } from '../domain/stepRequest';
 import type { RunSinks } from './sinks';
 import {
   EVENTS_QUERY,
@@ -161,14 +161,16 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
     const liveQueue = { queue: input.liveTaskQueue };
     let content = '';
 
-    const finish = (message: AssistantMessage, finishReason: string, seq: number, hidden?: HiddenSteps): ChatCompletionResult => {
-      result = { id: runId, created: Math.floor(info.startTime.getTime() / 1000), model: input.route.exposedModel, message, finishReason, usage, steps, ...(hidden ? { hidden } : {}) };
-      events.publish({ t: 'end', step, seq, finishReason, usage, message });
+    const finish = (end: EndEvent, hidden?: HiddenSteps): ChatCompletionResult => {
+      result = { id: runId, created: Math.floor(info.startTime.getTime() / 1000), model: input.route.exposedModel, message: end.message, finishReason: end.finishReason, usage, steps, ...(hidden ? { hidden } : {}) };
+      events.publish(end);
       return result;
     };
+    const endWith = (message: AssistantMessage, finishReason: string, seq: number): EndEvent => ({ t: 'end', step, seq, finishReason, usage, message });
 
     for (;; step++) {
-      const r = await callModel(input, stepRequest(runId, input, { step, messages, tools, serverTools: [...byName.keys()], contentSoFar: content, usageSoFar: usage }), liveQueue);
+      const call = stepRequest(runId, input, { step, messages, tools, serverTools: [...byName.keys()], contentSoFar: content, usageSoFar: usage });
+      const r = await callModel(input, call, liveQueue);
       // The step's output joins the log in one piece; its readers already have it live.
       log.push(...r.events);
       usage = addUsage(usage, r.usage);
@@ -183,11 +185,12 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
       const endWithClientCalls = () => {
         const ids = clientCalls.map((c, i) => clientCallId(runId, i) ?? c.id);
         const callIds = Object.fromEntries(clientCalls.map((c, i) => [ids[i]!, c.id]));
-        return finish(clientFacing(clientCalls.map((c, i) => ({ ...c, id: ids[i]! }))), 'tool_calls', seq, { messages: transcript, callIds });
+        return finish(endWith(clientFacing(clientCalls.map((c, i) => ({ ...c, id: ids[i]! }))), 'tool_calls', seq), { messages: transcript, callIds });
       };
       const assistant: ChatMessage = { ...r.message, role: 'assistant', tool_calls: calls };
       if (serverCalls.length === 0) {
-        if (clientCalls.length === 0 || servers.size === 0) return finish(clientFacing(r.message.tool_calls), r.finishReason, seq);
+        // The same end the model call announced live (with no tool calls at all).
+        if (clientCalls.length === 0 || servers.size === 0) return finish(stepEnd(call, r));
         transcript.push(assistant);
         return endWithClientCalls();
       }
@@ -195,7 +198,7 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
         const note = STOP_NOTE(input.maxSteps);
         events.publish({ t: 'deltas', step, seq0: seq++, d: [{ content: note }] });
         content += note;
-        return finish(clientFacing(), 'length', seq);
+        return finish(endWith(clientFacing(), 'length', seq));
       }
       transcript.push(assistant);
       messages.push(assistant);

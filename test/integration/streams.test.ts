@@ -1,0 +1,212 @@
+/**
+ * Streams at scale, countably: a run's history is set by its steps, not by how long it streams
+ * (a 60-s answer and a 1-s one); a reader on another API instance follows a step mid-way from
+ * its heartbeats; a reader that joins a quiet run gets headers and a keepalive at once; a
+ * client that reads nothing holds one socket buffer, then is cut off with `stream_stalled`.
+ */
+import { request } from 'node:http';
+import type { Script } from '../support/scriptedUpstream';
+import { contentOf, sseEvents } from '../support/sse';
+import { startStack, testEnv, uniqueQueue, type Stack } from '../support/stack';
+
+let a: Stack;
+let b: Stack;
+const scripts = new Map<string, Script>();
+const queue = uniqueQueue('streams');
+
+/** A 60-s answer started before the other tests and checked by the last one. */
+let long: Promise<{ runId: string; content: string; ids: string[] }>;
+const LONG_TEXT = Array.from({ length: 120 }, (_, i) => `slow${i} `).join('');
+
+const post = (s: Stack, body: unknown) =>
+  fetch(`${s.apiUrl}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+const ask = (content: string, stream = true) => ({ model: 'test-model', stream, messages: [{ role: 'user', content }] });
+
+async function readAll(res: Response): Promise<{ content: string; ids: string[]; data: string[] }> {
+  const out = { content: '', ids: [] as string[], data: [] as string[] };
+  for await (const e of sseEvents(res)) {
+    out.data.push(e.data);
+    if (e.id) out.ids.push(e.id);
+    out.content += contentOf(e.data);
+  }
+  return out;
+}
+
+async function historyLength(s: Stack, runId: string): Promise<number> {
+  await s.temporal.workflow.getHandle(runId).result();
+  return (await s.temporal.workflow.getHandle(runId).fetchHistory()).events?.length ?? 0;
+}
+
+async function stepsOf(s: Stack, runId: string): Promise<number> {
+  const run = (await (await fetch(`${s.apiUrl}/v1/runs/${runId}`)).json()) as { steps: unknown[] };
+  return run.steps.length;
+}
+
+beforeAll(async () => {
+  const temporal = { address: testEnv().address, taskQueue: queue, searchAttributes: true };
+  const config = (url: string) => ({
+    temporal,
+    // One attempt may take the whole 60 s answer.
+    upstreams: [{ name: 'scripted', baseURL: url, retry: { maxAttempts: 2, initialIntervalSeconds: 0.2, maxIntervalSeconds: 1 }, timeouts: { connectSeconds: 5, idleSeconds: 3, totalSeconds: 120 } }],
+    stream: { heartbeatSeconds: 1, stallSeconds: 2 },
+    loop: { keepaliveSeconds: 1 },
+  });
+  [a, b] = await Promise.all([startStack({ config }), startStack({ config })]);
+  scripts.set('answer for sixty seconds', { steps: [{ kind: 'text', text: LONG_TEXT, chunks: 120, delayMs: 500 }] });
+  // Requests of concurrent tests arrive in any order: each user message names its script.
+  a.upstream.setDefault((req) => {
+    const user = (req.body.messages as Array<{ content: string }>)[0]!.content;
+    return scripts.get(user) ?? { steps: [{ kind: 'text', text: 'ok' }] };
+  });
+  long = (async () => {
+    const res = await post(a, ask('answer for sixty seconds'));
+    const runId = res.headers.get('x-run-id')!;
+    return { runId, ...(await readAll(res)) };
+  })();
+}, 60_000);
+
+afterAll(async () => {
+  await Promise.all([a?.stop(), b?.stop()]);
+});
+
+test('a 1-s answer and a tool-free run leave a history set by their steps', async () => {
+  scripts.set('one second', { steps: [{ kind: 'text', text: Array.from({ length: 20 }, (_, i) => `w${i} `).join(''), chunks: 20, delayMs: 50 }] });
+  const res = await post(a, ask('one second'));
+  const runId = res.headers.get('x-run-id')!;
+  expect((await readAll(res)).ids).toHaveLength(21); // 20 deltas and the finish
+  const events = await historyLength(a, runId);
+  const steps = await stepsOf(a, runId);
+  expect(steps).toBe(1);
+  expect(events).toBeLessThanOrEqual(20 + 10 * steps);
+});
+
+test('a reader on another instance follows a step mid-way from its heartbeats, every event once', async () => {
+  const text = Array.from({ length: 40 }, (_, i) => `p${i} `).join('');
+  scripts.set('follow me elsewhere', { steps: [{ kind: 'text', text, chunks: 40, delayMs: 100 }] });
+  const first = await post(a, ask('follow me elsewhere'));
+  const runId = first.headers.get('x-run-id')!;
+  const ids: string[] = [];
+  let got = '';
+  for await (const e of sseEvents(first)) {
+    ids.push(e.id!);
+    got += contentOf(e.data);
+    if (ids.length === 5) break; // the client leaves instance A...
+  }
+  // ...and comes back on instance B, which streams nothing of this run itself.
+  const startedAt = Date.now();
+  const resumed = await fetch(`${b.apiUrl}/v1/runs/${runId}/events`, { headers: { 'last-event-id': ids[ids.length - 1]! } });
+  expect(resumed.status).toBe(200);
+  let firstDeltaAt = 0;
+  let done = false;
+  for await (const e of sseEvents(resumed)) {
+    if (e.data === '[DONE]') {
+      done = true;
+      continue;
+    }
+    const c = contentOf(e.data);
+    if (c && !firstDeltaAt) firstDeltaAt = Date.now();
+    if (e.id) ids.push(e.id);
+    got += c;
+  }
+  const upstreamDoneAt = a.upstream.requests.find((r) => JSON.stringify(r.body.messages).includes('follow me elsewhere'))!.receivedAt + 40 * 100;
+  expect(done).toBe(true);
+  expect(got).toBe(text);
+  expect(new Set(ids).size).toBe(ids.length);
+  // Mid-step progress reached B before the step ended (from heartbeats, not from the result).
+  expect(firstDeltaAt).toBeGreaterThan(startedAt);
+  expect(firstDeltaAt).toBeLessThan(upstreamDoneAt - 500);
+});
+
+test('a reader that joins a quiet run gets headers and a keepalive at once', async () => {
+  // Quiet for 2.5 s (the stack's upstream idle timeout is 3 s).
+  scripts.set('quiet', { steps: [{ kind: 'text', text: 'first ' }, { kind: 'text', text: 'later', delayMs: 2500 }] });
+  const first = await post(a, ask('quiet'));
+  const runId = first.headers.get('x-run-id')!;
+  let id = '';
+  for await (const e of sseEvents(first)) {
+    id = e.id!;
+    break;
+  }
+  const t0 = Date.now();
+  const resumed = await fetch(`${a.apiUrl}/v1/runs/${runId}/events`, { headers: { 'last-event-id': id } });
+  expect(resumed.status).toBe(200);
+  expect(Date.now() - t0).toBeLessThan(1000);
+  const seen: Array<{ at: number; data: string }> = [];
+  for await (const e of sseEvents(resumed)) seen.push({ at: Date.now() - t0, data: e.data });
+  // The first line is a keepalive (an empty delta), long before the run says anything.
+  expect(seen[0]!.at).toBeLessThan(1000);
+  expect(JSON.parse(seen[0]!.data)).toMatchObject({ choices: [{ delta: {} }] });
+  expect(seen.map((x) => contentOf(x.data)).join('')).toBe('later');
+  expect(seen[seen.length - 1]!.data).toBe('[DONE]');
+});
+
+test('a client that reads nothing holds a socket buffer, then is cut off with stream_stalled; the run goes on', async () => {
+  // 30,000 deltas (~6 MB of SSE) as fast as the upstream can: far more than sockets buffer.
+  const big = Array.from({ length: 30_000 }, (_, i) => `${String(i).padStart(5, '0')}${'x'.repeat(15)}`).join('');
+  scripts.set('a lot', { steps: [{ kind: 'text', text: big, chunks: 30_000 }] });
+  const url = new URL(`${a.apiUrl}/v1/chat/completions`);
+  const { runId, received } = await new Promise<{ runId: string; received: string }>((ok, fail) => {
+    const req = request({ host: url.hostname, port: url.port, path: url.pathname, method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+      // Take nothing past the stall limit (2 s), then read what the server still sends.
+      res.pause();
+      let text = '';
+      setTimeout(() => {
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => ok({ runId: String(res.headers['x-run-id']), received: text }));
+        res.resume();
+      }, 3000);
+    });
+    req.on('error', fail);
+    req.end(JSON.stringify(ask('a lot')));
+  });
+  expect(received).toContain('"code":"stream_stalled"');
+  expect(received).not.toContain('data: [DONE]');
+  // It got the socket's worth, not the whole answer.
+  const content = received
+    .split('\n\n')
+    .filter((b) => b.startsWith('id:') || b.startsWith('data:'))
+    .map((b) => /^data: (.*)$/m.exec(b)?.[1] ?? '')
+    .filter((d) => d.startsWith('{'))
+    .map(contentOf)
+    .join('');
+  expect(content.length).toBeGreaterThan(0);
+  expect(content.length).toBeLessThan(big.length);
+  // The run itself finished with the whole answer.
+  await a.temporal.workflow.getHandle(runId).result();
+  const run = (await (await fetch(`${a.apiUrl}/v1/runs/${runId}`)).json()) as { status: string; message: { content: string } };
+  expect(run.status).toBe('completed');
+  expect(run.message.content).toBe(big);
+});
+
+test('a 60-s answer leaves no more history than a 1-s one: the bound holds whatever the length', async () => {
+  const r = await long;
+  expect(r.content).toBe(LONG_TEXT);
+  const events = await historyLength(a, r.runId);
+  expect(await stepsOf(a, r.runId)).toBe(1);
+  expect(events).toBeLessThanOrEqual(20 + 10 * 1);
+}, 90_000);
+
+test('a tool loop stays within 20 + 10 events per step', async () => {
+  // Mixed client/server tools are covered elsewhere; here only the count: 2 model steps, 1 tool.
+  const s = await startStack({
+    config: () => ({
+      mcpServers: [{ name: 'everything', transport: 'stdio', command: process.execPath, args: [require.resolve('@modelcontextprotocol/server-everything/dist/index.js'), 'stdio'] }],
+      models: [{ id: 'agent', upstream: 'scripted', model: 'scripted', mcpServers: ['everything'] }],
+    }),
+  });
+  try {
+    s.upstream.enqueue(
+      { steps: [{ kind: 'toolCalls', calls: [{ name: 'everything__echo', arguments: JSON.stringify({ message: 'hi' }) }] }] },
+      { steps: [{ kind: 'text', text: Array.from({ length: 50 }, (_, i) => `t${i} `).join(''), chunks: 50, delayMs: 20 }] },
+    );
+    const res = await post(s, { model: 'agent', stream: true, messages: [{ role: 'user', content: 'echo' }] });
+    const runId = res.headers.get('x-run-id')!;
+    await readAll(res);
+    const steps = await stepsOf(s, runId);
+    expect(steps).toBe(3);
+    expect(await historyLength(s, runId)).toBeLessThanOrEqual(20 + 10 * steps);
+  } finally {
+    await s.stop();
+  }
+});
