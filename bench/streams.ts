@@ -1,0 +1,228 @@
+/**
+ * Sustained-streams benchmark: many long streams open at once. Every completion is 100 deltas
+ * 200 ms apart (a 20-s answer). At each level (50, 200, 500, 1,000 concurrent streams, started
+ * evenly over a 20-s ramp) it streams the same load straight from the upstream ("direct") and
+ * through mix2api (`mix2api start`: embedded Temporal dev server, worker and API in one
+ * process), and prints errors, TTFT p50/p99, the p99 of each stream's longest gap between two
+ * chunks, total p50, mix2api's RSS per open stream, CPU of each process, and history events per run.
+ *
+ * The upstream, mix2api (with its dev server) and this load client are separate processes.
+ * Run: `npm run bench:streams` (about 8 minutes). `STREAM_LEVELS=50,200` picks levels.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { childMix2api } from '../test/support/childMix2api';
+import { freePort } from '../test/support/mcpServers';
+import { pct, printAligned, runBench } from './stats';
+import { benchText } from './upstreamProcess';
+
+const DELTAS = 100;
+const DELAY_MS = 200;
+const RAMP_MS = 20_000;
+const LEVELS = (process.env.STREAM_LEVELS ?? '50,200,500,1000').split(',').map(Number);
+const TEXT = benchText(DELTAS);
+const root = join(__dirname, '..');
+
+interface Sample {
+  ttft: number;
+  total: number;
+  maxGap: number;
+  runId: string | null;
+}
+interface Level {
+  samples: Sample[];
+  errors: string[];
+  /** mix2api only: the highest RSS growth per open stream while the level was at its peak. */
+  rssPerStreamKb: number;
+  peakOpen: number;
+  cpu: Record<string, number>;
+}
+
+const agent = new Agent({ keepAlive: false, maxSockets: Infinity });
+
+/** One streaming completion over plain HTTP, timed chunk by chunk. */
+function oneStream(url: string, onOpen: (d: 1 | -1) => void): Promise<Sample> {
+  return new Promise((ok, fail) => {
+    const t0 = performance.now();
+    let ttft = NaN;
+    let last = 0;
+    let maxGap = 0;
+    let buf = '';
+    let text = '';
+    const req = request(url, { method: 'POST', agent, headers: { 'content-type': 'application/json' } }, (res) => {
+      if (res.statusCode !== 200) {
+        res.resume();
+        return fail(new Error(`HTTP ${res.statusCode}`));
+      }
+      onOpen(1);
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => {
+        buf += c;
+        let cut: number;
+        while ((cut = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, cut);
+          buf = buf.slice(cut + 2);
+          const data = /^data: (.*)$/m.exec(block)?.[1];
+          if (!data || data === '[DONE]') continue;
+          const content = (JSON.parse(data) as { choices?: Array<{ delta?: { content?: string } }> }).choices?.[0]?.delta?.content;
+          if (!content) continue;
+          const now = performance.now();
+          if (Number.isNaN(ttft)) ttft = now - t0;
+          else maxGap = Math.max(maxGap, now - last);
+          last = now;
+          text += content;
+        }
+      });
+      res.on('end', () => {
+        onOpen(-1);
+        if (text !== TEXT) fail(new Error(`content mismatch (${text.length}/${TEXT.length} chars)`));
+        else ok({ ttft, total: performance.now() - t0, maxGap, runId: (res.headers['x-run-id'] as string | undefined) ?? null });
+      });
+      res.on('error', (e) => {
+        onOpen(-1);
+        fail(e);
+      });
+    });
+    req.on('error', fail);
+    req.end(JSON.stringify({ model: 'bench-model', stream: true, messages: [{ role: 'user', content: 'bench' }] }));
+  });
+}
+
+const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+/** CPU seconds (user + system) of a process so far. */
+function cpuSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+const childPids = (pid: number) =>
+  readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+    .trim()
+    .split(/\s+/)
+    .filter(Boolean)
+    .map(Number);
+
+async function runLevel(url: string, n: number, procs: Record<string, number>, measured: number | null): Promise<Level> {
+  const level: Level = { samples: [], errors: [], rssPerStreamKb: NaN, peakOpen: 0, cpu: {} };
+  let open = 0;
+  const base = measured ? rssKb(measured) : NaN;
+  const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSeconds(pid)]));
+  const t0 = performance.now();
+  const sampler = setInterval(() => {
+    level.peakOpen = Math.max(level.peakOpen, open);
+    if (measured && open >= 0.9 * n) {
+      const per = (rssKb(measured) - base) / open;
+      if (!(per <= level.rssPerStreamKb)) level.rssPerStreamKb = per;
+    }
+  }, 250);
+  const all: Promise<void>[] = [];
+  for (let i = 0; i < n; i++) {
+    const wait = t0 + (i * RAMP_MS) / n - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    all.push(
+      oneStream(url, (d) => (open += d)).then(
+        (s) => void level.samples.push(s),
+        (e: unknown) => void level.errors.push(e instanceof Error ? e.message : String(e)),
+      ),
+    );
+  }
+  await Promise.all(all);
+  clearInterval(sampler);
+  const wall = (performance.now() - t0) / 1000;
+  for (const [k, pid] of Object.entries(procs)) level.cpu[k] = (cpuSeconds(pid) - cpu0[k]!) / wall;
+  return level;
+}
+
+function waitForLine(p: ChildProcess, re: RegExp): Promise<RegExpExecArray> {
+  return new Promise((ok, fail) => {
+    let out = '';
+    p.stdout!.setEncoding('utf8');
+    p.stdout!.on('data', (s: string) => {
+      out += s;
+      const m = re.exec(out);
+      if (m) ok(m);
+    });
+    p.once('exit', (code) => fail(new Error(`exited with ${code} before printing ${re}`)));
+  });
+}
+
+async function historyEvents(address: string, runIds: string[]): Promise<number[]> {
+  const connection = await Connection.connect({ address });
+  try {
+    const client = new Client({ connection });
+    return await Promise.all(runIds.map(async (id) => (await client.workflow.getHandle(id).fetchHistory()).events?.length ?? NaN));
+  } finally {
+    await connection.close();
+  }
+}
+
+async function main(): Promise<void> {
+  const watchdog = setTimeout(() => (console.error('bench watchdog fired; exiting'), process.exit(1)), 30 * 60_000);
+  watchdog.unref();
+  const dir = mkdtempSync(join(tmpdir(), 'mix2api-streams-'));
+  const upstreamProc = spawn(process.execPath, ['--import', 'tsx', join(__dirname, 'upstreamProcess.ts'), String(DELTAS), String(DELAY_MS)], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+  const [temporalPort, uiPort, apiPort] = [await freePort(), await freePort(), await freePort()];
+  const upstreamUrl = (await waitForLine(upstreamProc, /listening (\S+)/))[1]!;
+  const mix = childMix2api({
+    dir,
+    port: apiPort,
+    config: {
+      temporal: { address: 'embedded', port: temporalPort, uiPort, headless: true, dataDir: join(dir, 'data') },
+      upstreams: [{ name: 'mock', baseURL: upstreamUrl, timeouts: { connectSeconds: 30, idleSeconds: 30, totalSeconds: 120 } }],
+      models: [{ id: 'bench-model', upstream: 'mock', model: 'mock' }],
+    },
+  });
+  try {
+    await mix.start(120_000);
+    const mixPid = mix.pid!;
+    const devPid = childPids(mixPid).find((p) => /temporal/.test(readFileSync(`/proc/${p}/cmdline`, 'utf8'))) ?? NaN;
+    const procs = { mix2api: mixPid, temporal: devPid, upstream: upstreamProc.pid!, client: process.pid };
+    console.log(`mix2api pid ${mixPid} (dev server ${devPid}), upstream ${upstreamUrl}; ${DELTAS} deltas ${DELAY_MS} ms apart, ramp ${RAMP_MS / 1000} s`);
+    const targets = { direct: `${upstreamUrl}/chat/completions`, mix2api: `${mix.url}/v1/chat/completions` };
+    // Warm-up: the first runs compile workflow code and open connections.
+    for (const url of Object.values(targets)) await Promise.all(Array.from({ length: 5 }, () => oneStream(url, () => undefined)));
+    const rows: string[][] = [];
+    for (const n of LEVELS) {
+      const d = await runLevel(targets.direct, n, procs, null);
+      const m = await runLevel(targets.mix2api, n, procs, mixPid);
+      const runIds = m.samples.map((s) => s.runId).filter((id): id is string => id !== null);
+      const hist = await historyEvents(`127.0.0.1:${temporalPort}`, runIds.filter((_, i) => i % Math.max(1, Math.floor(runIds.length / 20)) === 0));
+      const f = (v: number) => (Number.isFinite(v) ? v.toFixed(0) : '-');
+      const tt = (l: Level, p: number) => pct(l.samples.map((s) => s.ttft), p);
+      const gap = (l: Level) => pct(l.samples.map((s) => s.maxGap), 99);
+      const tot = (l: Level) => pct(l.samples.map((s) => s.total), 50);
+      console.log(
+        `n=${n}: direct ${d.samples.length} ok, ${d.errors.length} errors; mix2api ${m.samples.length} ok, ${m.errors.length} errors` +
+          `${m.errors.length ? ` (first: ${m.errors[0]})` : ''}; peak open ${m.peakOpen}; CPU share of one core during mix2api: ` +
+          Object.entries(m.cpu).map(([k, v]) => `${k} ${(v * 100).toFixed(0)}%`).join(', '),
+      );
+      rows.push([
+        String(n),
+        `${d.errors.length}/${m.errors.length}`,
+        `${f(tt(d, 50))}/${f(tt(d, 99))}`,
+        `${f(tt(m, 50))}/${f(tt(m, 99))}`,
+        `+${f(tt(m, 99) - tt(d, 99))}`,
+        `${f(gap(d))}/${f(gap(m))}`,
+        `${(gap(m) / DELAY_MS).toFixed(2)}x`,
+        `${(tot(d) / 1000).toFixed(2)}/${(tot(m) / 1000).toFixed(2)}`,
+        `${(tot(m) / tot(d)).toFixed(3)}x`,
+        f(m.rssPerStreamKb),
+        hist.length ? `${Math.min(...hist)}-${Math.max(...hist)}` : '-',
+      ]);
+    }
+    printAligned(
+      ['streams', 'errors d/m', 'TTFT d p50/p99', 'TTFT m p50/p99', 'TTFT p99 m-d', 'max gap p99 d/m', 'gap/pacing', 'total p50 d/m s', 'total ratio', 'RSS KB/stream', 'history events'],
+      rows,
+      `d = direct (upstream process), m = mix2api (\`mix2api start\`); ms unless noted; gap = longest pause between two chunks of a stream; pacing ${DELAY_MS} ms`,
+    );
+  } finally {
+    await mix.terminate().catch(() => undefined);
+    upstreamProc.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+runBench(main);
