@@ -174,6 +174,7 @@ async function main(): Promise<void> {
       upstreams: [{ name: 'mock', baseURL: upstreamUrl, timeouts: { connectSeconds: 30, idleSeconds: 30, totalSeconds: 120 } }],
       models: [{ id: 'bench-model', upstream: 'mock', model: 'mock' }],
     },
+    ...(process.env.STREAM_CHILD_OPTIONS ? { env: { NODE_OPTIONS: process.env.STREAM_CHILD_OPTIONS } } : {}),
   });
   try {
     await mix.start(120_000);

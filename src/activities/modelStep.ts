@@ -30,6 +30,17 @@ export interface StepContext {
 
 type Outcome = { ok: true; result: CallModelResult } | { ok: false; error: unknown };
 
+/**
+ * A step's result carries its whole output into the run's history, and Temporal refuses
+ * payloads over 2 MB; past this, the step fails instead of being retried forever.
+ */
+export const MAX_STEP_RESULT_BYTES = 1_900_000;
+
+function tooLarge(bytes: number): ApplicationFailure {
+  const msg = `the model's answer in this step is too large to record (${bytes} bytes of JSON; the limit is ${MAX_STEP_RESULT_BYTES}, under Temporal's 2 MB payload limit)`;
+  return ApplicationFailure.create({ type: FailureType.TooLarge, message: msg, nonRetryable: true, details: [wireError(502, msg, 'upstream_error', 'step_output_too_large')] });
+}
+
 function cleanDelta(d: (Delta & { role?: string }) | undefined): Delta | null {
   if (!d) return null;
   const out: Delta = {};
@@ -45,6 +56,21 @@ function normUsage(u: Usage | null | undefined): Usage | undefined {
   const p = u.prompt_tokens ?? 0;
   const c = u.completion_tokens ?? 0;
   return { prompt_tokens: p, completion_tokens: c, total_tokens: u.total_tokens ?? p + c };
+}
+
+/**
+ * Reports to Temporal, riding out a short outage; if it stays away, the attempt's heartbeat
+ * timeout hands the step to another attempt.
+ */
+async function reporting(fn: () => Promise<void>): Promise<void> {
+  for (let i = 0; ; i++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (e instanceof ActivityNotFoundError || i >= 4) throw e;
+      await new Promise((ok) => setTimeout(ok, 200 * 2 ** i));
+    }
+  }
 }
 
 export class ModelStep {
@@ -138,7 +164,10 @@ export class ModelStep {
       ctx.hub.changed(input.runId);
       const message = acc.message();
       if (message.tool_calls?.length && finishReason === 'stop') finishReason = 'tool_calls';
-      return { ok: true, result: { message, finishReason, usage, events: this.log.events, nextSeq: this.log.nextSeq, attempt: this.attempt } };
+      const result: CallModelResult = { message, finishReason, usage, events: this.log.events, nextSeq: this.log.nextSeq, attempt: this.attempt };
+      const bytes = Buffer.byteLength(JSON.stringify(result));
+      if (bytes > MAX_STEP_RESULT_BYTES) throw tooLarge(bytes);
+      return { ok: true, result };
     } catch (error) {
       return { ok: false, error };
     }
@@ -152,13 +181,13 @@ export class ModelStep {
     this.clearBeat();
     try {
       if (outcome.ok) {
-        await this.ctx.completion.complete(token, outcome.result);
+        await reporting(() => this.ctx.completion.complete(token, outcome.result));
         const { result } = outcome;
         // No tool calls: the workflow will end the run with exactly this. Tell the readers here
         // now, rather than after the workflow's next task (it records the same event).
         if (!result.message.tool_calls?.length) this.ctx.hub.ended(this.input.runId, stepEnd(this.input, result));
       } else {
-        await this.ctx.completion.fail(token, outcome.error);
+        await reporting(() => this.ctx.completion.fail(token, outcome.error));
       }
     } catch {
       // The attempt is no longer ours to report (timed out, or the run closed): Temporal decides.

@@ -145,6 +145,7 @@ export const FailureType = {
   Rejected: 'UpstreamRejected',
   Protocol: 'UpstreamProtocol',
   Config: 'ConfigError',
+  TooLarge: 'StepOutputTooLarge',
 } as const;
 
 export function wireError(status: number, message: string, type: string, code: string | null = null, param: string | null = null): WireError {

@@ -30,7 +30,7 @@ export interface ChildMix2api {
   tail(n?: number): string;
 }
 
-export function childMix2api(o: { dir: string; port: number; config: Record<string, unknown>; configName?: string; role?: 'start' | 'api' | 'worker' }): ChildMix2api {
+export function childMix2api(o: { dir: string; port: number; config: Record<string, unknown>; configName?: string; role?: 'start' | 'api' | 'worker'; env?: Record<string, string> }): ChildMix2api {
   const configFile = join(o.dir, o.configName ?? 'mix2api.yaml');
   writeFileSync(configFile, stringify({ ...o.config, server: { ...(o.config.server as object | undefined), port: o.port } }));
   const url = `http://127.0.0.1:${o.port}`;
@@ -71,7 +71,7 @@ export function childMix2api(o: { dir: string; port: number; config: Record<stri
       const n = ++starts;
       const proc = spawn(process.execPath, ['--import', TSX_LOADER, 'src/cli.ts', o.role ?? 'start'], {
         cwd: root,
-        env: { PATH: process.env.PATH, HOME: process.env.HOME, MIX2API_CONFIG: configFile },
+        env: { PATH: process.env.PATH, HOME: process.env.HOME, MIX2API_CONFIG: configFile, ...o.env },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       child = proc;
