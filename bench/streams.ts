@@ -7,7 +7,8 @@
  * chunks, total p50, mix2api's RSS per open stream, CPU of each process, and history events per run.
  *
  * The upstream, mix2api (with its dev server) and this load client are separate processes.
- * Run: `npm run bench:streams` (about 8 minutes). `STREAM_LEVELS=50,200` picks levels.
+ * Run: `npm run bench:streams` (about 8 minutes). `STREAM_LEVELS=50,200` picks levels;
+ * `STREAM_MIX_CONFIG='{"stream":{"heartbeatSeconds":5}}'` adds to mix2api's config.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -173,6 +174,7 @@ async function main(): Promise<void> {
       temporal: { address: 'embedded', port: temporalPort, uiPort, headless: true, dataDir: join(dir, 'data') },
       upstreams: [{ name: 'mock', baseURL: upstreamUrl, timeouts: { connectSeconds: 30, idleSeconds: 30, totalSeconds: 120 } }],
       models: [{ id: 'bench-model', upstream: 'mock', model: 'mock' }],
+      ...(process.env.STREAM_MIX_CONFIG ? (JSON.parse(process.env.STREAM_MIX_CONFIG) as Record<string, unknown>) : {}),
     },
     ...(process.env.STREAM_CHILD_OPTIONS ? { env: { NODE_OPTIONS: process.env.STREAM_CHILD_OPTIONS } } : {}),
   });

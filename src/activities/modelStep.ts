@@ -28,6 +28,9 @@ export interface StepContext {
   heartbeatMs: number;
 }
 
+/** Half the heartbeat timeout (8 s): a step with no new output still beats this often. */
+const IDLE_BEAT_MS = 4000;
+
 type Outcome = { ok: true; result: CallModelResult } | { ok: false; error: unknown };
 
 /**
@@ -79,6 +82,9 @@ export class ModelStep {
   private outcome: Outcome | null = null;
   private settled = false;
   private beat: NodeJS.Timeout | null = null;
+  /** The log's `nextSeq` and the time at the last heartbeat. */
+  private beatSeq = -1;
+  private beatAt = 0;
   private releasedOnce = false;
   private onRelease: () => void = () => undefined;
   /** Resolves once this attempt no longer writes to the step's log. */
@@ -103,7 +109,9 @@ export class ModelStep {
   /** The attempt's activity task: from now on it reports to Temporal. */
   attach(taskToken: Uint8Array): void {
     this.token = taskToken;
-    void this.heartbeat();
+    // The first beat waits a beat: at the start there is no progress to carry.
+    this.beatAt = Date.now();
+    this.nextBeat();
     void this.settle();
   }
 
@@ -199,6 +207,11 @@ export class ModelStep {
   /** Heartbeats the step's progress until it settles; notices cancellation on the way. */
   private async heartbeat(): Promise<void> {
     if (this.settled || !this.token) return;
+    // Every beat is a write on the Temporal server: a step with nothing new (a slow first
+    // token, say) beats only as often as its heartbeat timeout needs.
+    if (this.log.nextSeq === this.beatSeq && Date.now() - this.beatAt < IDLE_BEAT_MS) return this.nextBeat();
+    this.beatSeq = this.log.nextSeq;
+    this.beatAt = Date.now();
     try {
       await this.ctx.completion.heartbeat(this.token, this.log.progress());
     } catch (e) {
@@ -211,6 +224,10 @@ export class ModelStep {
       if (e instanceof ActivityNotFoundError) return this.stop('the attempt is gone');
       // Temporal unreachable for a moment: try again at the next beat.
     }
+    this.nextBeat();
+  }
+
+  private nextBeat(): void {
     if (!this.settled) this.beat = setTimeout(() => void this.heartbeat(), this.ctx.heartbeatMs);
   }
 

@@ -123,14 +123,17 @@ export async function* relayRun(o: RelayOptions): AsyncGenerator<RunEvent> {
         if (merger.done) return;
       }
 
-      // The live path is quiet, or something waits for the durable log: follow the history.
-      if (!history && (merger.waiting || Date.now() - lastLive >= LIVE_SILENCE_MS)) {
+      // Something waits for the durable log, or the live path is quiet while no model call here
+      // is writing the reader's step: follow the history. (A call here that is slow to its first
+      // token is not quiet: its run cannot move on until it ends, and its end wakes the reader.)
+      const here = streamingHere(view, merger.cursor);
+      if (!history && (merger.waiting || (!here && Date.now() - lastLive >= LIVE_SILENCE_MS))) {
         watch();
         dirty = true;
         remote = true;
         continue;
       }
-      const timeout = remote && !streamingHere(view, merger.cursor) ? o.heartbeatMs : history ? undefined : Math.max(1, LIVE_SILENCE_MS - (Date.now() - lastLive));
+      const timeout = remote && !here ? o.heartbeatMs : history || here ? undefined : Math.max(1, LIVE_SILENCE_MS - (Date.now() - lastLive));
       await wake.wait(timeout, stop.signal);
     }
   } finally {

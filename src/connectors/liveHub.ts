@@ -72,6 +72,8 @@ export class LiveHub {
     const ch = this.runs.get(runId);
     if (!ch) return;
     ch.writers = Math.max(0, ch.writers - 1);
+    // Readers that trusted this call to move the run look elsewhere once it stops.
+    if (ch.writers === 0) this.changed(runId);
     this.gc(runId, ch);
   }
 
