@@ -58,7 +58,8 @@ function normUsage(u: Usage | null | undefined): Usage | undefined {
   if (!u) return undefined;
   const p = u.prompt_tokens ?? 0;
   const c = u.completion_tokens ?? 0;
-  return { prompt_tokens: p, completion_tokens: c, total_tokens: u.total_tokens ?? p + c };
+  const r = u.completion_tokens_details?.reasoning_tokens;
+  return { prompt_tokens: p, completion_tokens: c, total_tokens: u.total_tokens ?? p + c, ...(typeof r === 'number' ? { completion_tokens_details: { reasoning_tokens: r } } : {}) };
 }
 
 /**

@@ -5,7 +5,9 @@
  */
 import type { AssistantMessage, Delta, Usage } from '../domain/chat';
 import { deltaOf, type RunEvent } from '../domain/events';
+import type { WireError } from '../domain/events';
 import type { ChatCompletionResult } from '../domain/run';
+import { errorBody } from './errors';
 
 export type ProgressMode = 'reasoning' | 'content' | 'none';
 
@@ -15,18 +17,38 @@ export interface ChunkContext {
   model: string;
 }
 
-export function chunk(ctx: ChunkContext, delta: object, finishReason: string | null = null) {
+export function chunk(ctx: ChunkContext, delta: object, finishReason: string | null = null, usage?: Usage) {
   return {
     id: ctx.id,
     object: 'chat.completion.chunk' as const,
     created: ctx.created,
     model: ctx.model,
     choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }],
+    ...(usage ? { usage: wireUsage(usage) } : {}),
   };
 }
 
 export function usageChunk(ctx: ChunkContext, usage: Usage) {
-  return { id: ctx.id, object: 'chat.completion.chunk' as const, created: ctx.created, model: ctx.model, choices: [], usage };
+  return { id: ctx.id, object: 'chat.completion.chunk' as const, created: ctx.created, model: ctx.model, choices: [], usage: wireUsage(usage) };
+}
+
+/**
+ * Usage as mix2api reports it: the upstream's counts summed over the run's model calls, with
+ * `reasoning_tokens` always present (0 unless the upstream counted some), so a gateway that
+ * infers reasoning from `reasoning_content` does not bill mix2api's progress lines as reasoning.
+ */
+export function wireUsage(u: Usage): Usage {
+  return { ...u, completion_tokens_details: { reasoning_tokens: u.completion_tokens_details?.reasoning_tokens ?? 0 } };
+}
+
+/**
+ * A failure after the stream began: the OpenAI error object, in a chunk that also has a choice
+ * with `finish_reason: "error"`. The `openai` clients raise the error; an edge gateway that
+ * relays only chunks with `choices` or `usage` (one-api, new-api) passes it on instead of
+ * dropping it, so its client sees the failure rather than a clean-looking end.
+ */
+export function errorChunk(ctx: ChunkContext, error: Pick<WireError, 'message' | 'type' | 'code' | 'param'>) {
+  return { ...chunk(ctx, {}, 'error'), ...errorBody(error) };
 }
 
 /** Progress text for a run event that is not model output; null when there is nothing to show. */
@@ -69,6 +91,6 @@ export function completionBody(r: ChatCompletionResult) {
     created: r.created,
     model: r.model,
     choices: [{ index: 0, message: { ...message, refusal: message.refusal ?? null }, finish_reason: r.finishReason, logprobs: null }],
-    usage: r.usage ?? { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 },
+    usage: wireUsage(r.usage ?? { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 }),
   };
 }

@@ -24,7 +24,8 @@ export const FunctionToolSchema = z.looseObject({
 
 export const McpToolRequestSchema = z.looseObject({
   type: z.literal('mcp'),
-  server_label: z.string().min(1),
+  // Optional: gateways that rebuild bodies (one-api with ENFORCE_INCLUDE_USAGE) drop it.
+  server_label: z.string().min(1).optional(),
   allowed_tools: z.array(z.string()).optional(),
   require_approval: z.union([z.enum(['never', 'always']), z.record(z.string(), z.unknown())]).optional(),
 });

@@ -11,8 +11,8 @@ import type { Response } from 'express';
 import type { Config } from '../config/load';
 import type { RunEvent } from '../domain/events';
 import { formatPosition } from '../domain/positions';
-import { chunk, eventDeltas, usageChunk, type ChunkContext } from './chunks';
-import { ApiError, errorBody, toApiError } from './errors';
+import { chunk, errorChunk, eventDeltas, usageChunk, type ChunkContext } from './chunks';
+import { ApiError, toApiError } from './errors';
 
 class StalledError extends Error {}
 
@@ -69,7 +69,7 @@ export async function streamRun(
   const keepalive = () => {
     if ((started || seen) && !res.writableNeedDrain && !res.writableEnded) {
       start();
-      res.write(frame(null, chunk(ctx, {})));
+      res.write(frame(null, chunk(ctx, config.loop.keepalive === 'reasoning' ? { reasoning_content: '' } : {})));
     }
   };
   const timer = setInterval(keepalive, config.loop.keepaliveSeconds * 1000);
@@ -83,12 +83,15 @@ export async function streamRun(
       seen ||= e.t !== 'retry';
       if (e.t === 'error') {
         if (!started) throw ApiError.fromWire(e.error);
-        await send(formatPosition({ step: e.step, seq: e.seq }), errorBody(e.error));
+        await send(formatPosition({ step: e.step, seq: e.seq }), errorChunk(ctx, e.error));
         break;
       }
       if (e.t === 'end') {
         const id = formatPosition({ step: e.step, seq: e.seq });
-        await send(id, chunk(ctx, role ? { role: 'assistant', content: '' } : {}, e.finishReason));
+        // Usage goes where the client asked for it (a last chunk with no choices), else on the
+        // finish chunk itself, where clients that do not expect it find no extra chunk.
+        const onFinish = !includeUsage && config.stream.usageOnFinish ? e.usage : undefined;
+        await send(id, chunk(ctx, role ? { role: 'assistant', content: '' } : {}, e.finishReason, onFinish));
         if (includeUsage && e.usage) await send(null, usageChunk(ctx, e.usage));
         break;
       }
@@ -105,7 +108,7 @@ export async function streamRun(
     if (err instanceof StalledError) {
       // Past the socket buffer, so this one frame is all a stalled client can cost.
       // The error goes behind what the socket holds: a client that reads again gets it last.
-      res.end(frame(null, errorBody(new ApiError(408, `the client read nothing for ${config.stream.stallSeconds}s; the stream was closed (the run goes on)`, 'timeout_error', 'stream_stalled'))));
+      res.end(frame(null, errorChunk(ctx, new ApiError(408, `the client read nothing for ${config.stream.stallSeconds}s; the stream was closed (the run goes on)`, 'timeout_error', 'stream_stalled'))));
       // One that never does is dropped after another spell.
       const drop = setTimeout(() => res.destroy(), stallMs);
       drop.unref();
@@ -113,7 +116,7 @@ export async function streamRun(
       return;
     }
     if (!started) throw err;
-    if (!res.writableEnded) res.write(frame(null, errorBody(toApiError(err))));
+    if (!res.writableEnded) res.write(frame(null, errorChunk(ctx, toApiError(err))));
   } finally {
     clearInterval(timer);
   }

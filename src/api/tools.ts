@@ -24,6 +24,16 @@ export function resolveTools(config: Config, body: ChatCompletionRequest): Reque
       clientTools.push(t);
       return;
     }
+    if (t.server_label === undefined) {
+      // What a gateway that re-serialises tools leaves of `{"type":"mcp","server_label":…}`:
+      // nothing names a server, so the model's own servers stand for it.
+      if (model?.mcpServers.length) return;
+      throw badRequest(
+        'an "mcp" tool without server_label; if a gateway rewrote the request, bind the MCP servers to the model instead (models[].mcpServers)',
+        `tools[${i}].server_label`,
+        'mcp_server_label_missing',
+      );
+    }
     if (!config.mcpServers.some((s) => s.name === t.server_label)) {
       throw badRequest(`MCP server "${t.server_label}" is not configured on this server`, `tools[${i}].server_label`, 'mcp_server_not_found');
     }

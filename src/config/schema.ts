@@ -96,6 +96,11 @@ export const LoopSchema = z
     maxSteps: z.number().int().min(1).max(256).default(16),
     progress: z.enum(['reasoning', 'content', 'none']).default('reasoning'),
     keepaliveSeconds: z.number().positive().max(300).default(10),
+    /**
+     * The keepalive chunk's delta: `reasoning` (`{"reasoning_content":""}`, the one form LiteLLM
+     * forwards) or `empty` (`{}`, dropped by LiteLLM).
+     */
+    keepalive: z.enum(['reasoning', 'empty']).default('reasoning'),
     onDisconnect: z.enum(['continue', 'cancel']).default('continue'),
     /** A tool call waiting for approval is denied after this long. */
     approvalTimeoutSeconds: z.number().positive().max(30 * 24 * 3600).default(900),
@@ -108,6 +113,11 @@ export const StreamSchema = z
     heartbeatSeconds: z.number().min(0.5).max(6).default(2),
     /** A client that reads nothing for this long gets an error chunk and is cut off (its run goes on). */
     stallSeconds: z.number().positive().max(3600).default(60),
+    /**
+     * Usage on the finish chunk of a stream whose client did not ask for it
+     * (`stream_options.include_usage`), so an edge gateway bills what the upstream counted.
+     */
+    usageOnFinish: z.boolean().default(true),
   })
   .strict();
 

@@ -23,6 +23,8 @@ export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** The upstream's own reasoning count, when it reports one. */
+  completion_tokens_details?: { reasoning_tokens?: number };
 }
 
 export interface ToolCallDelta {
@@ -43,10 +45,13 @@ export interface Delta {
 export function addUsage(a: Usage | undefined, b: Usage | undefined): Usage | undefined {
   if (!a) return b;
   if (!b) return a;
+  const ra = a.completion_tokens_details?.reasoning_tokens;
+  const rb = b.completion_tokens_details?.reasoning_tokens;
   return {
     prompt_tokens: a.prompt_tokens + b.prompt_tokens,
     completion_tokens: a.completion_tokens + b.completion_tokens,
     total_tokens: a.total_tokens + b.total_tokens,
+    ...(ra !== undefined || rb !== undefined ? { completion_tokens_details: { reasoning_tokens: (ra ?? 0) + (rb ?? 0) } } : {}),
   };
 }
 

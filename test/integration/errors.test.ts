@@ -119,7 +119,7 @@ test('a stalled upstream times out, is retried, then answers 504', async () => {
   expect(res.status).toBe(200);
   const text = await res.text();
   expect(text).toContain('"content":"thinking"');
-  expect(text).toMatch(/data: \{"error":\{"message":"[^"]*timeout[^"]*","type":"timeout_error"/);
+  expect(text).toMatch(/"finish_reason":"error".*"error":\{"message":"[^"]*timeout[^"]*","type":"timeout_error"/);
   expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
   const client = new OpenAI({ baseURL: `${s.apiUrl}/v1`, apiKey: 'x', maxRetries: 0 });
   s.upstream.enqueue(stall, stall);

@@ -189,7 +189,8 @@ test('the openai client streams a three-tool run as one message, with progress a
     expect(delta.tool_calls).toBeUndefined();
     content += delta.content ?? '';
     reasoning += delta.reasoning_content ?? '';
-    if (Object.keys(delta).length === 0 && !choice.finish_reason) keepalives++;
+    // Keepalives (loop.keepalive: reasoning) are `{"reasoning_content":""}` deltas.
+    if (delta.reasoning_content === '' && Object.keys(delta).length === 1 && !choice.finish_reason) keepalives++;
     if (choice.finish_reason) finishes.push(choice.finish_reason);
   }
   expect(content).toBe('Let me check. All three tools ran.');
