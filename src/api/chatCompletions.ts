@@ -14,6 +14,7 @@ import { firstStepRequest } from '../domain/stepRequest';
 import { resolveTools } from './tools';
 import { completionBody } from './chunks';
 import { badRequest } from './errors';
+import { implicitRun } from './implicitKey';
 import { relayRun } from './relay';
 import { streamRun } from './sse';
 import { runIdFor, sessionIdOf, startRun } from './startRun';
@@ -70,8 +71,13 @@ export function createCompletionHandler(d: CompletionDeps) {
     const route = d.router.resolve(body.model);
     const tools = resolveTools(d.config, body);
     const keyName = String(res.locals.keyName ?? 'anonymous');
-    const runId = runIdFor(req.header('idempotency-key'), keyName);
+    const explicitKey = req.header('idempotency-key');
+    let runId = runIdFor(explicitKey, keyName);
     const sessionId = sessionIdOf(req.header('x-session-id'), body.metadata);
+    // A gateway's retry of a tool-running request finds the earlier run (see implicitKey).
+    const implicitSeconds = d.config.idempotency.implicitSeconds;
+    const implicit = explicitKey === undefined && sessionId === null && tools.servers.length > 0 && implicitSeconds > 0 ? await implicitRun(d.client, keyName, req.body, implicitSeconds) : null;
+    if (implicit) runId = implicit.runId;
     const { model: _m, stream, stream_options, tools: _t, metadata, ...rest } = body;
     // `session_id` is for mix2api; other metadata goes upstream as sent.
     const { session_id: _s, ...upstreamMetadata } = metadata ?? {};
@@ -86,12 +92,13 @@ export function createCompletionHandler(d: CompletionDeps) {
       liveTaskQueue: stream ? d.liveTaskQueue : undefined,
       maxSteps: d.config.loop.maxSteps,
       keyName,
+      ...(implicit?.reuse ? { reuseToolResults: implicit.reuse } : {}),
     };
 
     const abort = new AbortController();
     res.on('close', () => abort.abort());
     // A run with a fixed id may exist already (then it is joined, and its log read first).
-    const fresh = req.header('idempotency-key') === undefined && sessionId === null;
+    const fresh = explicitKey === undefined && sessionId === null && !implicit?.existing;
     // Subscribe before starting so the first live delta cannot be missed.
     const events = stream ? relayRun({ client: d.client, live: d.live, runId, signal: abort.signal, fresh, heartbeatMs: d.config.stream.heartbeatSeconds * 1000 }) : null;
     const first = stream && fresh && d.prestart ? firstStepRequest(runId, input) : null;

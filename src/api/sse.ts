@@ -64,7 +64,7 @@ export async function streamRun(
     if (res.destroyed || res.writableEnded) return;
     if (!res.write(frame(id, data))) await drained(res, stallMs);
   };
-  // Empty-delta `data:` chunks keep edge gateways' idle timers from firing during long steps.
+  // Keepalive chunks keep edge gateways' idle timers from firing during long steps.
   // Once the run shows life (a tool step, say) the stream starts, even if nothing is visible yet.
   const keepalive = () => {
     if ((started || seen) && !res.writableNeedDrain && !res.writableEnded) {

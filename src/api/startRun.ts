@@ -23,7 +23,7 @@ const SESSION_ID = /^[\x21-\x7e]{1,128}$/;
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 
 /** Ids derived from a client's key are scoped to its API key, so two keys never share a run. */
-const scoped = (keyName: string, value: string) => createHash('sha256').update(`${keyName}\n${value}`).digest('hex').slice(0, 32);
+export const scoped = (keyName: string, value: string) => createHash('sha256').update(`${keyName}\n${value}`).digest('hex').slice(0, 32);
 
 /** `chatcmpl-<32 hex>`: random, or fixed by an `Idempotency-Key` so a retried POST attaches. */
 export function runIdFor(idempotencyKey: string | undefined, keyName: string): string {

@@ -121,6 +121,17 @@ export const StreamSchema = z
   })
   .strict();
 
+export const IdempotencySchema = z
+  .object({
+    /**
+     * A request with server-side MCP tools and no Idempotency-Key is keyed by its API key and
+     * body for this long (0, the default: off), so an edge gateway's retry of it joins the
+     * earlier run. Off by default: a deliberate identical repeat would get the earlier answer.
+     */
+    implicitSeconds: z.number().int().min(0).max(24 * 3600).default(0),
+  })
+  .strict();
+
 export const SessionsSchema = z
   .object({
     /** A session actor with no turn for this long completes (its runs stay readable). */
@@ -137,6 +148,7 @@ export const ConfigFileSchema = z
     loop: LoopSchema.default(LoopSchema.parse({})),
     stream: StreamSchema.default(StreamSchema.parse({})),
     sessions: SessionsSchema.default(SessionsSchema.parse({})),
+    idempotency: IdempotencySchema.default(IdempotencySchema.parse({})),
     mcpServers: z.array(McpServerSchema).default([]),
   })
   .strict();

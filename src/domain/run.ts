@@ -9,6 +9,8 @@ import type { RunEvent, WireError } from './events';
 export const EVENTS_QUERY = 'mix2api.events';
 export const RESULT_QUERY = 'mix2api.result';
 export const STATE_QUERY = 'mix2api.state';
+/** The run's completed, successful, not undone tool calls (for a retry of the same request). */
+export const TOOL_RESULTS_QUERY = 'mix2api.toolResults';
 /** Signal (Temporal UI/CLI) and update (API) that decide a pending approval. */
 export const APPROVE_SIGNAL = 'approve';
 export const APPROVE_UPDATE = 'mix2api.approve';
@@ -68,6 +70,19 @@ export interface ChatCompletionInput {
   approvalTimeoutSeconds?: number;
   /** The namespace has mix2api's search attributes (the embedded dev server registers them). */
   searchAttributes?: boolean;
+  /**
+   * Tool results of an earlier run of the same request that failed: a call with the same
+   * server, tool and arguments takes its result from here (once) instead of running again.
+   */
+  reuseToolResults?: ReusableToolResult[];
+}
+
+export interface ReusableToolResult {
+  callId: string;
+  server: string;
+  tool: string;
+  arguments: string;
+  outcome: ToolOutcome;
 }
 
 export interface StepRecord {
@@ -83,6 +98,8 @@ export interface StepRecord {
   tool?: string;
   ms?: number;
   isError?: boolean;
+  /** The result came from an earlier run of the same request (the tool did not run again). */
+  reused?: boolean;
 }
 
 /** Server-side steps a client never saw, kept so its follow-up request can be re-joined. */

@@ -32,6 +32,8 @@ import {
   type StepRecord,
   type ToolOutcome,
   STATE_QUERY,
+  TOOL_RESULTS_QUERY,
+  type ReusableToolResult,
 } from '../domain/run';
 import { Approvals } from './approvals';
 import { Saga } from './saga';
@@ -136,6 +138,17 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
     return out;
   });
   wf.setHandler(wf.defineQuery<ChatCompletionResult | null>(RESULT_QUERY), () => result ?? null);
+  const toolResults: ReusableToolResult[] = [];
+  wf.setHandler(wf.defineQuery<ReusableToolResult[]>(TOOL_RESULTS_QUERY), () => {
+    const undone = new Set(steps.filter((s) => s.kind === 'compensation').map((s) => s.callId));
+    return toolResults.filter((r) => !undone.has(r.callId));
+  });
+  const reusable = [...(input.reuseToolResults ?? [])];
+  /** An earlier run's result of this very call, taken once. */
+  const reuse = (server: string, tool: string, args: string): ToolOutcome | null => {
+    const i = reusable.findIndex((r) => r.server === server && r.tool === tool && r.arguments === args);
+    return i < 0 ? null : reusable.splice(i, 1)[0]!.outcome;
+  };
   const approvals = new Approvals();
   const saga = new Saga();
   let usage: Usage | undefined;
@@ -206,6 +219,15 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
       const runOne = async (c: ToolCall, i: number): Promise<ToolOutcome> => {
         const e = byName.get(c.function.name)!;
         const server = servers.get(e.server)!;
+        const earlier = reuse(e.server, e.tool, c.function.arguments);
+        if (earlier) {
+          events.publish({ t: 'tool_started', step, seq: seq++, callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments });
+          events.publish({ t: 'tool_finished', step, seq: seq++, callId: c.id, server: e.server, tool: e.tool, ms: 0, isError: false, preview: earlier.text.slice(0, 200) });
+          steps.push({ step, kind: 'tool', callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments, ms: 0, isError: false, reused: true });
+          saga.record(server, e.tool, c.id, c.function.arguments, earlier);
+          toolResults.push({ callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments, outcome: earlier });
+          return earlier;
+        }
         if (Approvals.needed(server, e.tool)) {
           const approvalId = `apr_${step}_${i}`;
           events.publish({ t: 'approval_required', step, seq: seq++, approvalId, callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments });
@@ -218,6 +240,7 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
         events.publish({ t: 'tool_finished', step, seq: seq++, callId: c.id, server: e.server, tool: e.tool, ms: o.ms, isError: o.isError, preview: o.text.slice(0, 200) });
         steps.push({ step, kind: 'tool', callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments, ms: o.ms, isError: o.isError });
         saga.record(server, e.tool, c.id, c.function.arguments, o);
+        if (!o.isError) toolResults.push({ callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments, outcome: o });
         return o;
       };
       // allSettled: on cancel, compensation must wait for sibling calls to finish and record their undo.

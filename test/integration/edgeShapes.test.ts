@@ -6,6 +6,7 @@
  * are `reasoning_content: ""` deltas; an `mcp` tool whose label a gateway dropped stands for
  * the model's own servers.
  */
+import type OpenAI from 'openai';
 import { APIError } from 'openai';
 import { EVERYTHING, stdioServer } from '../support/mcpServers';
 import { sseEvents } from '../support/sse';
@@ -97,8 +98,8 @@ test('an mcp tool without server_label (a gateway rebuilt the body) stands for t
   const r = await s.openai.chat.completions.create({
     model: 'agent',
     messages: [{ role: 'user', content: 'hi' }],
-    // @ts-expect-error: what one-api's re-serialisation leaves of {"type":"mcp","server_label":"everything"}
-    tools: [{ type: 'mcp', function: {} }],
+    // What one-api's re-serialisation leaves of {"type":"mcp","server_label":"everything"}.
+    tools: [{ type: 'mcp', function: {} }] as unknown as OpenAI.ChatCompletionTool[],
   });
   expect(r.choices[0]!.message.content).toBe('done');
   const sent = (s.upstream.requests[0]!.body.tools as Array<{ function: { name: string } }>).map((t) => t.function.name);

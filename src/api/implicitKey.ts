@@ -1,0 +1,86 @@
+/**
+ * Implicit idempotency for requests that run server-side tools. Edge gateways retry failed
+ * requests (LiteLLM three times, byte for byte the same body) and forward no Idempotency-Key,
+ * so without this each retry would be a new run that runs the same tools again.
+ *
+ * Such a request is keyed by its API key and a canonical hash of its body, in windows of
+ * `idempotency.implicitSeconds`. Its run ids form a short chain per window: the newest run of
+ * the current or the previous window decides what a new request gets.
+ * - running: the request joins it;
+ * - completed within the window: the request gets its answer (a gateway's retry after a lost
+ *   response; a deliberate repeat within the window gets the same answer too);
+ * - failed, cancelled or terminated within the window: a new run, which takes the earlier
+ *   run's completed tool results (not undone by compensation) for the same calls instead of
+ *   running them again;
+ * - older: a new run.
+ */
+import { createHash } from 'node:crypto';
+import { WorkflowNotFoundError, type Client, type WorkflowExecutionDescription } from '@temporalio/client';
+import { TOOL_RESULTS_QUERY, type ReusableToolResult } from '../domain/run';
+import { scoped } from './startRun';
+
+/** Runs per window and key; past it, requests get random ids again. */
+const MAX_CHAIN = 8;
+/** Earlier results passed to a new run stay well under Temporal's 2 MB payload limit. */
+const MAX_REUSE_BYTES = 512 * 1024;
+
+/** JSON with object keys sorted, so equal bodies hash equal whatever their key order. */
+export function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v && typeof v === 'object') {
+    const entries = Object.entries(v as Record<string, unknown>).filter(([, x]) => x !== undefined);
+    return `{${entries
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([k, x]) => `${JSON.stringify(k)}:${canonicalJson(x)}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v) ?? 'null';
+}
+
+export interface ImplicitRun {
+  runId: string;
+  /** The run may already exist (joined), so its log is read first. */
+  existing: boolean;
+  reuse?: ReusableToolResult[];
+}
+
+async function describe(client: Client, id: string): Promise<WorkflowExecutionDescription | null> {
+  try {
+    return await client.workflow.getHandle(id).describe();
+  } catch (e) {
+    if (e instanceof WorkflowNotFoundError) return null;
+    throw e;
+  }
+}
+
+export async function implicitRun(client: Client, keyName: string, body: unknown, windowSeconds: number, now = Date.now()): Promise<ImplicitRun | null> {
+  const digest = createHash('sha256').update(canonicalJson(body)).digest('hex');
+  const windowMs = windowSeconds * 1000;
+  const bucket = Math.floor(now / windowMs);
+  const idOf = (b: number, n: number) => `chatcmpl-${scoped(keyName, `implicit\n${digest}\n${b}\n${n}`)}`;
+  let latest: { id: string; d: WorkflowExecutionDescription } | null = null;
+  let free = -1;
+  for (const b of [bucket - 1, bucket]) {
+    let n = 0;
+    for (; n < MAX_CHAIN; n++) {
+      const d = await describe(client, idOf(b, n));
+      if (!d) break;
+      latest = { id: idOf(b, n), d };
+    }
+    if (b === bucket) free = n;
+  }
+  const next = free < MAX_CHAIN ? idOf(bucket, free) : null;
+  if (!latest) return { runId: next!, existing: false };
+  const status = latest.d.status.name;
+  if (status === 'RUNNING') return { runId: latest.id, existing: true };
+  const recent = (latest.d.closeTime?.getTime() ?? 0) >= now - windowMs;
+  if (status === 'COMPLETED' && recent) return { runId: latest.id, existing: true };
+  if (!next) return null;
+  if (!recent) return { runId: next, existing: false };
+  const reuse = await client.workflow
+    .getHandle(latest.id)
+    .query<ReusableToolResult[]>(TOOL_RESULTS_QUERY)
+    .catch(() => [] as ReusableToolResult[]);
+  const fits = Buffer.byteLength(JSON.stringify(reuse)) <= MAX_REUSE_BYTES;
+  return { runId: next, existing: false, ...(fits && reuse.length > 0 ? { reuse } : {}) };
+}
