@@ -219,16 +219,9 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
       const runOne = async (c: ToolCall, i: number): Promise<ToolOutcome> => {
         const e = byName.get(c.function.name)!;
         const server = servers.get(e.server)!;
+        // A call an earlier run of this request already made takes its result: no approval, no call.
         const earlier = reuse(e.server, e.tool, c.function.arguments);
-        if (earlier) {
-          events.publish({ t: 'tool_started', step, seq: seq++, callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments });
-          events.publish({ t: 'tool_finished', step, seq: seq++, callId: c.id, server: e.server, tool: e.tool, ms: 0, isError: false, preview: earlier.text.slice(0, 200) });
-          steps.push({ step, kind: 'tool', callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments, ms: 0, isError: false, reused: true });
-          saga.record(server, e.tool, c.id, c.function.arguments, earlier);
-          toolResults.push({ callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments, outcome: earlier });
-          return earlier;
-        }
-        if (Approvals.needed(server, e.tool)) {
+        if (!earlier && Approvals.needed(server, e.tool)) {
           const approvalId = `apr_${step}_${i}`;
           events.publish({ t: 'approval_required', step, seq: seq++, approvalId, callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments });
           const d = await approvals.wait({ approvalId, callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments }, input.approvalTimeoutSeconds ?? 900);
@@ -236,9 +229,9 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
           if (!d.approve) return { text: `The user did not approve this call of ${e.server}/${e.tool}${d.reason ? `: ${d.reason}` : ''}.`, isError: true, truncated: false, ms: 0 };
         }
         events.publish({ t: 'tool_started', step, seq: seq++, callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments });
-        const o = await runTool(runId, step, c, e, server);
+        const o = earlier ? { ...earlier, ms: 0 } : await runTool(runId, step, c, e, server);
         events.publish({ t: 'tool_finished', step, seq: seq++, callId: c.id, server: e.server, tool: e.tool, ms: o.ms, isError: o.isError, preview: o.text.slice(0, 200) });
-        steps.push({ step, kind: 'tool', callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments, ms: o.ms, isError: o.isError });
+        steps.push({ step, kind: 'tool', callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments, ms: o.ms, isError: o.isError, ...(earlier ? { reused: true } : {}) });
         saga.record(server, e.tool, c.id, c.function.arguments, o);
         if (!o.isError) toolResults.push({ callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments, outcome: o });
         return o;
