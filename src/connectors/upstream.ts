@@ -151,14 +151,12 @@ export class UpstreamClient {
       }
       try {
         const status = res.statusCode ?? 0;
-        const text = status < 200 || status > 299 || !/text\/event-stream/.test(res.headers['content-type'] ?? '') ? await readText(res) : null;
-        if (text !== null) {
-          rearm();
-          if (status < 200 || status > 299) throw httpError(status, text, headerOf(res));
-          yield toChunk(JSON.parse(text) as Record<string, unknown>);
+        if (status < 200 || status > 299) throw httpError(status, await readText(res), headerOf(res));
+        rearm();
+        if (!/text\/event-stream/.test(res.headers['content-type'] ?? '')) {
+          yield toChunk(JSON.parse(await readText(res)) as Record<string, unknown>);
           return;
         }
-        rearm();
         yield* this.readSse(res, rearm, () => timedOut, signal);
       } catch (e) {
         throw timedOut ?? e;
