@@ -1,4 +1,4 @@
-/** Two tiers: pure unit tests, and integration/e2e tests against one real Temporal dev server. */
+/** Three tiers: pure unit tests; integration/e2e tests against one real Temporal dev server; the edge suite. */
 const tsJest = ['ts-jest', { tsconfig: 'tsconfig.json' }];
 module.exports = {
   testTimeout: 120000,
@@ -12,6 +12,15 @@ module.exports = {
     {
       displayName: 'integration',
       testMatch: ['<rootDir>/test/integration/**/*.test.ts', '<rootDir>/test/e2e/**/*.test.ts'],
+      transform: { '^.+\\.ts$': tsJest },
+      testEnvironment: 'node',
+      globalSetup: '<rootDir>/test/support/globalSetup.ts',
+      globalTeardown: '<rootDir>/test/support/globalTeardown.ts',
+    },
+    {
+      // `npm run test:edge`: real one-api and LiteLLM in front of mix2api (scripts/bootstrap-edge.mjs).
+      displayName: 'edge',
+      testMatch: ['<rootDir>/test/edge/**/*.test.ts'],
       transform: { '^.+\\.ts$': tsJest },
       testEnvironment: 'node',
       globalSetup: '<rootDir>/test/support/globalSetup.ts',

@@ -45,10 +45,12 @@ export function wireUsage(u: Usage): Usage {
  * A failure after the stream began: the OpenAI error object, in a chunk that also has a choice
  * with `finish_reason: "error"`. The `openai` clients raise the error; an edge gateway that
  * relays only chunks with `choices` or `usage` (one-api, new-api) passes it on instead of
- * dropping it, so its client sees the failure rather than a clean-looking end.
+ * dropping it, so its client sees the failure rather than a clean-looking end. It carries the
+ * usage of the run's finished model calls when there were any: a gateway bills what was spent
+ * instead of counting the streamed text itself.
  */
-export function errorChunk(ctx: ChunkContext, error: Pick<WireError, 'message' | 'type' | 'code' | 'param'>) {
-  return { ...chunk(ctx, {}, 'error'), ...errorBody(error) };
+export function errorChunk(ctx: ChunkContext, error: Pick<WireError, 'message' | 'type' | 'code' | 'param'>, usage?: Usage) {
+  return { ...chunk(ctx, {}, 'error', usage), ...errorBody(error) };
 }
 
 /** Progress text for a run event that is not model output; null when there is nothing to show. */

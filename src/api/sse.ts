@@ -83,7 +83,7 @@ export async function streamRun(
       seen ||= e.t !== 'retry';
       if (e.t === 'error') {
         if (!started) throw ApiError.fromWire(e.error);
-        await send(formatPosition({ step: e.step, seq: e.seq }), errorChunk(ctx, e.error));
+        await send(formatPosition({ step: e.step, seq: e.seq }), errorChunk(ctx, e.error, e.usage));
         break;
       }
       if (e.t === 'end') {

@@ -97,6 +97,8 @@ export interface ErrorEvent {
   step: number;
   seq: number;
   error: WireError;
+  /** What the run's finished model calls used, so a failed stream can still be billed exactly. */
+  usage?: Usage;
 }
 
 export type RunEvent =

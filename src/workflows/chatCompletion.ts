@@ -266,7 +266,7 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
       const undone = await saga.compensate(runId, (r) => events.publish({ t: 'compensation', step: epilogue, seq: seq++, ...r }));
       steps.push(...undone.map((u) => ({ ...u, step: epilogue })));
     }
-    events.publish({ t: 'error', step: epilogue, seq, error: err });
+    events.publish({ t: 'error', step: epilogue, seq, error: err, ...(usage ? { usage } : {}) });
     if (wf.isCancellation(e)) throw e;
     throw ApplicationFailure.create({ type: 'RunFailed', message: err.message, nonRetryable: true, details: [err], cause: e instanceof Error ? e : undefined });
   }

@@ -48,8 +48,17 @@ test('a failure after the first byte is a chunk with a choice finished as "error
   expect(last.choices).toHaveLength(1);
   expect(last.choices[0]!.finish_reason).toBe('error');
   expect(last.error?.code).toBe('upstream_connection');
-  // Nothing before it claimed a clean finish.
+  // Nothing before it claimed a clean finish; no model call finished, so no usage.
   expect(chunks.slice(0, -1).every((c) => c.choices.every((ch) => ch.finish_reason === null))).toBe(true);
+  expect(last.usage).toBeUndefined();
+
+  // After a finished tool step, the error chunk carries that step's usage.
+  s.upstream.enqueue(
+    { steps: [{ kind: 'toolCalls', calls: [{ id: 'call_1', name: 'everything__echo', arguments: '{"message":"m"}' }] }], usage: { prompt_tokens: 8, completion_tokens: 3 } },
+    { steps: [{ kind: 'text', text: 'partial' }, { kind: 'fault', fault: 'drop' }] },
+  );
+  const afterTool = await rawChunks({ model: 'agent', stream: true, messages: [{ role: 'user', content: 'tool then break' }] });
+  expect(afterTool[afterTool.length - 1]).toMatchObject({ choices: [{ finish_reason: 'error' }], usage: { prompt_tokens: 8, completion_tokens: 3, total_tokens: 11 }, error: { code: 'upstream_connection' } });
 
   s.upstream.enqueue({ steps: [{ kind: 'text', text: 'partial answer' }, { kind: 'fault', fault: 'drop' }] });
   const stream = await s.openai.chat.completions.create({ model: 'test-model', stream: true, messages: [{ role: 'user', content: 'x' }] });
