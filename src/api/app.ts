@@ -5,6 +5,7 @@
 import express from 'express';
 import type { Config } from '../config/load';
 import { createAuth } from './auth';
+import { jsonBody } from './body';
 import { createCompletionHandler, type CompletionDeps } from './chatCompletions';
 import { ApiError, errorMiddleware } from './errors';
 import { createRunsRouter } from './runs';
@@ -31,7 +32,7 @@ export function createApp(d: AppDeps): express.Express {
 
   const v1 = express.Router();
   v1.use(createAuth(d.config.server.apiKeys));
-  v1.use(express.json({ limit: d.config.server.maxRequestBytes, type: () => true }));
+  v1.use(jsonBody(d.config.server.maxRequestBytes));
   v1.get('/models', async (_req, res) => {
     const created = 0;
     res.json({ object: 'list', data: (await d.router.list()).map((m) => ({ id: m.id, object: 'model', created, owned_by: m.upstream })) });

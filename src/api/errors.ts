@@ -50,13 +50,26 @@ export function toApiError(e: unknown): ApiError {
   if (e instanceof ApiError) return e;
   const run = fromRunFailure(e);
   if (run) return run;
-  const t = e as { type?: string; status?: number; message?: string; name?: string };
+  const t = e as { type?: string; status?: number; expose?: boolean; message?: string; name?: string };
   if (t?.type === 'entity.parse.failed') return badRequest(`request body is not valid JSON: ${t.message ?? ''}`.trim(), null, 'invalid_json');
   if (t?.type === 'entity.too.large') return new ApiError(413, 'request body too large', 'invalid_request_error', 'request_too_large');
-  if (t?.type === 'encoding.unsupported' || t?.type === 'charset.unsupported') return badRequest(t.message ?? 'unsupported encoding');
+  // The router's own: a path segment that is not valid percent-encoding.
+  if (e instanceof URIError) return badRequest('the request URL has a malformed percent-escape', null, 'invalid_url');
+  // Any other client error the body parser found (an undecodable Content-Encoding, a body cut
+  // off, a wrong length): its status and message, as a client error.
+  if (t?.expose === true && typeof t.status === 'number' && t.status >= 400 && t.status < 500)
+    return new ApiError(t.status, `request body: ${t.message ?? 'unreadable'}`, 'invalid_request_error', FRAMEWORK_CODES[t.type ?? ''] ?? 'invalid_request_body');
   if (t?.name === 'ServiceError') return fromServiceError(e as { message?: string; cause?: { code?: number; details?: string } });
   return new ApiError(500, 'internal error', 'server_error', 'internal_error');
 }
+
+/** The body parser's error types (`type` of its errors), as error codes. */
+const FRAMEWORK_CODES: Record<string, string> = {
+  'encoding.unsupported': 'unsupported_encoding',
+  'charset.unsupported': 'unsupported_charset',
+  'request.aborted': 'request_aborted',
+  'request.size.invalid': 'invalid_content_length',
+};
 
 /** A Temporal service error, by its gRPC status code. */
 function fromServiceError(e: { message?: string; cause?: { code?: number; details?: string } }): ApiError {

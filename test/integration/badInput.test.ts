@@ -1,0 +1,89 @@
+/**
+ * Input the framework itself rejects is a client error in the OpenAI shape, never a 500: a
+ * malformed percent-escape in a path, a body that cannot be decoded under its Content-Encoding,
+ * a body cut off mid-way, JSON nested deeper than the bound, a body that is not JSON. None of
+ * them starts a run.
+ */
+import { request } from 'node:http';
+import { startStack, type Stack } from '../support/stack';
+
+let s: Stack;
+let errors: jest.SpyInstance;
+beforeAll(async () => {
+  s = await startStack();
+});
+afterAll(async () => {
+  await s?.stop();
+});
+beforeEach(() => {
+  s.upstream.reset();
+  errors = jest.spyOn(console, 'error');
+});
+afterEach(() => {
+  // No internal error was logged: each input was answered as the client's mistake.
+  expect(errors.mock.calls.filter((c) => String(c[0]).includes('internal error'))).toEqual([]);
+  errors.mockRestore();
+  expect(s.upstream.requests).toHaveLength(0);
+});
+
+async function call(method: string, path: string, init: { headers?: Record<string, string>; body?: string | Buffer } = {}) {
+  const res = await fetch(`${s.apiUrl}${path}`, { method, headers: init.headers, body: init.body });
+  const json = (await res.json()) as { error: { message: string; type: string; param: string | null; code: string | null } };
+  return { status: res.status, json };
+}
+
+const ask = JSON.stringify({ model: 'test-model', messages: [{ role: 'user', content: 'hi' }] });
+
+test('a malformed percent-escape in a run id is a 400 on every run route', async () => {
+  for (const [method, path] of [['GET', '/v1/runs/%E0%A4%A'], ['GET', '/v1/runs/%E0%A4%A/events'], ['POST', '/v1/runs/%E0%A4%A/cancel'], ['POST', '/v1/runs/%E0%A4%A/approvals/x']] as const) {
+    const r = await call(method, path, method === 'POST' ? { headers: { 'content-type': 'application/json' }, body: '{}' } : {});
+    expect([path, r.status, r.json.error.code, r.json.error.type]).toEqual([path, 400, 'invalid_url', 'invalid_request_error']);
+    expect(Object.keys(r.json.error).sort()).toEqual(['code', 'message', 'param', 'type']);
+  }
+});
+
+test('a body that does not decode under its Content-Encoding is a 400', async () => {
+  for (const enc of ['gzip', 'deflate', 'br']) {
+    const r = await call('POST', '/v1/chat/completions', { headers: { 'content-type': 'application/json', 'content-encoding': enc }, body: Buffer.from('not compressed at all') });
+    expect([enc, r.status, r.json.error.type]).toEqual([enc, 400, 'invalid_request_error']);
+  }
+});
+
+test('a body that is not application/json is a 415, whatever it holds', async () => {
+  for (const ct of ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x']) {
+    const r = await call('POST', '/v1/chat/completions', { headers: { 'content-type': ct }, body: ask });
+    expect([ct, r.status, r.json.error.code]).toEqual([ct, 415, 'unsupported_media_type']);
+  }
+  // A JSON media type with parameters or a +json suffix is JSON.
+  s.upstream.enqueue({ steps: [{ kind: 'text', text: 'ok' }] });
+  const ok = await fetch(`${s.apiUrl}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json; charset=utf-8' }, body: ask });
+  expect(ok.status).toBe(200);
+  s.upstream.reset();
+});
+
+test('JSON nested deeper than the bound is a 400, in any field', async () => {
+  const deep = '['.repeat(4500) + ']'.repeat(4500);
+  for (const body of [
+    `{"model":"test-model","messages":[{"role":"user","content":"hi"}],"metadata":{"x":${deep}}}`,
+    `{"model":"test-model","messages":[{"role":"user","content":[{"type":"text","text":"hi","extra":${deep}}]}]}`,
+    `{"model":"test-model","messages":[{"role":"user","content":"hi"}],"vendor_field":${deep}}`,
+  ]) {
+    const r = await call('POST', '/v1/chat/completions', { headers: { 'content-type': 'application/json' }, body });
+    expect([r.status, r.json.error.code]).toEqual([400, 'json_too_deep']);
+  }
+});
+
+test('a client that aborts mid-body costs no 500 and the server goes on', async () => {
+  await new Promise<void>((done) => {
+    const u = new URL(`${s.apiUrl}/v1/chat/completions`);
+    const req = request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': '5000' } });
+    req.on('error', () => done());
+    req.write('{"model":"test-model","messages":[');
+    setTimeout(() => {
+      req.destroy();
+      setTimeout(done, 300);
+    }, 200);
+  });
+  const health = await fetch(`${s.apiUrl}/healthz`);
+  expect(health.status).toBe(200);
+});
