@@ -30,7 +30,8 @@ async function loadRun(d: RunsDeps, req: Request, res: Response) {
   try {
     const [desc, state] = await Promise.all([handle.describe(), handle.query<RunState>(STATE_QUERY)]);
     const caller = String(res.locals.keyName ?? 'anonymous');
-    if (caller !== 'anonymous' && state.keyName && state.keyName !== caller) throw notFound(id);
+    // Runs started before keys were configured belong to `anonymous`, which no key is.
+    if ((state.keyName ?? 'anonymous') !== caller) throw notFound(id);
     return { id, handle, desc, state };
   } catch (e) {
     if (e instanceof WorkflowNotFoundError) throw notFound(id);

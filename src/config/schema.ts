@@ -21,7 +21,21 @@ export const ServerSchema = z
     port: z.number().int().min(0).max(65535).default(8080),
     /** Default: 0.0.0.0 when API keys are configured, 127.0.0.1 when none are. */
     host: z.string().optional(),
-    apiKeys: z.array(ApiKeySchema).default([]),
+    /**
+     * A key's name is its identity: runs, sessions and idempotency keys are scoped by it, so names
+     * are unique, and `anonymous` (what callers are when no keys are configured) is reserved.
+     */
+    apiKeys: z
+      .array(ApiKeySchema)
+      .default([])
+      .superRefine((keys, ctx) => {
+        const seen = new Set<string>();
+        keys.forEach((k, i) => {
+          if (k.name === 'anonymous') ctx.addIssue({ code: 'custom', path: [i, 'name'], message: '"anonymous" is reserved (it names callers when no keys are configured)' });
+          if (seen.has(k.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate key name "${k.name}": names scope runs and sessions, so each key needs its own` });
+          seen.add(k.name);
+        });
+      }),
     /** The request becomes the run's input, and Temporal refuses payloads over 2 MB. */
     maxRequestBytes: z.number().int().positive().max(2 * 1024 * 1024).default(1536 * 1024),
     /** Listen beyond loopback without API keys. Off: an open proxy to your upstream is a mistake. */

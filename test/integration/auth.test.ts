@@ -47,3 +47,16 @@ test('models are listed for an authenticated client', async () => {
   const models = await s.openai.models.list();
   expect(models.data.map((m) => m.id)).toEqual(['test-model']);
 });
+
+test("a key reads only its own runs: another key's run id is a 404 on every run route", async () => {
+  s.upstream.enqueue({ steps: [{ kind: 'text', text: 'mine' }] });
+  const a = await s.openai.chat.completions.create({ model: 'test-model', messages: [{ role: 'user', content: 'private' }] });
+  const get = (key: string, path: string, method = 'GET') =>
+    fetch(`${s.apiUrl}/v1/runs/${a.id}${path}`, { method, headers: { authorization: `Bearer ${key}`, ...(method === 'POST' ? { 'content-type': 'application/json' } : {}) }, body: method === 'POST' ? '{}' : undefined });
+  expect((await get('sk-team-a', '')).status).toBe(200);
+  for (const [path, method] of [['', 'GET'], ['/events', 'GET'], ['/cancel', 'POST']] as const) {
+    const r = await get('sk-team-b', path, method);
+    expect([path, r.status]).toEqual([path, 404]);
+    await r.body?.cancel();
+  }
+});

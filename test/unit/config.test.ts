@@ -23,6 +23,21 @@ test('OPENAI_BASE_URL + OPENAI_API_KEY alone configure one pass-through upstream
   expect(c.temporal.searchAttributes).toBe(false);
 });
 
+test('API key names are unique and "anonymous" is reserved: names scope runs', () => {
+  const problems = (keys: Array<{ name: string; key: string }>) => {
+    try {
+      parseConfig({ server: { apiKeys: keys } }, {});
+      return [];
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      return (e as ConfigError).problems;
+    }
+  };
+  expect(problems([{ name: 'team', key: 'k1' }, { name: 'other', key: 'k2' }])).toEqual([]);
+  expect(problems([{ name: 'team', key: 'k1' }, { name: 'team', key: 'k2' }]).join('\n')).toMatch(/^server\.apiKeys\[1\]\.name: duplicate key name "team"/m);
+  expect(problems([{ name: 'anonymous', key: 'k1' }]).join('\n')).toMatch(/^server\.apiKeys\[0\]\.name: "anonymous" is reserved/m);
+});
+
 test('errors name the path of every problem', () => {
   const bad = {
     upstreams: [{ name: 'a', baseURL: 'not a url' }],
