@@ -41,8 +41,11 @@ export const McpServerSchema = z
     tools: ToolFilterSchema.optional(),
     /** Per tool call, reset whenever the server reports progress. */
     timeoutSeconds: z.number().positive().max(3600).default(60),
-    /** Tool output beyond this many UTF-8 bytes is cut before it reaches the model. */
-    maxOutputBytes: z.number().int().positive().max(16 * 1024 * 1024).default(65536),
+    /**
+     * Tool output beyond this many UTF-8 bytes is cut before it reaches the model. At most 1 MiB:
+     * the result is an activity result, and Temporal refuses payloads over 2 MB.
+     */
+    maxOutputBytes: z.number().int().positive().max(1024 * 1024).default(65536),
     approval: ApprovalSchema.default('never'),
     compensations: z.record(z.string(), CompensationSchema).default({}),
   })

@@ -38,6 +38,12 @@ test('API key names are unique and "anonymous" is reserved: names scope runs', (
   expect(problems([{ name: 'anonymous', key: 'k1' }]).join('\n')).toMatch(/^server\.apiKeys\[0\]\.name: "anonymous" is reserved/m);
 });
 
+test('a tool output cap above Temporal\'s payload limit is a config error', () => {
+  const server = (maxOutputBytes: number) => ({ mcpServers: [{ name: 'fs', transport: 'stdio', command: 'node', maxOutputBytes }] });
+  expect(parseConfig(server(1024 * 1024), {}).mcpServers[0]!.maxOutputBytes).toBe(1024 * 1024);
+  expect(() => parseConfig(server(16 * 1024 * 1024), {})).toThrow(/mcpServers\[0\]\.maxOutputBytes/);
+});
+
 test('errors name the path of every problem', () => {
   const bad = {
     upstreams: [{ name: 'a', baseURL: 'not a url' }],
