@@ -17,7 +17,7 @@ export function classifyUpstreamError(e: unknown, upstream: string): unknown {
         message: msg,
         // A zero delay would read as "no retry" to the server; no header means normal backoff.
         nextRetryDelay: e.retryAfterMs ? e.retryAfterMs : undefined,
-        details: [wireError(429, msg, 'rate_limit_error', e.code ?? 'rate_limit_exceeded')],
+        details: [{ ...wireError(429, msg, 'rate_limit_error', e.code ?? 'rate_limit_exceeded'), ...(e.retryAfterMs ? { retryAfterSeconds: Math.ceil(e.retryAfterMs / 1000) } : {}) }],
       });
     }
     if (e.status >= 500 || e.status === 408 || e.status === 409) {

@@ -21,7 +21,7 @@ export class ApiError extends Error {
   }
 
   static fromWire(w: WireError): ApiError {
-    return new ApiError(w.status, w.message, w.type, w.code, w.param);
+    return new ApiError(w.status, w.message, w.type, w.code, w.param, w.retryAfterSeconds ? { 'Retry-After': String(w.retryAfterSeconds) } : {});
   }
 
   get wire(): WireError {

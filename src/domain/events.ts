@@ -119,4 +119,6 @@ export interface WireError {
   type: string;
   code: string | null;
   param: string | null;
+  /** The upstream's `Retry-After` on a final 429, passed on to the client. */
+  retryAfterSeconds?: number;
 }

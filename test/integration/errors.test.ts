@@ -67,6 +67,16 @@ test('a 429 that persists becomes a 429 for the client', async () => {
   expect(r.status).toBe(429);
   expect(r.json.error).toMatchObject({ type: 'rate_limit_error', code: 'rate_limit_exceeded' });
   expect(s.upstream.requests).toHaveLength(3);
+  expect(r.headers.get('retry-after')).toBeNull();
+});
+
+test("a final 429 passes the upstream's Retry-After on to the client", async () => {
+  const limited = { steps: [{ kind: 'fault' as const, fault: 'http429' as const, retryAfterSeconds: 1 }] };
+  s.upstream.enqueue(limited, limited);
+  const r = await post({ ...ask, model: 'impatient-model' });
+  expect(r.status).toBe(429);
+  expect(r.headers.get('retry-after')).toBe('1');
+  expect(s.upstream.requests).toHaveLength(2);
 });
 
 test('5xx on every attempt → 502 with an OpenAI error body', async () => {
