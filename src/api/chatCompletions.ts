@@ -41,21 +41,30 @@ function firstWords(messages: Array<{ role: string; content?: unknown }>): strin
   return text.replace(/\s+/g, ' ').slice(0, 80);
 }
 
+/** Earlier runs one request may continue: each costs a Temporal query. */
+export const MAX_REJOIN_RUNS = 64;
+/** Those queries in flight at once, per request. */
+const REJOIN_CONCURRENCY = 8;
+
 /** Hidden server-side steps of the caller's earlier runs this conversation continues (see domain/rejoin). */
 async function rejoinHidden(client: Client, messages: ChatMessage[], keyName: string): Promise<ChatMessage[]> {
   const runs = referencedRuns(messages);
   if (runs.length === 0) return messages;
+  if (runs.length > MAX_REJOIN_RUNS)
+    throw badRequest(`messages: assistant tool_calls refer to ${runs.length} earlier mix2api runs; at most ${MAX_REJOIN_RUNS} per request (use a session, X-Session-Id, for longer conversations)`, 'messages', 'too_many_rejoined_runs');
   const hidden = new Map<string, HiddenSteps>();
-  await Promise.all(
-    runs.map(async (run) => {
+  const queue = [...runs];
+  const worker = async () => {
+    for (let run = queue.shift(); run !== undefined; run = queue.shift()) {
       const state = await client.workflow
         .getHandle(run)
         .query<RunState>(STATE_QUERY)
         .catch(() => null);
       // Another key's run is not ours to read, whatever ids the request carries.
       if (state?.result?.hidden && (state.keyName ?? 'anonymous') === keyName) hidden.set(run, state.result.hidden);
-    }),
-  );
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(REJOIN_CONCURRENCY, runs.length) }, worker));
   return rejoin(messages, hidden);
 }
 

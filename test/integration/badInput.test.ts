@@ -87,3 +87,25 @@ test('a client that aborts mid-body costs no 500 and the server goes on', async 
   const health = await fetch(`${s.apiUrl}/healthz`);
   expect(health.status).toBe(200);
 });
+
+test('assistant tool_calls that refer to more earlier runs than the bound are a 400 naming messages, before any query', async () => {
+  const hex = (i: number) => i.toString(16).padStart(32, '0');
+  const calls = (n: number) => Array.from({ length: n }, (_, i) => ({ id: `call_mx${hex(i)}x0`, type: 'function', function: { name: 'f', arguments: '{}' } }));
+  const body = (n: number) =>
+    JSON.stringify({
+      model: 'test-model',
+      messages: [
+        { role: 'user', content: 'hi' },
+        { role: 'assistant', content: null, tool_calls: calls(n) },
+        ...calls(n).map((c) => ({ role: 'tool', tool_call_id: c.id, content: 'r' })),
+      ],
+    });
+  const r = await call('POST', '/v1/chat/completions', { headers: { 'content-type': 'application/json' }, body: body(3000) });
+  expect([r.status, r.json.error.code, r.json.error.param]).toEqual([400, 'too_many_rejoined_runs', 'messages']);
+  // At the bound, the ids are looked up (none is a run here) and the request goes on.
+  s.upstream.enqueue({ steps: [{ kind: 'text', text: 'ok' }] });
+  const ok = await fetch(`${s.apiUrl}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: body(64) });
+  expect(ok.status).toBe(200);
+  await ok.body?.cancel();
+  s.upstream.reset();
+});
