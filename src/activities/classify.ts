@@ -1,20 +1,23 @@
 /**
  * Turns an upstream failure into an ApplicationFailure once, here: typed `type`, retryable or
  * not, `nextRetryDelay` from Retry-After, and the OpenAI-shaped error the client will get if
- * this was the last attempt (in `details[0]`).
+ * this was the last attempt (in `details[0]`). The failure's message keeps the upstream's full text
+ * (Temporal's history, for operators); the client's error gets it sanitised (domain/sanitize).
  */
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { UpstreamConnectionError, UpstreamHttpError, UpstreamTimeoutError } from '../connectors/upstream';
 import { FailureType, wireError } from '../domain/run';
+import { clientSafeMessage } from '../domain/sanitize';
 
 export function classifyUpstreamError(e: unknown, upstream: string): unknown {
   if (e instanceof CancelledFailure || e instanceof ApplicationFailure) return e;
   if (e instanceof UpstreamHttpError) {
-    const msg = `upstream ${upstream}: ${e.message}`;
+    const full = `upstream ${upstream}: ${e.message}`;
+    const msg = `upstream ${upstream}: ${clientSafeMessage(e.message)}`;
     if (e.status === 429) {
       return ApplicationFailure.create({
         type: FailureType.RateLimit,
-        message: msg,
+        message: full,
         // A zero delay would read as "no retry" to the server; no header means normal backoff.
         nextRetryDelay: e.retryAfterMs ? e.retryAfterMs : undefined,
         details: [{ ...wireError(429, msg, 'rate_limit_error', e.code ?? 'rate_limit_exceeded'), ...(e.retryAfterMs ? { retryAfterSeconds: Math.ceil(e.retryAfterMs / 1000) } : {}) }],
@@ -23,7 +26,7 @@ export function classifyUpstreamError(e: unknown, upstream: string): unknown {
     if (e.status >= 500 || e.status === 408 || e.status === 409) {
       return ApplicationFailure.create({
         type: FailureType.ServerError,
-        message: msg,
+        message: full,
         details: [wireError(502, msg, 'upstream_error', e.code ?? `upstream_${e.status}`)],
       });
     }
@@ -31,7 +34,7 @@ export function classifyUpstreamError(e: unknown, upstream: string): unknown {
     const type = e.status === 401 ? 'authentication_error' : e.status === 403 ? 'permission_error' : 'invalid_request_error';
     return ApplicationFailure.create({
       type: FailureType.Rejected,
-      message: msg,
+      message: full,
       nonRetryable: true,
       details: [wireError(e.status, msg, e.type ?? type, e.code, e.param)],
     });
@@ -44,6 +47,10 @@ export function classifyUpstreamError(e: unknown, upstream: string): unknown {
     const msg = `upstream ${upstream}: ${e.message}`;
     return ApplicationFailure.create({ type: FailureType.Connection, message: msg, details: [wireError(502, msg, 'upstream_error', 'upstream_connection')] });
   }
-  const msg = `upstream ${upstream}: ${e instanceof Error ? e.message : String(e)}`;
-  return ApplicationFailure.create({ type: FailureType.Protocol, message: msg, details: [wireError(502, msg, 'upstream_error', 'upstream_protocol')] });
+  const text = e instanceof Error ? e.message : String(e);
+  return ApplicationFailure.create({
+    type: FailureType.Protocol,
+    message: `upstream ${upstream}: ${text}`,
+    details: [wireError(502, `upstream ${upstream}: ${clientSafeMessage(text)}`, 'upstream_error', 'upstream_protocol')],
+  });
 }
