@@ -7,13 +7,15 @@ import type { Config } from '../config/load';
 import { createAuth } from './auth';
 import { jsonBody } from './body';
 import { createCompletionHandler, type CompletionDeps } from './chatCompletions';
-import { ApiError, errorMiddleware } from './errors';
+import { ApiError, errorMiddleware, temporalUnavailable } from './errors';
 import { createRunsRouter } from './runs';
 
 export interface AppDeps extends CompletionDeps {
   config: Config;
   /** Temporal reachable and this process's workers polling. */
   readiness: () => Promise<Record<string, boolean>>;
+  /** The last health check's answer; while false, what needs Temporal gets a 503 at once. */
+  temporalUp?: () => boolean;
 }
 
 export function createApp(d: AppDeps): express.Express {
@@ -37,7 +39,9 @@ export function createApp(d: AppDeps): express.Express {
     const created = 0;
     res.json({ object: 'list', data: (await d.router.list()).map((m) => ({ id: m.id, object: 'model', created, owned_by: m.upstream })) });
   });
-  v1.post('/chat/completions', createCompletionHandler(d));
+  const needsTemporal: express.RequestHandler = (_req, _res, next) => next(d.temporalUp && !d.temporalUp() ? temporalUnavailable() : undefined);
+  v1.post('/chat/completions', needsTemporal, createCompletionHandler(d));
+  v1.use('/runs', needsTemporal);
   v1.use(createRunsRouter(d));
   app.use('/v1', v1);
 

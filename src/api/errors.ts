@@ -29,6 +29,8 @@ export class ApiError extends Error {
   }
 }
 
+export const temporalUnavailable = () => new ApiError(503, 'Temporal is unreachable', 'server_error', 'temporal_unavailable', null, { 'Retry-After': '1' });
+
 export const badRequest = (message: string, param: string | null = null, code: string | null = null) =>
   new ApiError(400, message, 'invalid_request_error', code, param);
 
@@ -85,7 +87,7 @@ function fromServiceError(e: { message?: string; cause?: { code?: number; detail
       return new ApiError(429, `Temporal is rate limiting: ${detail}`, 'rate_limit_error', 'temporal_rate_limited', null, { 'Retry-After': '1' });
     case 14: // UNAVAILABLE
     case 4: // DEADLINE_EXCEEDED
-      return new ApiError(503, 'Temporal is unreachable', 'server_error', 'temporal_unavailable', null, { 'Retry-After': '1' });
+      return temporalUnavailable();
     default:
       return new ApiError(500, `Temporal error: ${detail}`, 'server_error', 'temporal_error');
   }

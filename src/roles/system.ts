@@ -12,7 +12,7 @@ import type { Config } from '../config/load';
 import { LiveHub } from '../connectors/liveHub';
 import { McpPool } from '../connectors/mcp/pool';
 import { UpstreamClient } from '../connectors/upstream';
-import { connectTemporal } from './temporal';
+import { connectTemporal, TemporalHealth } from './temporal';
 import { createLiveWorker, createSharedWorker, liveTaskQueueName } from './workers';
 
 export interface SystemOptions {
@@ -62,7 +62,9 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
   let server: Server | null = null;
   let apiUrl: string | null = null;
   let liveTaskQueue: string | null = null;
+  let health: TemporalHealth | null = null;
   if (o.roles.api) {
+    health = new TemporalHealth(t.native);
     liveTaskQueue = liveTaskQueueName(config);
     run(await createLiveWorker({ config, native: t.native, deps }, liveTaskQueue));
     const app = createApp({
@@ -72,13 +74,12 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
       liveTaskQueue,
       prestart: { start: (call) => steps.prestart(call), cancel: (runId) => steps.cancelPrestart(runId) },
       router: new ModelRouter(config, config.passthroughModels ? (upstreams.get(config.upstreams[0]!.name) ?? null) : null),
+      temporalUp: () => health!.isUp,
       readiness: async () => {
-        // A probe must answer: Temporal that does not reply within 2 s counts as down.
-        const temporal = await t.native
-          .withDeadline(Date.now() + 2000, () => t.native.healthService.check({}))
-          .then(() => true)
-          .catch(() => false);
-        return { temporal, workers: [...states.values()].every(Boolean) && workers.every((w) => w.getState() === 'RUNNING') };
+        // A probe must answer: Temporal that does not reply within a second counts as down, and
+        // workers cannot poll a Temporal that is down, whatever their state says.
+        const temporal = await health!.check();
+        return { temporal, workers: temporal && [...states.values()].every(Boolean) && workers.every((w) => w.getState() === 'RUNNING') };
       },
     });
     const host = defaultHost(config);
@@ -104,6 +105,7 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
   let stopped: Promise<void> | null = null;
   const stop = () =>
     (stopped ??= (async () => {
+      health?.stop();
       if (server) {
         server.closeAllConnections();
         await new Promise<void>((r) => server!.close(() => r()));

@@ -19,3 +19,38 @@ export async function connectTemporal(config: Config, address: string): Promise<
   const client = new Client({ connection: native, namespace: t.namespace });
   return { native, client, close: () => native.close() };
 }
+
+/**
+ * Whether Temporal answers, from a health check every `intervalMs` (each with its own deadline).
+ * Requests that need Temporal consult it first, so while Temporal is down they get a 503 at once
+ * instead of waiting out the gRPC client's retries; the probe that sees it back reopens the door.
+ */
+export class TemporalHealth {
+  private up = true;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly native: NativeConnection,
+    intervalMs = 1000,
+    private readonly deadlineMs = 1000,
+  ) {
+    this.timer = setInterval(() => void this.check(), intervalMs);
+    this.timer.unref();
+  }
+
+  get isUp(): boolean {
+    return this.up;
+  }
+
+  async check(): Promise<boolean> {
+    this.up = await this.native
+      .withDeadline(Date.now() + this.deadlineMs, () => this.native.healthService.check({}))
+      .then(() => true)
+      .catch(() => false);
+    return this.up;
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
