@@ -6,6 +6,7 @@ import express from 'express';
 import type { Config } from '../config/load';
 import { createAuth } from './auth';
 import { jsonBody } from './body';
+import { localOnly } from './localOnly';
 import { createCompletionHandler, type CompletionDeps } from './chatCompletions';
 import { ApiError, errorMiddleware, temporalUnavailable } from './errors';
 import { createRunsRouter } from './runs';
@@ -33,7 +34,9 @@ export function createApp(d: AppDeps): express.Express {
   });
 
   const v1 = express.Router();
-  v1.use(createAuth(d.config.server.apiKeys));
+  const { apiKeys, allowUnauthenticated } = d.config.server;
+  if (apiKeys.length === 0 && !allowUnauthenticated) v1.use(localOnly());
+  v1.use(createAuth(apiKeys));
   v1.use(jsonBody(d.config.server.maxRequestBytes));
   v1.get('/models', async (_req, res) => {
     const created = 0;

@@ -109,3 +109,34 @@ test('assistant tool_calls that refer to more earlier runs than the bound are a 
   await ok.body?.cancel();
   s.upstream.reset();
 });
+
+/** A GET with exactly these headers (node:http, so Host can be anything). */
+function rawGet(path: string, headers: Record<string, string>): Promise<{ status: number; body: string }> {
+  const u = new URL(`${s.apiUrl}${path}`);
+  return new Promise((ok, fail) => {
+    const req = request({ host: u.hostname, port: u.port, path, method: 'GET', headers }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => ok({ status: res.statusCode!, body }));
+    });
+    req.on('error', fail);
+    req.end();
+  });
+}
+
+test('without API keys only loopback hosts and origins are served (DNS rebinding, cross-site pages)', async () => {
+  const port = new URL(s.apiUrl).port;
+  for (const [headers, want] of [
+    [{ host: `127.0.0.1:${port}` }, 200],
+    [{ host: `localhost:${port}`, origin: 'http://localhost:3000' }, 200],
+    [{ host: `[::1]:${port}` }, 200],
+    [{ host: `rebound.example.com:${port}` }, 403],
+    [{ host: `127.0.0.1:${port}`, origin: 'https://evil.example' }, 403],
+    [{ host: `127.0.0.1:${port}`, origin: 'null' }, 403],
+  ] as const) {
+    const r = await rawGet('/v1/models', headers);
+    expect([headers, r.status]).toEqual([headers, want]);
+    if (want === 403) expect(JSON.parse(r.body).error).toMatchObject({ type: 'permission_error', code: expect.stringMatching(/^forbidden_(host|origin)$/) });
+  }
+});
