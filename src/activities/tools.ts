@@ -7,7 +7,7 @@ import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import Ajv, { type ValidateFunction } from 'ajv';
 import { McpTimeoutError, McpToolError, McpTransportError, type McpPool } from '../connectors/mcp/pool';
-import { toolResultToText } from '../connectors/mcp/toolResult';
+import { cappedStructured, toolResultToText } from '../connectors/mcp/toolResult';
 import { MAX_OPENAI_TOOLS, ToolLimitError, assertToolLimit, buildToolCatalog, filterTools, type CatalogEntry } from '../domain/toolNames';
 import { toolTotalSeconds, wireError, type CallToolInput, type ListToolsInput, type ToolOutcome } from '../domain/run';
 
@@ -93,7 +93,8 @@ export function createToolActivities(deps: ToolDeps) {
           idempotencyKey: input.idempotencyKey,
         });
         const r = toolResultToText(result, input.maxOutputBytes);
-        return { ...outcome(r.text, r.isError, r.truncated), ...(result.structuredContent ? { structured: result.structuredContent } : {}) };
+        const structured = cappedStructured(result, input.maxOutputBytes);
+        return { ...outcome(r.text, r.isError, r.truncated), ...(structured ? { structured } : {}) };
       } catch (e) {
         if (ctx.cancellationSignal.aborted) throw e;
         if (e instanceof McpToolError) return outcome(`tool error: ${e.message}`, true);

@@ -1,6 +1,6 @@
 /** What the model reads back from a tool: every MCP content type rendered, and a hard byte cap. */
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import { capUtf8, toolResultToText, utf8Length } from '../../src/connectors/mcp/toolResult';
+import { capUtf8, cappedStructured, toolResultToText, utf8Length } from '../../src/connectors/mcp/toolResult';
 
 const MAX = 65536;
 
@@ -92,4 +92,12 @@ describe('capUtf8', () => {
     expect(capUtf8('a😀', 4)).toEqual({ text: 'a\n[truncated: 1 of 5 bytes shown]', truncated: true });
     expect(capUtf8('€€', 6)).toEqual({ text: '€€', truncated: false });
   });
+});
+
+test('structuredContent is kept only within the output cap', () => {
+  const small = { content: [], structuredContent: { id: 7 } };
+  expect(cappedStructured(small, 100)).toEqual({ id: 7 });
+  const big = { content: [], structuredContent: { blob: 'x'.repeat(5000) } };
+  expect(cappedStructured(big, 1000)).toBeUndefined();
+  expect(cappedStructured({ content: [] }, 1000)).toBeUndefined();
 });

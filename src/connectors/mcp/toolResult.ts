@@ -26,6 +26,17 @@ export function toolResultToText(result: CallToolResult, maxBytes: number): Tool
   return { ...capUtf8(full, maxBytes), isError };
 }
 
+/**
+ * The tool's `structuredContent`, kept beside the text for compensation argument mapping, when its
+ * JSON fits in `maxBytes`; a bigger one is dropped (the capped text still carries it), so no tool
+ * result can outgrow the cap that keeps it under Temporal's payload limit.
+ */
+export function cappedStructured(result: CallToolResult, maxBytes: number): unknown {
+  const s = result.structuredContent;
+  if (s === undefined) return undefined;
+  return utf8Length(JSON.stringify(s)) <= maxBytes ? s : undefined;
+}
+
 /** Cuts `text` to at most `maxBytes` UTF-8 bytes on a character boundary and says so in a trailing note. */
 export function capUtf8(text: string, maxBytes: number): { text: string; truncated: boolean } {
   const total = utf8Length(text);
