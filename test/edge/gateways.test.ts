@@ -48,8 +48,10 @@ beforeAll(async () => {
   });
   const common = { mix2apiUrl: s.apiUrl, channelKey: CHANNEL_KEY, models: MODELS };
   [oneApi, oneApiEnforced, litellm] = await Promise.all([
-    // one-api retries nothing unless told; a team that turns it on is who case 2 is for.
-    startOneApi({ ...common, dir: join(dir, 'one-api'), channels: 2, options: { RetryTimes: '2' } }),
+    // one-api retries nothing unless told; a team that turns it on is who case 2 is for. It draws
+    // each retry's channel at random and skips (spends) a draw of the channel that failed, so with
+    // two channels a low RetryTimes would leave case 2 to chance.
+    startOneApi({ ...common, dir: join(dir, 'one-api'), channels: 2, options: { RetryTimes: '16' } }),
     startOneApi({ ...common, dir: join(dir, 'one-api-enforced'), env: { ENFORCE_INCLUDE_USAGE: 'true' } }),
     startLiteLLM({ ...common, dir: join(dir, 'litellm') }),
   ]);
