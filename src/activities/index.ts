@@ -3,6 +3,7 @@
  * injected. Workflows see only `type Activities`.
  */
 import { createModelActivities, type ModelDeps } from './callModel';
+import { createLimitActivities } from './limits';
 import { createToolActivities, type ToolDeps } from './tools';
 
 export type ActivityDeps = ModelDeps & ToolDeps;
@@ -11,6 +12,7 @@ export function createActivities(deps: ActivityDeps) {
   return {
     ...createModelActivities(deps),
     ...createToolActivities(deps),
+    ...createLimitActivities(),
   };
 }
 

@@ -37,6 +37,10 @@ export function createApp(d: AppDeps): express.Express {
   const { apiKeys, allowUnauthenticated } = d.config.server;
   if (apiKeys.length === 0 && !allowUnauthenticated) v1.use(localOnly());
   v1.use(createAuth(apiKeys));
+  v1.use((_req, res, next) => {
+    d.limiter.take(String(res.locals.keyName));
+    next();
+  });
   v1.use(jsonBody(d.config.server.maxRequestBytes));
   v1.get('/models', async (_req, res) => {
     const created = 0;

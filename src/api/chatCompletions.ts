@@ -17,7 +17,8 @@ import { badRequest } from './errors';
 import { implicitRun } from './implicitKey';
 import { relayRun } from './relay';
 import { streamRun } from './sse';
-import { runIdFor, sessionIdOf, startRun } from './startRun';
+import { runIdFor, sessionIdOf, sessionWorkflowId, startRun } from './startRun';
+import type { KeyLimiter } from './limits';
 import type { ModelRouter } from './routing';
 import { ChatCompletionRequestSchema, issueParam } from './schemas';
 
@@ -27,6 +28,7 @@ export interface CompletionDeps {
   live: LiveHub;
   liveTaskQueue: string;
   router: ModelRouter;
+  limiter: KeyLimiter;
   /**
    * Starts a run's first model call in this process while the run itself is being started, so
    * the upstream's first token is not kept waiting on Temporal; the run's `callModel` adopts it
@@ -92,6 +94,12 @@ export function createCompletionHandler(d: CompletionDeps) {
     const { session_id: _s, ...upstreamMetadata } = metadata ?? {};
     if (Object.keys(upstreamMetadata).length > 0) Object.assign(rest, { metadata: upstreamMetadata });
     const messages = await rejoinHidden(d.client, rest.messages, keyName);
+    // Limits, before anything starts: a stream slot here, then the key's run (and session) lease.
+    const abort = new AbortController();
+    res.on('close', () => abort.abort());
+    if (stream) res.once('close', d.limiter.openStream(keyName));
+    const sessionLease = sessionId ? [{ id: sessionWorkflowId(keyName, sessionId), kind: 'session' as const }] : [];
+    const ledger = await d.limiter.acquire(keyName, [{ id: runId, kind: 'run' }, ...sessionLease]);
     const input: ChatCompletionInput = {
       route,
       body: { ...rest, messages, ...(tools.clientTools?.length ? { tools: tools.clientTools } : {}) },
@@ -102,10 +110,9 @@ export function createCompletionHandler(d: CompletionDeps) {
       maxSteps: d.config.loop.maxSteps,
       keyName,
       ...(implicit?.reuse ? { reuseToolResults: implicit.reuse } : {}),
+      ...(ledger ? { ledger } : {}),
     };
 
-    const abort = new AbortController();
-    res.on('close', () => abort.abort());
     // A run with a fixed id may exist already (then it is joined, and its log read first).
     const fresh = explicitKey === undefined && sessionId === null && !implicit?.existing;
     // Subscribe before starting so the first live delta cannot be missed.
@@ -122,14 +129,22 @@ export function createCompletionHandler(d: CompletionDeps) {
     }).catch((e: unknown) => {
       abort.abort(); // drops the relay's live subscription
       if (first) d.prestart!.cancel(runId);
+      if (ledger) d.limiter.release(keyName, [runId]);
       throw e;
     });
+    // A request that joined an earlier run (same Idempotency-Key, a gateway's retry) took a lease
+    // for it; once that run is closed the lease goes back (a running one hands its own back).
+    const joined = explicitKey !== undefined || implicit?.existing === true;
+    const releaseIfClosed = async () => {
+      if (ledger && joined && (await handle.describe().then((x) => x.status.name !== 'RUNNING', () => false))) d.limiter.release(keyName, [runId]);
+    };
     res.setHeader('X-Run-Id', runId);
 
     if (!events) {
       // A client that leaves stops this wait, not the run.
       const result = (await d.client.connection.withAbortSignal(abort.signal, () => handle.result())) as ChatCompletionResult;
       res.json(completionBody(result));
+      await releaseIfClosed();
       return;
     }
     if (d.config.loop.onDisconnect === 'cancel') {
@@ -138,5 +153,6 @@ export function createCompletionHandler(d: CompletionDeps) {
       });
     }
     await streamRun(d.config, res, events, { id: runId, created: Math.floor(Date.now() / 1000), model: body.model }, stream_options?.include_usage === true);
+    await releaseIfClosed();
   };
 }

@@ -12,12 +12,14 @@ import { APPROVE_UPDATE, STATE_QUERY, type ApprovalDecision, type RunState } fro
 import { completionBody } from './chunks';
 import { ApiError, badRequest, fromRunFailure } from './errors';
 import { relayRun } from './relay';
+import type { KeyLimiter } from './limits';
 import { streamRun } from './sse';
 
 export interface RunsDeps {
   config: Config;
   client: Client;
   live: LiveHub;
+  limiter: KeyLimiter;
 }
 
 const RUN_ID = /^chatcmpl-[0-9a-f]{32}$/;
@@ -74,6 +76,7 @@ export function createRunsRouter(d: RunsDeps): Router {
     const raw = req.header('last-event-id') ?? (typeof req.query.after === 'string' ? req.query.after : undefined);
     const from = parsePosition(raw);
     if (raw !== undefined && !from) throw badRequest('Last-Event-ID / after must look like <step>:<seq>', 'after');
+    res.once('close', d.limiter.openStream(String(res.locals.keyName ?? 'anonymous')));
     const abort = new AbortController();
     res.on('close', () => abort.abort());
     const events = relayRun({ client: d.client, live: d.live, runId: id, from, signal: abort.signal, heartbeatMs: d.config.stream.heartbeatSeconds * 1000 });

@@ -47,7 +47,7 @@ export function sessionWorkflowId(keyName: string, sessionId: string): string {
 export async function startRun(config: Config, client: Client, r: StartRequest): Promise<WorkflowHandle> {
   const taskQueue = config.temporal.taskQueue;
   if (r.sessionId) {
-    const sessionInput: SessionInput = { sessionId: r.sessionId, keyName: r.keyName, idleSeconds: config.sessions.idleSeconds };
+    const sessionInput: SessionInput = { sessionId: r.sessionId, keyName: r.keyName, idleSeconds: config.sessions.idleSeconds, ...(r.input.ledger ? { ledger: r.input.ledger } : {}) };
     const turn: SessionTurn = { runId: r.runId, input: r.input };
     // A turn that reaches the session while it continues-as-new is refused once; try again.
     for (let attempt = 1; ; attempt++) {

@@ -7,6 +7,19 @@ import { McpServerSchema } from './mcpSchema';
 
 const seconds = (def: number, max: number) => z.number().positive().max(max).default(def);
 
+/**
+ * What one API key may use (0 = unlimited). `concurrentRuns` and `sessions` are counted exactly
+ * across replicas by the key's ledger workflow; `requestsPerMinute` and `openStreams` per API process.
+ */
+export const LimitsSchema = z
+  .object({
+    requestsPerMinute: z.number().int().min(0).max(1_000_000).default(600),
+    concurrentRuns: z.number().int().min(0).max(100_000).default(64),
+    sessions: z.number().int().min(0).max(100_000).default(256),
+    openStreams: z.number().int().min(0).max(100_000).default(64),
+  })
+  .strict();
+
 export const ApiKeySchema = z.object({
   name: z.string().min(1).max(64),
   /** The key itself, `env:VAR`, or `sha256:<hex>` of the key. */
@@ -14,6 +27,8 @@ export const ApiKeySchema = z.object({
     .string()
     .min(1)
     .refine((k) => !k.startsWith('sha256:') || /^sha256:[0-9a-f]{64}$/i.test(k), 'sha256: must be followed by 64 hex digits'),
+  /** This key's own limits, over `server.limits`. */
+  limits: LimitsSchema.partial().optional(),
 });
 
 export const ServerSchema = z
@@ -38,6 +53,8 @@ export const ServerSchema = z
       }),
     /** The request becomes the run's input, and Temporal refuses payloads over 2 MB. */
     maxRequestBytes: z.number().int().positive().max(2 * 1024 * 1024).default(1536 * 1024),
+    /** Every key's limits (and the caller's when no keys are configured); a key's `limits` override them. */
+    limits: LimitsSchema.default(LimitsSchema.parse({})),
     /** Listen beyond loopback without API keys. Off: an open proxy to your upstream is a mistake. */
     allowUnauthenticated: z.boolean().default(false),
   })
@@ -171,3 +188,4 @@ export type ConfigFile = z.infer<typeof ConfigFileSchema>;
 export type UpstreamConfig = z.infer<typeof UpstreamSchema>;
 export type ModelConfig = z.infer<typeof ModelSchema>;
 export type ApiKeyConfig = z.infer<typeof ApiKeySchema>;
+export type LimitsConfig = z.infer<typeof LimitsSchema>;

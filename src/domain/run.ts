@@ -75,6 +75,8 @@ export interface ChatCompletionInput {
    * server, tool and arguments takes its result from here (once) instead of running again.
    */
   reuseToolResults?: ReusableToolResult[];
+  /** The key's ledger workflow (see workflows/keyLedger): the run hands its lease back there when it closes. */
+  ledger?: string;
 }
 
 export interface ReusableToolResult {
@@ -223,6 +225,8 @@ export interface SessionInput {
   runs?: string[];
   /** A session with no turn for this long completes. */
   idleSeconds: number;
+  /** The key's ledger workflow: the session hands its lease back there when it completes. */
+  ledger?: string;
 }
 
 export interface SessionTurn {

@@ -7,6 +7,7 @@ import type { Server } from 'node:http';
 import type { Worker, WorkflowBundleOption } from '@temporalio/worker';
 import { ModelSteps } from '../activities/modelSteps';
 import { createApp } from '../api/app';
+import { KeyLimiter } from '../api/limits';
 import { ModelRouter } from '../api/routing';
 import type { Config } from '../config/load';
 import { LiveHub } from '../connectors/liveHub';
@@ -73,6 +74,7 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
       live,
       liveTaskQueue,
       prestart: { start: (call) => steps.prestart(call), cancel: (runId) => steps.cancelPrestart(runId) },
+      limiter: new KeyLimiter(config, t.client),
       router: new ModelRouter(config, config.passthroughModels ? (upstreams.get(config.upstreams[0]!.name) ?? null) : null),
       temporalUp: () => health!.isUp,
       readiness: async () => {
@@ -91,6 +93,7 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
         );
       });
     } catch (e) {
+      health.stop();
       await steps.shutdown();
       for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
       await Promise.all(running);

@@ -36,6 +36,7 @@ import {
   type ReusableToolResult,
 } from '../domain/run';
 import { Approvals } from './approvals';
+import { releaseLease } from './keyLedger';
 import { Saga } from './saga';
 
 type ModelActivities = ReturnType<typeof createModelActivities>;
@@ -113,6 +114,14 @@ const STOP_NOTE = (n: number) => `\n\n[mix2api: stopped after ${n} model steps (
 const EVENTS_PAGE = 500;
 
 export async function chatCompletionWorkflow(input: ChatCompletionInput): Promise<ChatCompletionResult> {
+  try {
+    return await runLoop(input);
+  } finally {
+    await releaseLease(input.ledger, wf.workflowInfo().workflowId);
+  }
+}
+
+async function runLoop(input: ChatCompletionInput): Promise<ChatCompletionResult> {
   const info = wf.workflowInfo();
   const runId = info.workflowId;
   const log: RunEvent[] = [];

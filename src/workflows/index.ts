@@ -1,3 +1,4 @@
 /** The workflow bundle's entry point: every workflow type the worker registers. */
 export { chatCompletionWorkflow } from './chatCompletion';
 export { sessionWorkflow } from './session';
+export { keyLedgerWorkflow } from './keyLedger';

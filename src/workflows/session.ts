@@ -8,6 +8,7 @@ import * as wf from '@temporalio/workflow';
 import { HandlerUnfinishedPolicy, WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy } from '@temporalio/common';
 import { SESSION_QUERY, SESSION_TURN_UPDATE, type SessionInput, type SessionState, type SessionTurn } from '../domain/run';
 import { chatCompletionWorkflow } from './chatCompletion';
+import { releaseLease } from './keyLedger';
 
 /** Recent run ids kept in state: enough to answer a retried turn without starting it twice. */
 const RECENT_RUNS = 50;
@@ -68,6 +69,7 @@ export async function sessionWorkflow(input: SessionInput): Promise<SessionState
     if (suggested() && busy === null) await wf.continueAsNew<typeof sessionWorkflow>({ ...input, turns, runs });
     if (!active && busy === null) {
       await wf.condition(wf.allHandlersFinished);
+      await releaseLease(input.ledger, wf.workflowInfo().workflowId);
       return state();
     }
   }
