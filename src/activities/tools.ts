@@ -3,9 +3,10 @@
  * failures the model can act on — bad arguments, unknown tool, `isError`, a timeout — come back
  * as results; only transport failures are thrown, and Temporal retries those.
  */
-import { Context } from '@temporalio/activity';
+import { Context, log } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import Ajv, { type ValidateFunction } from 'ajv';
+import Ajv2020 from 'ajv/dist/2020';
 import { McpTimeoutError, McpToolError, McpTransportError, type McpPool } from '../connectors/mcp/pool';
 import { cappedStructured, toolResultToText } from '../connectors/mcp/toolResult';
 import { MAX_OPENAI_TOOLS, ToolLimitError, assertToolLimit, buildToolCatalog, filterTools, type CatalogEntry } from '../domain/toolNames';
@@ -16,23 +17,44 @@ export interface ToolDeps {
 }
 
 const HEARTBEAT_MS = 2000;
-const ajv = new Ajv({ strict: false, allErrors: false, validateSchema: false });
-const validators = new Map<string, ValidateFunction | null>();
+// MCP tool schemas are JSON Schema 2020-12 unless they name another dialect ($schema).
+const OPTIONS = { strict: false, allErrors: false, validateSchema: false, logger: false } as const;
+const ajv2020 = new Ajv2020(OPTIONS);
+const ajv07 = new Ajv(OPTIONS);
+const validators = new Map<string, ValidateFunction | { uncompilable: string }>();
 
-/** A validator for the tool's schema, or null when the schema is one Ajv cannot compile. */
-function validatorFor(schema: Record<string, unknown>): ValidateFunction | null {
+/** A validator for the tool's schema, or why no validator can be made from it. */
+export function validatorFor(schema: Record<string, unknown>): ValidateFunction | { uncompilable: string } {
   const key = JSON.stringify(schema);
-  if (!validators.has(key)) {
-    let v: ValidateFunction | null = null;
-    try {
-      const { $schema: _ignored, ...rest } = schema;
-      v = ajv.compile(rest);
-    } catch {
-      v = null;
+  let v = validators.get(key);
+  if (!v) {
+    const { $schema, ...rest } = schema;
+    const draft07 = typeof $schema === 'string' && /draft-0[4-7]/.test($schema);
+    const order = draft07 ? [ajv07, ajv2020] : [ajv2020, ajv07];
+    let why = '';
+    for (const a of order) {
+      try {
+        v = a.compile(rest);
+        break;
+      } catch (e) {
+        why ||= e instanceof Error ? e.message : String(e);
+      }
     }
+    v ??= { uncompilable: why.slice(0, 300) };
     validators.set(key, v);
   }
-  return validators.get(key) ?? null;
+  return v;
+}
+
+const warned = new Set<string>();
+/** Once per tool and process: a tool whose input schema cannot be compiled will refuse its calls. */
+function warnUncompilable(server: string, tools: ReadonlyArray<{ name: string; inputSchema?: unknown }>): void {
+  for (const t of tools) {
+    const v = validatorFor((t.inputSchema ?? {}) as Record<string, unknown>);
+    if (!('uncompilable' in v) || warned.has(`${server}/${t.name}`)) continue;
+    warned.add(`${server}/${t.name}`);
+    log.warn(`MCP tool ${server}/${t.name}: its input schema cannot be compiled (${v.uncompilable}); its calls will be refused`);
+  }
 }
 
 function argumentProblem(input: CallToolInput): { args: Record<string, unknown> } | { problem: string } {
@@ -44,7 +66,9 @@ function argumentProblem(input: CallToolInput): { args: Record<string, unknown> 
   }
   if (!args || typeof args !== 'object' || Array.isArray(args)) return { problem: 'arguments must be a JSON object' };
   const validate = validatorFor(input.inputSchema);
-  if (validate && !validate(args)) {
+  // Unchecked arguments are not passed on: the model hears why, the operator saw the warning when the tools were listed.
+  if ('uncompilable' in validate) return { problem: `the tool's input schema cannot be compiled (${validate.uncompilable}), so its arguments cannot be checked; the call was not made` };
+  if (!validate(args)) {
     const why = (validate.errors ?? []).map((e) => `${e.instancePath || '(root)'} ${e.message ?? ''}`.trim()).join('; ');
     return { problem: `arguments do not match the tool's input schema: ${why}` };
   }
@@ -58,7 +82,9 @@ export function createToolActivities(deps: ToolDeps) {
       for (const s of input.servers) {
         try {
           const tools = await deps.pool.listTools(s.name);
-          lists.push({ server: s.name, tools: filterTools(tools, { allow: s.allow, deny: s.deny }) });
+          const kept = filterTools(tools, { allow: s.allow, deny: s.deny });
+          warnUncompilable(s.name, kept);
+          lists.push({ server: s.name, tools: kept });
         } catch (e) {
           if (e instanceof McpToolError) {
             throw ApplicationFailure.create({ type: 'McpConfig', message: e.message, nonRetryable: true, details: [wireError(500, e.message, 'server_error', 'mcp_server_error')] });

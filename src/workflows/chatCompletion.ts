@@ -114,16 +114,11 @@ const STOP_NOTE = (n: number) => `\n\n[mix2api: stopped after ${n} model steps (
 const EVENTS_PAGE = 500;
 
 export async function chatCompletionWorkflow(input: ChatCompletionInput): Promise<ChatCompletionResult> {
-  try {
-    return await runLoop(input);
-  } finally {
-    await releaseLease(input.ledger, wf.workflowInfo().workflowId);
-  }
-}
-
-async function runLoop(input: ChatCompletionInput): Promise<ChatCompletionResult> {
   const info = wf.workflowInfo();
   const runId = info.workflowId;
+  // The run's lease goes back to the key's ledger just before its last event, so whoever sees
+  // the end sees a closed run (both in one workflow task) and a free slot.
+  const closing = () => releaseLease(input.ledger, runId);
   const log: RunEvent[] = [];
   const { live } = wf.proxySinks<RunSinks>();
   // Readers in the process running this workflow task see the event at once; others read the log.
@@ -183,8 +178,9 @@ async function runLoop(input: ChatCompletionInput): Promise<ChatCompletionResult
     const liveQueue = { queue: input.liveTaskQueue };
     let content = '';
 
-    const finish = (end: EndEvent, hidden?: HiddenSteps): ChatCompletionResult => {
+    const finish = async (end: EndEvent, hidden?: HiddenSteps): Promise<ChatCompletionResult> => {
       result = { id: runId, created: Math.floor(info.startTime.getTime() / 1000), model: input.route.exposedModel, message: end.message, finishReason: end.finishReason, usage, steps, ...(hidden ? { hidden } : {}) };
+      await closing();
       events.publish(end);
       return result;
     };
@@ -275,6 +271,7 @@ async function runLoop(input: ChatCompletionInput): Promise<ChatCompletionResult
       const undone = await saga.compensate(runId, (r) => events.publish({ t: 'compensation', step: epilogue, seq: seq++, ...r }));
       steps.push(...undone.map((u) => ({ ...u, step: epilogue })));
     }
+    await closing();
     events.publish({ t: 'error', step: epilogue, seq, error: err, ...(usage ? { usage } : {}) });
     if (wf.isCancellation(e)) throw e;
     throw ApplicationFailure.create({ type: 'RunFailed', message: err.message, nonRetryable: true, details: [err], cause: e instanceof Error ? e : undefined });

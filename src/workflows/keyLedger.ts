@@ -90,8 +90,9 @@ export async function keyLedgerWorkflow(input: LedgerInput): Promise<void> {
   }
 }
 
-/** Hands a run's or a session's lease back to its key's ledger; also when cancelled, and never fails the caller. */
+/** Hands a run's or a session's lease back to its key's ledger, also when cancelled; never fails the caller. */
 export async function releaseLease(ledger: string | undefined, id: string): Promise<void> {
   if (!ledger) return;
+  // Awaited: a signal still in flight when its sender closes is dropped by Temporal.
   await wf.CancellationScope.nonCancellable(() => wf.getExternalWorkflowHandle(ledger).signal(LEDGER_RELEASE_SIGNAL, [id])).catch(() => undefined);
 }

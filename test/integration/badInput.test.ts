@@ -91,15 +91,18 @@ test('a client that aborts mid-body costs no 500 and the server goes on', async 
 test('assistant tool_calls that refer to more earlier runs than the bound are a 400 naming messages, before any query', async () => {
   const hex = (i: number) => i.toString(16).padStart(32, '0');
   const calls = (n: number) => Array.from({ length: n }, (_, i) => ({ id: `call_mx${hex(i)}x0`, type: 'function', function: { name: 'f', arguments: '{}' } }));
-  const body = (n: number) =>
-    JSON.stringify({
+  // One assistant turn per 100 calls (a message holds at most 128), each followed by its results.
+  const body = (n: number) => {
+    const all = calls(n);
+    const turns = Array.from({ length: Math.ceil(n / 100) }, (_, t) => all.slice(t * 100, t * 100 + 100));
+    return JSON.stringify({
       model: 'test-model',
       messages: [
         { role: 'user', content: 'hi' },
-        { role: 'assistant', content: null, tool_calls: calls(n) },
-        ...calls(n).map((c) => ({ role: 'tool', tool_call_id: c.id, content: 'r' })),
+        ...turns.flatMap((turn) => [{ role: 'assistant', content: null, tool_calls: turn }, ...turn.map((c) => ({ role: 'tool', tool_call_id: c.id, content: 'r' }))]),
       ],
     });
+  };
   const r = await call('POST', '/v1/chat/completions', { headers: { 'content-type': 'application/json' }, body: body(3000) });
   expect([r.status, r.json.error.code, r.json.error.param]).toEqual([400, 'too_many_rejoined_runs', 'messages']);
   // At the bound, the ids are looked up (none is a run here) and the request goes on.
@@ -138,5 +141,24 @@ test('without API keys only loopback hosts and origins are served (DNS rebinding
     const r = await rawGet('/v1/models', headers);
     expect([headers, r.status]).toEqual([headers, want]);
     if (want === 403) expect(JSON.parse(r.body).error).toMatchObject({ type: 'permission_error', code: expect.stringMatching(/^forbidden_(host|origin)$/) });
+  }
+});
+
+test('each input over its bound is a 400 naming the param, and starts no run', async () => {
+  const user = { role: 'user', content: 'hi' };
+  const fn = (i: number) => ({ type: 'function', function: { name: `f${i}`, parameters: { type: 'object' } } });
+  const cases: Array<[string, Record<string, unknown>]> = [
+    ['messages', { messages: Array.from({ length: 4097 }, () => user) }],
+    ['tools', { messages: [user], tools: Array.from({ length: 129 }, (_, i) => fn(i)) }],
+    ['model', { model: 'm'.repeat(257), messages: [user] }],
+    ['metadata', { messages: [user], metadata: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, 'v'])) }],
+    ['metadata.k', { messages: [user], metadata: { k: 'v'.repeat(513) } }],
+    ['messages[0].content', { messages: [{ role: 'user', content: Array.from({ length: 1025 }, () => ({ type: 'text', text: 'x' })) }] }],
+    ['messages[1].tool_call_id', { messages: [user, { role: 'tool', tool_call_id: 'c'.repeat(257), content: 'x' }] }],
+    ['tools[0].function.description', { messages: [user], tools: [{ type: 'function', function: { name: 'f', description: 'd'.repeat(16_385) } }] }],
+  ];
+  for (const [param, over] of cases) {
+    const r = await call('POST', '/v1/chat/completions', { headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'test-model', ...over }) });
+    expect([param, r.status, r.json.error.type, r.json.error.param]).toEqual([param, 400, 'invalid_request_error', param]);
   }
 });

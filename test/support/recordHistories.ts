@@ -17,7 +17,9 @@ import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils';
 import OpenAI from 'openai';
+import { ledgerIdOf } from '../../src/api/limits';
 import { sessionWorkflowId } from '../../src/api/startRun';
+import { LEDGER_QUERY, type LedgerState } from '../../src/domain/limits';
 import { parseConfig } from '../../src/config/load';
 import { startDevServer } from '../../src/connectors/temporalDevServer';
 import { installLogger } from '../../src/roles/logging';
@@ -35,6 +37,8 @@ interface Ctx {
   openai: OpenAI;
   upstream: ScriptedUpstream;
   memoryFile: string;
+  taskQueue: string;
+  temporal: Client;
 }
 
 /** A scenario drives one or more runs and returns their ids, each saved under `<name>[-<suffix>]`. */
@@ -192,6 +196,17 @@ const scenarios: Record<string, Scenario> = {
     }
     return [{ runId: sessionWorkflowId('anonymous', 'record-session'), open: true }];
   },
+
+  // (i) a run under the key's limits, and the key's ledger: its lease taken by update, handed back by signal.
+  'key-ledger': async (c) => {
+    c.upstream.enqueue({ steps: [{ kind: 'text', text: 'leased' }] });
+    const r = await c.openai.chat.completions.create(ask('plain', 'leased'));
+    check(r.choices[0]!.message.content === 'leased', `key-ledger run answered ${r.choices[0]!.message.content}`);
+    // The release signal leaves with the run's last workflow task; the ledger takes it next.
+    const ledger = ledgerIdOf('anonymous', c.taskQueue);
+    await waitFor(async () => (await c.temporal.workflow.getHandle(ledger).query<LedgerState>(LEDGER_QUERY)).runs === 0);
+    return [{ runId: r.id, suffix: 'run' }, { runId: ledger, open: true }];
+  },
 };
 
 async function main(): Promise<void> {
@@ -243,7 +258,7 @@ async function main(): Promise<void> {
     stops.unshift(() => connection.close());
     const temporal = new Client({ connection, namespace: config.temporal.namespace });
     const apiUrl = system.apiUrl!;
-    const ctx: Ctx = { apiUrl, upstream, memoryFile, openai: new OpenAI({ baseURL: `${apiUrl}/v1`, apiKey: 'none', maxRetries: 0, timeout: 60_000 }) };
+    const ctx: Ctx = { apiUrl, upstream, memoryFile, taskQueue: config.temporal.taskQueue, temporal, openai: new OpenAI({ baseURL: `${apiUrl}/v1`, apiKey: 'none', maxRetries: 0, timeout: 60_000 }) };
 
     mkdirSync(HISTORIES_DIR, { recursive: true });
     for (const [name, scenario] of Object.entries(scenarios)) {
