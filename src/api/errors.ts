@@ -2,6 +2,8 @@
  * The one error taxonomy of the HTTP surface and the one middleware that writes it:
  * `{"error":{"message","type","param","code"}}` with the matching status, everywhere.
  */
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { ErrorRequestHandler, Response } from 'express';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
@@ -104,3 +106,25 @@ export const errorMiddleware: ErrorRequestHandler = (err, _req, res, next) => {
   if (res.headersSent) return next(err);
   sendError(res, err);
 };
+
+/** Node's own HTTP parser errors, by code: what the client sent that is not HTTP we can read. */
+const PARSER_ERRORS: Record<string, [status: number, message: string, code: string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'request headers too large', 'headers_too_large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'the request did not arrive in time (server.requestTimeoutSeconds)', 'request_timeout'],
+  ERR_HTTP_HEADERS_TIMEOUT: [408, 'the request headers did not arrive in time (server.headersTimeoutSeconds)', 'request_timeout'],
+};
+
+/**
+ * The answer to a request Node's HTTP parser refused before express saw it (malformed HTTP,
+ * oversized headers, a slow-loris client past its timeout): the same OpenAI error shape, written
+ * straight to the socket, which then closes. A socket already gone gets nothing.
+ */
+export function answerClientError(err: Error & { code?: string }, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, message, code] = PARSER_ERRORS[err.code ?? ''] ?? [400, `malformed HTTP request (${err.code ?? err.message})`, 'malformed_request'];
+  const body = JSON.stringify(errorBody({ message, type: 'invalid_request_error', param: null, code }));
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+}

@@ -7,6 +7,7 @@ import type { Server } from 'node:http';
 import type { Worker, WorkflowBundleOption } from '@temporalio/worker';
 import { ModelSteps } from '../activities/modelSteps';
 import { createApp } from '../api/app';
+import { answerClientError } from '../api/errors';
 import { KeyLimiter } from '../api/limits';
 import { ModelRouter } from '../api/routing';
 import type { Config } from '../config/load';
@@ -88,6 +89,7 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
     try {
       server = await new Promise<Server>((ok, fail) => {
         const s = app.listen(config.server.port, host, () => ok(s));
+        s.on('clientError', answerClientError);
         s.once('error', (e: NodeJS.ErrnoException) =>
           fail(e.code === 'EADDRINUSE' ? new Error(`port ${config.server.port} (API) is already in use; set PORT or server.port`) : e),
         );
