@@ -53,12 +53,17 @@ export const ServerSchema = z
       }),
     /** The request becomes the run's input, and Temporal refuses payloads over 2 MB. */
     maxRequestBytes: z.number().int().positive().max(2 * 1024 * 1024).default(1536 * 1024),
+    /** A client must send its request headers within this long (slow-loris guard)… */
+    headersTimeoutSeconds: z.number().positive().max(300).default(10),
+    /** …and the whole request, body included, within this long. Answers may take as long as they need. */
+    requestTimeoutSeconds: z.number().positive().max(3600).default(30),
     /** Every key's limits (and the caller's when no keys are configured); a key's `limits` override them. */
     limits: LimitsSchema.default(LimitsSchema.parse({})),
     /** Listen beyond loopback without API keys. Off: an open proxy to your upstream is a mistake. */
     allowUnauthenticated: z.boolean().default(false),
   })
-  .strict();
+  .strict()
+  .refine((s) => s.headersTimeoutSeconds <= s.requestTimeoutSeconds, { message: 'headersTimeoutSeconds must not exceed requestTimeoutSeconds', path: ['headersTimeoutSeconds'] });
 
 export const TemporalSchema = z
   .object({

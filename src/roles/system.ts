@@ -3,7 +3,7 @@
  * worker), or both. `mix2api start` and the integration tests run exactly this.
  */
 import type { AddressInfo } from 'node:net';
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { Worker, WorkflowBundleOption } from '@temporalio/worker';
 import { ModelSteps } from '../activities/modelSteps';
 import { createApp } from '../api/app';
@@ -88,8 +88,17 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
     const host = defaultHost(config);
     try {
       server = await new Promise<Server>((ok, fail) => {
-        const s = app.listen(config.server.port, host, () => ok(s));
+        const s = createServer(
+          {
+            headersTimeout: config.server.headersTimeoutSeconds * 1000,
+            requestTimeout: config.server.requestTimeoutSeconds * 1000,
+            // How often those two are enforced (Node's default, 30 s, would let a slow client stay 3× longer).
+            connectionsCheckingInterval: 1000,
+          },
+          app,
+        );
         s.on('clientError', answerClientError);
+        s.listen(config.server.port, host, () => ok(s));
         s.once('error', (e: NodeJS.ErrnoException) =>
           fail(e.code === 'EADDRINUSE' ? new Error(`port ${config.server.port} (API) is already in use; set PORT or server.port`) : e),
         );
