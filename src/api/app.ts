@@ -2,13 +2,14 @@
  * The express app: routes, auth, body limits and the one error middleware. Built from its
  * dependencies so tests drive the same app the server runs.
  */
+import type { RequestListener } from 'node:http';
 import express from 'express';
 import type { Config } from '../config/load';
-import { createAuth } from './auth';
+import { createAuth, keyResolver } from './auth';
 import { jsonBody } from './body';
 import { localOnly } from './localOnly';
 import { createCompletionHandler, type CompletionDeps } from './chatCompletions';
-import { ApiError, errorMiddleware, temporalUnavailable } from './errors';
+import { ApiError, errorMiddleware, sendError, temporalUnavailable } from './errors';
 import { createRunsRouter } from './runs';
 
 export interface AppDeps extends CompletionDeps {
@@ -19,7 +20,29 @@ export interface AppDeps extends CompletionDeps {
   temporalUp?: () => boolean;
 }
 
-export function createApp(d: AppDeps): express.Express {
+/**
+ * The HTTP handler: first the requests-per-minute check, on the raw request (a key flooding the
+ * API is refused before routing, body parsing or anything else is spent on it), then the app.
+ */
+export function createHandler(d: AppDeps): RequestListener {
+  const app = createApp(d);
+  const keyOf = keyResolver(d.config.server.apiKeys);
+  return (req, res) => {
+    if (req.url?.startsWith('/v1/')) {
+      const key = keyOf(req.headers.authorization);
+      if (typeof key === 'object') {
+        try {
+          d.limiter.take(key.name);
+        } catch (e) {
+          return sendError(res, e);
+        }
+      }
+    }
+    app(req, res);
+  };
+}
+
+function createApp(d: AppDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -37,10 +60,6 @@ export function createApp(d: AppDeps): express.Express {
   const { apiKeys, allowUnauthenticated } = d.config.server;
   if (apiKeys.length === 0 && !allowUnauthenticated) v1.use(localOnly());
   v1.use(createAuth(apiKeys));
-  v1.use((_req, res, next) => {
-    d.limiter.take(String(res.locals.keyName));
-    next();
-  });
   v1.use(jsonBody(d.config.server.maxRequestBytes));
   v1.get('/models', async (_req, res) => {
     const created = 0;

@@ -10,26 +10,33 @@ import { ApiError } from './errors';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
-export function createAuth(keys: readonly ApiKeyConfig[]): RequestHandler {
+/**
+ * The caller's key name from an Authorization header: `anonymous` when no keys are configured,
+ * `missing` without a bearer key, `invalid` for a key that is not configured.
+ */
+export function keyResolver(keys: readonly ApiKeyConfig[]): (authorization: string | undefined) => { name: string } | 'missing' | 'invalid' {
   const table = keys.map((k) => ({
     name: k.name,
     hash: k.key.startsWith('sha256:') ? Buffer.from(k.key.slice(7), 'hex') : digest(k.key),
   }));
-  return (req, res, next) => {
-    if (table.length === 0) {
-      res.locals.keyName = 'anonymous';
-      return next();
-    }
-    const h = req.headers.authorization ?? '';
-    const m = /^Bearer\s+(.+)$/i.exec(h);
-    if (!m) {
-      return next(new ApiError(401, 'missing API key: send "Authorization: Bearer <key>"', 'invalid_request_error', 'missing_api_key'));
-    }
+  return (authorization) => {
+    if (table.length === 0) return { name: 'anonymous' };
+    const m = /^Bearer\s+(.+)$/i.exec(authorization ?? '');
+    if (!m) return 'missing';
     const got = digest(m[1]!.trim());
     let name: string | null = null;
     for (const k of table) if (k.hash.length === got.length && timingSafeEqual(k.hash, got)) name = k.name;
-    if (!name) return next(new ApiError(401, 'incorrect API key provided', 'invalid_request_error', 'invalid_api_key'));
-    res.locals.keyName = name;
+    return name ? { name } : 'invalid';
+  };
+}
+
+export function createAuth(keys: readonly ApiKeyConfig[]): RequestHandler {
+  const resolve = keyResolver(keys);
+  return (req, res, next) => {
+    const key = resolve(req.headers.authorization);
+    if (key === 'missing') return next(new ApiError(401, 'missing API key: send "Authorization: Bearer <key>"', 'invalid_request_error', 'missing_api_key'));
+    if (key === 'invalid') return next(new ApiError(401, 'incorrect API key provided', 'invalid_request_error', 'invalid_api_key'));
+    res.locals.keyName = key.name;
     next();
   };
 }

@@ -2,7 +2,7 @@
  * The one error taxonomy of the HTTP surface and the one middleware that writes it:
  * `{"error":{"message","type","param","code"}}` with the matching status, everywhere.
  */
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { ErrorRequestHandler, Response } from 'express';
 import { WorkflowFailedError } from '@temporalio/client';
@@ -18,7 +18,12 @@ export class ApiError extends Error {
     readonly param: string | null = null,
     readonly headers: Record<string, string> = {},
   ) {
+    // An answer to the client, not a bug: no stack (capturing one costs more than the rest of a
+    // refused request, which a flood of them would feel).
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(message);
+    Error.stackTraceLimit = limit;
     this.name = 'ApiError';
   }
 
@@ -95,11 +100,13 @@ function fromServiceError(e: { message?: string; cause?: { code?: number; detail
   }
 }
 
-export function sendError(res: Response, e: unknown): void {
+export function sendError(res: Response | ServerResponse, e: unknown): void {
   const err = toApiError(e);
   if (err.status >= 500 && err.code === 'internal_error') console.error('[api] internal error', e);
   for (const [k, v] of Object.entries(err.headers)) res.setHeader(k, v);
-  res.status(err.status).json(errorBody(err));
+  res.statusCode = err.status;
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.end(JSON.stringify(errorBody(err)));
 }
 
 export const errorMiddleware: ErrorRequestHandler = (err, _req, res, next) => {

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { createServer, type Server } from 'node:http';
 import type { Worker, WorkflowBundleOption } from '@temporalio/worker';
 import { ModelSteps } from '../activities/modelSteps';
-import { createApp } from '../api/app';
+import { createHandler } from '../api/app';
 import { answerClientError } from '../api/errors';
 import { KeyLimiter } from '../api/limits';
 import { ModelRouter } from '../api/routing';
@@ -69,7 +69,7 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
     health = new TemporalHealth(t.native);
     liveTaskQueue = liveTaskQueueName(config);
     run(await createLiveWorker({ config, native: t.native, deps }, liveTaskQueue));
-    const app = createApp({
+    const app = createHandler({
       config,
       client: t.client,
       live,
