@@ -2,7 +2,8 @@
  * Latency benchmark: streams the same scripted completion (64 deltas, 20 ms apart) straight from the
  * scripted upstream ("direct") and through mix2api (Temporal workflow + live worker), at concurrency
  * 1, 8 and 32, and prints TTFT / total-time percentiles, throughput and mix2api/direct ratios.
- * Run: `npx tsx bench/latency.ts` (or `npm run bench`). Ratios only — no pass/fail.
+ * Run: `npx tsx bench/latency.ts` (or `npm run bench`; `BENCH_LIMITS=off` without per-key run and
+ * session caps). Ratios only — no pass/fail.
  */
 import { setMaxListeners } from 'node:events';
 import { rmSync } from 'node:fs';
@@ -97,7 +98,8 @@ async function main(): Promise<void> {
     upstream.setDefault({ steps: [{ kind: 'text', text: TEXT, chunks: 64, delayMs: 20 }] });
     const config = parseConfig(
       {
-        server: { port: 0 },
+        // BENCH_LIMITS=off: no run or session caps (so no ledger), to measure what they cost.
+        server: { port: 0, ...(process.env.BENCH_LIMITS === 'off' ? { limits: { concurrentRuns: 0, sessions: 0 } } : {}) },
         temporal: { address: dev.address, taskQueue: 'bench' },
         upstreams: [{ name: 'scripted', baseURL: upstream.url }],
         models: [{ id: 'bench-model', upstream: 'scripted', model: 'scripted' }],

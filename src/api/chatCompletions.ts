@@ -98,8 +98,7 @@ export function createCompletionHandler(d: CompletionDeps) {
     const abort = new AbortController();
     res.on('close', () => abort.abort());
     if (stream) res.once('close', d.limiter.openStream(keyName));
-    const sessionLease = sessionId ? [{ id: sessionWorkflowId(keyName, sessionId), kind: 'session' as const }] : [];
-    const ledger = await d.limiter.acquire(keyName, [{ id: runId, kind: 'run' }, ...sessionLease]);
+    const ledger = await d.limiter.admit(keyName, runId, sessionId ? sessionWorkflowId(keyName, sessionId) : null);
     const input: ChatCompletionInput = {
       route,
       body: { ...rest, messages, ...(tools.clientTools?.length ? { tools: tools.clientTools } : {}) },
@@ -110,7 +109,6 @@ export function createCompletionHandler(d: CompletionDeps) {
       maxSteps: d.config.loop.maxSteps,
       keyName,
       ...(implicit?.reuse ? { reuseToolResults: implicit.reuse } : {}),
-      ...(ledger ? { ledger } : {}),
     };
 
     // A run with a fixed id may exist already (then it is joined, and its log read first).
@@ -126,25 +124,23 @@ export function createCompletionHandler(d: CompletionDeps) {
       model: body.model,
       keyName,
       sessionId,
+      ledger,
     }).catch((e: unknown) => {
       abort.abort(); // drops the relay's live subscription
       if (first) d.prestart!.cancel(runId);
-      if (ledger) d.limiter.release(keyName, [runId]);
+      d.limiter.ended(keyName, runId);
       throw e;
     });
-    // A request that joined an earlier run (same Idempotency-Key, a gateway's retry) took a lease
-    // for it; once that run is closed the lease goes back (a running one hands its own back).
-    const joined = explicitKey !== undefined || implicit?.existing === true;
-    const releaseIfClosed = async () => {
-      if (ledger && joined && (await handle.describe().then((x) => x.status.name !== 'RUNNING', () => false))) d.limiter.release(keyName, [runId]);
-    };
     res.setHeader('X-Run-Id', runId);
 
     if (!events) {
-      // A client that leaves stops this wait, not the run.
-      const result = (await d.client.connection.withAbortSignal(abort.signal, () => handle.result())) as ChatCompletionResult;
+      // A client that leaves stops this wait, not the run (whose lease the ledger's sweep then ends).
+      const result = (await d.client.connection.withAbortSignal(abort.signal, () => handle.result()).catch((e: unknown) => {
+        if (!abort.signal.aborted) d.limiter.ended(keyName, runId);
+        throw e;
+      })) as ChatCompletionResult;
+      d.limiter.ended(keyName, runId);
       res.json(completionBody(result));
-      await releaseIfClosed();
       return;
     }
     if (d.config.loop.onDisconnect === 'cancel') {
@@ -152,7 +148,13 @@ export function createCompletionHandler(d: CompletionDeps) {
         if (!res.writableFinished) void handle.cancel().catch(() => undefined);
       });
     }
-    await streamRun(d.config, res, events, { id: runId, created: Math.floor(Date.now() / 1000), model: body.model }, stream_options?.include_usage === true);
-    await releaseIfClosed();
+    // The run's last event ends its lease; a client that leaves before it leaves that to the ledger's sweep.
+    const watched = (async function* () {
+      for await (const e of events) {
+        if (e.t === 'end' || e.t === 'error') d.limiter.ended(keyName, runId);
+        yield e;
+      }
+    })();
+    await streamRun(d.config, res, watched, { id: runId, created: Math.floor(Date.now() / 1000), model: body.model }, stream_options?.include_usage === true);
   };
 }

@@ -1,31 +1,36 @@
 /**
- * Per-key limits at the API's door, all checked before any run starts:
+ * Per-key limits at the API's door, all checked before any run starts, with no round trip to
+ * Temporal except near a cap:
  * - requests per minute: a token bucket per key in this process;
  * - open streams: counted per key in this process (a stream lives on one process's connection);
- * - concurrent runs and sessions: leases from the key's ledger workflow (workflows/keyLedger),
- *   exact across replicas. After a refusal, the same answer is given for a second without asking
- *   again (only a session this process has not seen is asked about, one at a time), and at most
- *   `concurrentRuns` asks per key wait on the ledger at once, so a flood from one key costs
- *   Temporal almost nothing.
+ * - runs in progress and live sessions: this process's own leases, exact, plus the other
+ *   replicas' as the key's ledger workflow (workflows/keyLedger) last showed them. The reading is
+ *   refreshed in the background at most once a second while the key is busy (awaited only when it
+ *   is older than `STALE_MS`); the leases this process takes and the runs it sees end reach the
+ *   ledger in one signal per key every `FLUSH_MS`.
  */
-import { WithStartWorkflowOperation, type Client } from '@temporalio/client';
-import { ApplicationFailure, WorkflowIdConflictPolicy } from '@temporalio/common';
+import { randomUUID } from 'node:crypto';
+import type { Client } from '@temporalio/client';
+import { WorkflowNotFoundError } from '@temporalio/client';
 import type { Config } from '../config/load';
-import { LEDGER_ACQUIRE_UPDATE, LEDGER_RELEASE_SIGNAL, LIMIT_EXCEEDED, type KeyLimits, type Lease, type LeaseKind, type LedgerInput, type LimitRefusal } from '../domain/limits';
+import { LEDGER_CHANGE_SIGNAL, LEDGER_QUERY, fits, type KeyLimits, type Lease, type LedgerChange, type LedgerInput, type LedgerView } from '../domain/limits';
 import { ApiError } from './errors';
 import { scoped } from './startRun';
 
-/** How long a ledger's refusal is reused by this process without asking again. */
-const REFUSAL_REUSE_MS = 1000;
-/** Session leases this process got recently: their next turns are no new session. */
-const KNOWN_SESSIONS = 10_000;
-
-const LIMIT_NAMES: Record<LeaseKind, string> = { run: 'concurrentRuns', session: 'sessions' };
+/** A reading of the ledger younger than this is used as is; an older one is refreshed behind the request… */
+const FRESH_MS = 1000;
+/** …or before it, when the request would take a cap's last slot and the reading is older than this. */
+const NEAR_CAP_FRESH_MS = 250;
+/** A reading older than this (or none) is waited for: a process's first request of a key, or one after a quiet spell. */
+const STALE_MS = 10_000;
+/** How long this process's changes wait to go out together. */
+const FLUSH_MS = 100;
+/** A lease this process took is dropped when the ledger no longer has it, once it is older than this (its signal had time to land). */
+const SETTLE_MS = 5000;
 
 export const rateLimited = (message: string, retryAfterSeconds: number) =>
   new ApiError(429, message, 'rate_limit_error', 'rate_limit_exceeded', null, { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterSeconds))) });
 
-/** One ledger per key and deployment (its task queue: the workers that run the ledger). */
 export const ledgerIdOf = (keyName: string, taskQueue: string) => `limits-${scoped(keyName, `ledger\n${taskQueue}`)}`;
 
 interface Bucket {
@@ -33,20 +38,33 @@ interface Bucket {
   at: number;
 }
 
+/** What this process knows of one key's leases. */
+interface KeyView {
+  /** Runs and sessions this process admitted that it has not seen end: id → when. */
+  mine: Map<string, { kind: 'run' | 'session'; at: number }>;
+  /** The other holders' counts, and every live session, at the last reading. */
+  otherRuns: number;
+  otherSessions: number;
+  liveSessions: Set<string>;
+  readAt: number;
+  reading: Promise<void> | null;
+  pending: LedgerChange | null;
+}
+
 export class KeyLimiter {
+  /** This process, as a lease holder. */
+  readonly holder = randomUUID();
   private readonly limits = new Map<string, KeyLimits>();
   private readonly buckets = new Map<string, Bucket>();
   private readonly streams = new Map<string, number>();
-  private readonly asking = new Map<string, number>();
-  private readonly refused = new Map<string, { until: number; refusal: LimitRefusal }>();
-  private readonly knownSessions = new Set<string>();
+  private readonly views = new Map<string, KeyView>();
 
   constructor(
     private readonly config: Config,
     private readonly client: Client,
   ) {}
 
-  /** The server's limits with the key's own over them (keys are few and fixed: this map stays small). */
+  /** The server's limits with the key's own over them (keys are few and fixed: these maps stay small). */
   limitsOf(keyName: string): KeyLimits {
     let l = this.limits.get(keyName);
     if (!l) {
@@ -85,82 +103,118 @@ export class KeyLimiter {
   }
 
   /**
-   * Leases for a run (and its session) from the key's ledger; the ledger's workflow id, or null
-   * when the key has no run or session cap. 429 when a cap is reached.
+   * Admits a run (and its session, when the request names one) against the key's caps: 429 over
+   * one. Returns the ledger's workflow id, or null when the key has neither cap.
    */
-  async acquire(keyName: string, leases: Lease[], now = Date.now()): Promise<string | null> {
+  async admit(keyName: string, runId: string, sessionWorkflowId: string | null): Promise<string | null> {
     const { concurrentRuns, sessions } = this.limitsOf(keyName);
     if (concurrentRuns <= 0 && sessions <= 0) return null;
-    const waiting = this.asking.get(keyName) ?? 0;
-    let maxWaiting = concurrentRuns > 0 ? concurrentRuns : sessions;
-    for (const l of leases) {
-      const r = this.refused.get(`${keyName}\n${l.kind}`);
-      if (!r || now >= r.until || (l.kind === 'session' && this.knownSessions.has(l.id))) continue;
-      // A session this process has not seen may be one another replica opened: asked, one at a time.
-      if (l.kind === 'session' && waiting === 0) maxWaiting = 1;
-      else throw this.refusalError(r.refusal, r.until - now);
+    const v = this.viewOf(keyName);
+    if (Date.now() - v.readAt > STALE_MS) await this.read(keyName, v);
+    // A retried request (same Idempotency-Key) already holds its lease here.
+    if (v.mine.has(runId)) return this.ledgerOf(keyName);
+    const newSession = sessionWorkflowId !== null && !v.mine.has(sessionWorkflowId) && !v.liveSessions.has(sessionWorkflowId);
+    const held = (kind: 'run' | 'session') => [...v.mine.values()].filter((x) => x.kind === kind).length;
+    /** The refusal, or null; `last` tells whether this admission would take a cap's last slot. */
+    const decide = () => {
+      const runs = held('run') + v.otherRuns;
+      const open = held('session') + v.otherSessions;
+      if (!fits(concurrentRuns, runs, 0)) return { refusal: rateLimited(`rate limit: this API key has ${runs} runs in progress (limits.concurrentRuns ${concurrentRuns})`, 1), last: true };
+      if (newSession && !fits(sessions, open, 0)) return { refusal: rateLimited(`rate limit: this API key has ${open} open sessions (limits.sessions ${sessions})`, 1), last: true };
+      return { refusal: null, last: (concurrentRuns > 0 && runs + 1 >= concurrentRuns) || (newSession && sessions > 0 && open + 1 >= sessions) };
+    };
+    let d = decide();
+    const age = Date.now() - v.readAt;
+    // Near a cap the other replicas' share decides, so it is read first; elsewhere behind the request.
+    if (d.last && age > NEAR_CAP_FRESH_MS) {
+      await this.read(keyName, v);
+      d = decide();
+    } else if (age > FRESH_MS) void this.read(keyName, v);
+    if (d.refusal) throw d.refusal;
+    const at = Date.now();
+    const leases: Lease[] = [{ id: runId, kind: 'run' }];
+    v.mine.set(runId, { kind: 'run', at });
+    if (newSession) {
+      v.mine.set(sessionWorkflowId, { kind: 'session', at });
+      leases.push({ id: sessionWorkflowId, kind: 'session' });
     }
-    if (waiting >= maxWaiting) throw rateLimited(`rate limit: ${waiting} requests of this API key are already waiting for a run slot (limits.concurrentRuns ${concurrentRuns})`, 1);
-    this.asking.set(keyName, waiting + 1);
-    const ledger = ledgerIdOf(keyName, this.config.temporal.taskQueue);
-    try {
-      await this.ask(ledger, keyName, leases, { concurrentRuns, sessions });
-    } catch (e) {
-      const refusal = refusalOf(e);
-      if (!refusal) throw e;
-      this.refused.set(`${keyName}\n${refusal.kind}`, { until: Date.now() + REFUSAL_REUSE_MS, refusal });
-      throw this.refusalError(refusal, REFUSAL_REUSE_MS);
-    } finally {
-      this.asking.set(keyName, (this.asking.get(keyName) ?? 1) - 1);
-    }
-    for (const l of leases) {
-      if (l.kind !== 'session') continue;
-      this.knownSessions.add(l.id);
-      if (this.knownSessions.size > KNOWN_SESSIONS) this.knownSessions.delete(this.knownSessions.values().next().value!);
-    }
-    return ledger;
+    this.change(keyName, v, leases, []);
+    return this.ledgerOf(keyName);
   }
 
-  /** Hands leases back (a run that never started, a closed run a retry joined); best effort, the ledger's sweep is the backstop. */
-  release(keyName: string, ids: string[]): void {
-    void this.client.workflow
-      .getHandle(ledgerIdOf(keyName, this.config.temporal.taskQueue))
-      .signal(LEDGER_RELEASE_SIGNAL, ids)
-      .catch(() => undefined);
+  /** A run this process admitted has ended (or never started): its lease goes back. */
+  ended(keyName: string, runId: string): void {
+    const v = this.views.get(keyName);
+    if (!v?.mine.delete(runId)) return;
+    this.change(keyName, v, [], [runId]);
   }
 
-  private async ask(ledger: string, keyName: string, leases: Lease[], limits: { concurrentRuns: number; sessions: number }): Promise<void> {
-    const input: LedgerInput = { keyName };
-    // A ledger that is completing or continuing-as-new refuses the update once; ask again.
-    for (let attempt = 1; ; attempt++) {
+  /** One ledger per key and deployment (its task queue: the workers that run the ledger). */
+  ledgerOf(keyName: string): string {
+    return ledgerIdOf(keyName, this.config.temporal.taskQueue);
+  }
+
+  private viewOf(keyName: string): KeyView {
+    let v = this.views.get(keyName);
+    if (!v) {
+      v = { mine: new Map(), otherRuns: 0, otherSessions: 0, liveSessions: new Set(), readAt: 0, reading: null, pending: null };
+      this.views.set(keyName, v);
+    }
+    return v;
+  }
+
+  /** Reads the ledger: the others' counts, and which of this process's leases it no longer has (swept). */
+  private read(keyName: string, v: KeyView): Promise<void> {
+    v.reading ??= (async () => {
+      const started = Date.now();
       try {
-        await this.client.workflow.executeUpdateWithStart(LEDGER_ACQUIRE_UPDATE, {
-          args: [{ leases, limits }],
-          startWorkflowOperation: new WithStartWorkflowOperation('keyLedgerWorkflow', {
-            workflowId: ledger,
-            taskQueue: this.config.temporal.taskQueue,
-            args: [input],
-            workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
-            staticSummary: `limits of API key ${keyName}`,
-          }),
-        });
-        return;
+        const l = await this.client.workflow.getHandle(this.ledgerOf(keyName)).query<LedgerView, [string]>(LEDGER_QUERY, this.holder);
+        const held = new Set(l.mine);
+        for (const [id, x] of v.mine) if (!held.has(id) && x.at < started - SETTLE_MS) v.mine.delete(id);
+        const mineRuns = l.mine.filter((id) => v.mine.get(id)?.kind === 'run').length;
+        const mineSessions = l.mine.filter((id) => v.mine.get(id)?.kind === 'session').length;
+        v.otherRuns = Math.max(0, l.runs - mineRuns);
+        v.otherSessions = Math.max(0, l.sessions - mineSessions);
+        v.liveSessions = new Set(l.sessionIds);
+        v.readAt = Date.now();
       } catch (e) {
-        if (refusalOf(e) || attempt >= 3) throw e;
-        await new Promise((ok) => setTimeout(ok, 100 * attempt));
+        // No ledger yet: nobody holds anything. Anything else: keep the last reading, try again later.
+        if (e instanceof WorkflowNotFoundError) {
+          v.otherRuns = 0;
+          v.otherSessions = 0;
+          v.liveSessions = new Set();
+          v.readAt = Date.now();
+        }
+      } finally {
+        v.reading = null;
       }
+    })();
+    return v.reading;
+  }
+
+  private change(keyName: string, v: KeyView, acquire: Lease[], release: string[]): void {
+    const { concurrentRuns, sessions } = this.limitsOf(keyName);
+    if (v.pending) {
+      v.pending.acquire.push(...acquire);
+      v.pending.release.push(...release);
+      return;
     }
+    v.pending = { holder: this.holder, acquire: [...acquire], release: [...release], limits: { concurrentRuns, sessions } };
+    setTimeout(() => {
+      const change = v.pending!;
+      v.pending = null;
+      const input: LedgerInput = { keyName };
+      void this.client.workflow
+        .signalWithStart('keyLedgerWorkflow', {
+          workflowId: this.ledgerOf(keyName),
+          taskQueue: this.config.temporal.taskQueue,
+          args: [input],
+          signal: LEDGER_CHANGE_SIGNAL,
+          signalArgs: [change],
+          staticSummary: `limits of API key ${keyName}`,
+        })
+        // Lost (Temporal down): the ledger's sweep and this process's next reading put it right.
+        .catch(() => undefined);
+    }, FLUSH_MS).unref();
   }
-
-  private refusalError(r: LimitRefusal, retryAfterMs: number): ApiError {
-    return rateLimited(`rate limit: this API key holds ${r.held} ${r.kind === 'run' ? 'runs in progress' : 'open sessions'} (limits.${LIMIT_NAMES[r.kind]} ${r.limit})`, retryAfterMs / 1000);
-  }
-}
-
-/** The ledger's refusal somewhere in an error's cause chain. */
-function refusalOf(e: unknown): LimitRefusal | null {
-  for (let c: unknown = e; c; c = (c as { cause?: unknown }).cause) {
-    if (c instanceof ApplicationFailure && c.type === LIMIT_EXCEEDED) return (c.details?.[0] as LimitRefusal) ?? null;
-  }
-  return null;
 }

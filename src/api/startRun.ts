@@ -17,6 +17,8 @@ export interface StartRequest {
   model: string;
   keyName: string;
   sessionId: string | null;
+  /** The key's ledger (see api/limits), where a session hands its lease back. */
+  ledger?: string | null;
 }
 
 const SESSION_ID = /^[\x21-\x7e]{1,128}$/;
@@ -47,7 +49,7 @@ export function sessionWorkflowId(keyName: string, sessionId: string): string {
 export async function startRun(config: Config, client: Client, r: StartRequest): Promise<WorkflowHandle> {
   const taskQueue = config.temporal.taskQueue;
   if (r.sessionId) {
-    const sessionInput: SessionInput = { sessionId: r.sessionId, keyName: r.keyName, idleSeconds: config.sessions.idleSeconds, ...(r.input.ledger ? { ledger: r.input.ledger } : {}) };
+    const sessionInput: SessionInput = { sessionId: r.sessionId, keyName: r.keyName, idleSeconds: config.sessions.idleSeconds, ...(r.ledger ? { ledger: r.ledger } : {}) };
     const turn: SessionTurn = { runId: r.runId, input: r.input };
     // A turn that reaches the session while it continues-as-new is refused once; try again.
     for (let attempt = 1; ; attempt++) {

@@ -1,7 +1,7 @@
 /**
- * Per-key limits: what a key may hold at once across every API replica (runs, sessions; held as
- * leases by the key's ledger workflow) and what one replica lets it do (requests per minute, open
- * streams). Pure types and the ledger's admission rule; no I/O.
+ * Per-key limits: what a key may hold at once (runs in progress, live sessions; counted as leases
+ * by the key's ledger workflow) and what one API process lets it do (requests per minute, open
+ * streams). Pure types and the admission rule; no I/O.
  */
 
 /** The effective limits of one key (0 = unlimited). */
@@ -21,50 +21,36 @@ export interface Lease {
   kind: LeaseKind;
 }
 
-export interface AcquireRequest {
-  leases: Lease[];
-  /** The caps, from the caller's config (0 = none). */
-  limits: Pick<KeyLimits, 'concurrentRuns' | 'sessions'>;
+/** What one API process tells a key's ledger, in one signal: leases it took and leases that ended. */
+export interface LedgerChange {
+  /** The API process (or `workflow` for a session handing its own lease back). */
+  holder: string;
+  acquire: Lease[];
+  release: string[];
+  /** The caps, from the sender's config (0 = none): the ledger sweeps more often at a cap. */
+  limits?: Pick<KeyLimits, 'concurrentRuns' | 'sessions'>;
 }
 
 export interface LedgerInput {
   keyName: string;
-  /** Leases held, across continue-as-new: workflow id → kind. */
-  leases?: Record<string, LeaseKind>;
+  /** Leases held, across continue-as-new. */
+  leases?: Record<string, { kind: LeaseKind; holder: string }>;
 }
 
-export interface LedgerState {
+/** The ledger as one API process reads it. */
+export interface LedgerView {
   runs: number;
   sessions: number;
+  /** The reader's own leases the ledger holds. */
+  mine: string[];
+  /** Every live session's workflow id (a turn of one of these opens no new session). */
+  sessionIds: string[];
 }
 
-export const LEDGER_ACQUIRE_UPDATE = 'mix2api.acquire';
-export const LEDGER_RELEASE_SIGNAL = 'mix2api.release';
+export const LEDGER_CHANGE_SIGNAL = 'mix2api.leases';
 export const LEDGER_QUERY = 'mix2api.leases';
-/** The ApplicationFailure type of a refused acquire; its details[0] is a `LimitRefusal`. */
-export const LIMIT_EXCEEDED = 'LimitExceeded';
 
-export interface LimitRefusal {
-  kind: LeaseKind;
-  limit: number;
-  held: number;
-}
-
-const CAP_OF: Record<LeaseKind, keyof AcquireRequest['limits']> = { run: 'concurrentRuns', session: 'sessions' };
-
-/**
- * Whether the ledger can take these leases: a lease already held is free (a retried request,
- * a session's next turn), new ones count against their kind's cap. Null: admitted.
- */
-export function refusal(held: ReadonlyMap<string, LeaseKind>, req: AcquireRequest): LimitRefusal | null {
-  for (const kind of ['run', 'session'] as const) {
-    const limit = req.limits[CAP_OF[kind]];
-    if (limit <= 0) continue;
-    const fresh = req.leases.filter((l) => l.kind === kind && !held.has(l.id)).length;
-    if (fresh === 0) continue;
-    let count = 0;
-    for (const k of held.values()) if (k === kind) count++;
-    if (count + fresh > limit) return { kind, limit, held: count };
-  }
-  return null;
+/** Whether one more lease of this kind fits: what this process holds plus what the others hold (0 = no cap). */
+export function fits(cap: number, mine: number, others: number): boolean {
+  return cap <= 0 || mine + others < cap;
 }

@@ -75,8 +75,6 @@ export interface ChatCompletionInput {
    * server, tool and arguments takes its result from here (once) instead of running again.
    */
   reuseToolResults?: ReusableToolResult[];
-  /** The key's ledger workflow (see workflows/keyLedger): the run hands its lease back there when it closes. */
-  ledger?: string;
 }
 
 export interface ReusableToolResult {

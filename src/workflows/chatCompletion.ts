@@ -36,7 +36,6 @@ import {
   type ReusableToolResult,
 } from '../domain/run';
 import { Approvals } from './approvals';
-import { releaseLease } from './keyLedger';
 import { Saga } from './saga';
 
 type ModelActivities = ReturnType<typeof createModelActivities>;
@@ -116,9 +115,6 @@ const EVENTS_PAGE = 500;
 export async function chatCompletionWorkflow(input: ChatCompletionInput): Promise<ChatCompletionResult> {
   const info = wf.workflowInfo();
   const runId = info.workflowId;
-  // The run's lease goes back to the key's ledger just before its last event, so whoever sees
-  // the end sees a closed run (both in one workflow task) and a free slot.
-  const closing = () => releaseLease(input.ledger, runId);
   const log: RunEvent[] = [];
   const { live } = wf.proxySinks<RunSinks>();
   // Readers in the process running this workflow task see the event at once; others read the log.
@@ -178,9 +174,8 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
     const liveQueue = { queue: input.liveTaskQueue };
     let content = '';
 
-    const finish = async (end: EndEvent, hidden?: HiddenSteps): Promise<ChatCompletionResult> => {
+    const finish = (end: EndEvent, hidden?: HiddenSteps): ChatCompletionResult => {
       result = { id: runId, created: Math.floor(info.startTime.getTime() / 1000), model: input.route.exposedModel, message: end.message, finishReason: end.finishReason, usage, steps, ...(hidden ? { hidden } : {}) };
-      await closing();
       events.publish(end);
       return result;
     };
@@ -271,7 +266,6 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
       const undone = await saga.compensate(runId, (r) => events.publish({ t: 'compensation', step: epilogue, seq: seq++, ...r }));
       steps.push(...undone.map((u) => ({ ...u, step: epilogue })));
     }
-    await closing();
     events.publish({ t: 'error', step: epilogue, seq, error: err, ...(usage ? { usage } : {}) });
     if (wf.isCancellation(e)) throw e;
     throw ApplicationFailure.create({ type: 'RunFailed', message: err.message, nonRetryable: true, details: [err], cause: e instanceof Error ? e : undefined });

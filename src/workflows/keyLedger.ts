@@ -1,26 +1,15 @@
 /**
- * `keyLedgerWorkflow`: one per API key (`limits-<scoped key>`), the single place that knows how
- * many runs and sessions the key holds across every API replica. Replicas ask for a lease by
- * Update-with-Start before they start a run or a session; the update's validator refuses it
- * over the cap, so a refusal leaves no history. Runs and sessions hand their lease back by
- * signal when they close; a sweep drops leases whose workflow closed without saying so (a
- * terminated run, a start that failed after its lease). The ledger continues-as-new when
- * Temporal suggests it and completes once it has held nothing for a while.
+ * `keyLedgerWorkflow`: one per API key and deployment, the place that knows how many runs and
+ * sessions the key holds across every API replica. Replicas admit requests against their last
+ * reading of it (a query) plus what they admitted since, so admission costs no round trip; they
+ * report the leases they took and the runs they saw end, batched, by signal. A sweep drops leases
+ * whose workflow closed without being reported (a client that left before its run ended, a
+ * terminated run, a replica that crashed). The ledger continues-as-new when Temporal suggests it
+ * and completes once it has held nothing for a while.
  */
 import * as wf from '@temporalio/workflow';
-import { ApplicationFailure, HandlerUnfinishedPolicy } from '@temporalio/common';
 import type { createLimitActivities } from '../activities/limits';
-import {
-  LEDGER_ACQUIRE_UPDATE,
-  LEDGER_QUERY,
-  LEDGER_RELEASE_SIGNAL,
-  LIMIT_EXCEEDED,
-  refusal,
-  type AcquireRequest,
-  type LeaseKind,
-  type LedgerInput,
-  type LedgerState,
-} from '../domain/limits';
+import { LEDGER_CHANGE_SIGNAL, LEDGER_QUERY, type LeaseKind, type LedgerChange, type LedgerInput, type LedgerView } from '../domain/limits';
 
 /** A ledger holding nothing completes after this long. */
 const IDLE_MS = 10 * 60_000;
@@ -36,30 +25,21 @@ const { liveLeases } = wf.proxyLocalActivities<ReturnType<typeof createLimitActi
 });
 
 export async function keyLedgerWorkflow(input: LedgerInput): Promise<void> {
-  const leases = new Map<string, LeaseKind>(Object.entries(input.leases ?? {}));
-  let caps: AcquireRequest['limits'] = { concurrentRuns: 0, sessions: 0 };
-  const count = (kind: LeaseKind) => [...leases.values()].filter((k) => k === kind).length;
-  const state = (): LedgerState => ({ runs: count('run'), sessions: count('session') });
+  const leases = new Map<string, { kind: LeaseKind; holder: string }>(Object.entries(input.leases ?? {}));
+  let caps: NonNullable<LedgerChange['limits']> = { concurrentRuns: 0, sessions: 0 };
+  const count = (kind: LeaseKind) => [...leases.values()].filter((l) => l.kind === kind).length;
   const atCap = () => (caps.concurrentRuns > 0 && count('run') >= caps.concurrentRuns) || (caps.sessions > 0 && count('session') >= caps.sessions);
 
-  wf.setHandler(wf.defineQuery<LedgerState>(LEDGER_QUERY), state);
-  wf.setHandler(
-    wf.defineUpdate<LedgerState, [AcquireRequest]>(LEDGER_ACQUIRE_UPDATE),
-    (req) => {
-      for (const l of req.leases) leases.set(l.id, l.kind);
-      caps = req.limits;
-      return state();
-    },
-    {
-      validator: (req) => {
-        const r = refusal(leases, req);
-        if (r) throw ApplicationFailure.create({ type: LIMIT_EXCEEDED, nonRetryable: true, message: `${r.held} ${r.kind}s held, limit ${r.limit}`, details: [r] });
-      },
-      unfinishedPolicy: HandlerUnfinishedPolicy.ABANDON,
-    },
-  );
-  wf.setHandler(wf.defineSignal<[string[]]>(LEDGER_RELEASE_SIGNAL), (ids) => {
-    for (const id of ids) leases.delete(id);
+  wf.setHandler(wf.defineQuery<LedgerView, [string]>(LEDGER_QUERY), (holder) => ({
+    runs: count('run'),
+    sessions: count('session'),
+    mine: [...leases].filter(([, l]) => l.holder === holder).map(([id]) => id),
+    sessionIds: [...leases].filter(([, l]) => l.kind === 'session').map(([id]) => id),
+  }));
+  wf.setHandler(wf.defineSignal<[LedgerChange]>(LEDGER_CHANGE_SIGNAL), (c) => {
+    for (const l of c.acquire) if (!leases.has(l.id)) leases.set(l.id, { kind: l.kind, holder: c.holder });
+    for (const id of c.release) leases.delete(id);
+    if (c.limits) caps = c.limits;
   });
 
   // The sweeper: while leases are held, every SWEEP_AT_CAP_MS it checks them if a kind is at its
@@ -90,9 +70,9 @@ export async function keyLedgerWorkflow(input: LedgerInput): Promise<void> {
   }
 }
 
-/** Hands a run's or a session's lease back to its key's ledger, also when cancelled; never fails the caller. */
+/** A session hands its own lease back to its key's ledger when it completes; never fails the session. */
 export async function releaseLease(ledger: string | undefined, id: string): Promise<void> {
   if (!ledger) return;
-  // Awaited: a signal still in flight when its sender closes is dropped by Temporal.
-  await wf.CancellationScope.nonCancellable(() => wf.getExternalWorkflowHandle(ledger).signal(LEDGER_RELEASE_SIGNAL, [id])).catch(() => undefined);
+  const change: LedgerChange = { holder: 'workflow', acquire: [], release: [id] };
+  await wf.CancellationScope.nonCancellable(() => wf.getExternalWorkflowHandle(ledger).signal(LEDGER_CHANGE_SIGNAL, change)).catch(() => undefined);
 }
