@@ -2,7 +2,7 @@
  * The express app: routes, auth, body limits and the one error middleware. Built from its
  * dependencies so tests drive the same app the server runs.
  */
-import type { RequestListener } from 'node:http';
+import type { IncomingMessage, RequestListener } from 'node:http';
 import express from 'express';
 import type { Config } from '../config/load';
 import { createAuth, keyResolver } from './auth';
@@ -21,18 +21,22 @@ export interface AppDeps extends CompletionDeps {
 }
 
 /**
- * The HTTP handler: first the requests-per-minute check, on the raw request (a key flooding the
- * API is refused before routing, body parsing or anything else is spent on it), then the app.
+ * The HTTP handler: first the requests-per-minute check and, for a new run, the run cap, on the
+ * raw request (a key flooding the API is refused before routing, body parsing or anything else is
+ * spent on it), then the app.
  */
 export function createHandler(d: AppDeps): RequestListener {
   const app = createApp(d);
   const keyOf = keyResolver(d.config.server.apiKeys);
+  // Without an Idempotency-Key (and with implicit keys off) a completion is always a new run.
+  const alwaysNew = (req: IncomingMessage) => req.method === 'POST' && req.url?.split('?')[0] === '/v1/chat/completions' && req.headers['idempotency-key'] === undefined && d.config.idempotency.implicitSeconds === 0;
   return (req, res) => {
     if (req.url?.startsWith('/v1/')) {
       const key = keyOf(req.headers.authorization);
       if (typeof key === 'object') {
         try {
           d.limiter.take(key.name);
+          if (alwaysNew(req) && d.limiter.atRunCap(key.name)) throw d.limiter.runCapError(key.name);
         } catch (e) {
           return sendError(res, e);
         }

@@ -119,7 +119,7 @@ export class KeyLimiter {
     const decide = () => {
       const runs = held('run') + v.otherRuns;
       const open = held('session') + v.otherSessions;
-      if (!fits(concurrentRuns, runs, 0)) return { refusal: rateLimited(`rate limit: this API key has ${runs} runs in progress (limits.concurrentRuns ${concurrentRuns})`, 1), last: true };
+      if (!fits(concurrentRuns, runs, 0)) return { refusal: this.runCapError(keyName, runs), last: true };
       if (newSession && !fits(sessions, open, 0)) return { refusal: rateLimited(`rate limit: this API key has ${open} open sessions (limits.sessions ${sessions})`, 1), last: true };
       return { refusal: null, last: (concurrentRuns > 0 && runs + 1 >= concurrentRuns) || (newSession && sessions > 0 && open + 1 >= sessions) };
     };
@@ -140,6 +140,26 @@ export class KeyLimiter {
     }
     this.change(keyName, v, leases, []);
     return this.ledgerOf(keyName);
+  }
+
+  /**
+   * A request for a new run of a key at its run cap, refused before its body is read: true when
+   * this process's fresh view says the cap is reached (otherwise `admit` decides, after parsing).
+   */
+  atRunCap(keyName: string): boolean {
+    const cap = this.limitsOf(keyName).concurrentRuns;
+    const v = this.views.get(keyName);
+    if (cap <= 0 || !v || Date.now() - v.readAt > FRESH_MS) return false;
+    let mine = 0;
+    for (const x of v.mine.values()) if (x.kind === 'run') mine++;
+    return !fits(cap, mine, v.otherRuns);
+  }
+
+  runCapError(keyName: string, runs?: number): ApiError {
+    const v = this.views.get(keyName);
+    let held = runs ?? v?.otherRuns ?? 0;
+    if (runs === undefined && v) for (const x of v.mine.values()) if (x.kind === 'run') held++;
+    return rateLimited(`rate limit: this API key has ${held} runs in progress (limits.concurrentRuns ${this.limitsOf(keyName).concurrentRuns})`, 1);
   }
 
   /** A run this process admitted has ended (or never started): its lease goes back. */
@@ -171,10 +191,10 @@ export class KeyLimiter {
         const l = await this.client.workflow.getHandle(this.ledgerOf(keyName)).query<LedgerView, [string]>(LEDGER_QUERY, this.holder);
         const held = new Set(l.mine);
         for (const [id, x] of v.mine) if (!held.has(id) && x.at < started - SETTLE_MS) v.mine.delete(id);
-        const mineRuns = l.mine.filter((id) => v.mine.get(id)?.kind === 'run').length;
-        const mineSessions = l.mine.filter((id) => v.mine.get(id)?.kind === 'session').length;
-        v.otherRuns = Math.max(0, l.runs - mineRuns);
-        v.otherSessions = Math.max(0, l.sessions - mineSessions);
+        // The others' share is what the ledger holds beyond this process's leases (by its own count:
+        // a run this process saw end may still be there until its signal lands).
+        v.otherRuns = Math.max(0, l.runs - l.mineRuns);
+        v.otherSessions = Math.max(0, l.sessions - l.mineSessions);
         v.liveSessions = new Set(l.sessionIds);
         v.readAt = Date.now();
       } catch (e) {

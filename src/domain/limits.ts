@@ -41,8 +41,10 @@ export interface LedgerInput {
 export interface LedgerView {
   runs: number;
   sessions: number;
-  /** The reader's own leases the ledger holds. */
+  /** The reader's own leases the ledger holds, and how many of them are runs and sessions. */
   mine: string[];
+  mineRuns: number;
+  mineSessions: number;
   /** Every live session's workflow id (a turn of one of these opens no new session). */
   sessionIds: string[];
 }

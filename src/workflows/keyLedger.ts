@@ -30,12 +30,17 @@ export async function keyLedgerWorkflow(input: LedgerInput): Promise<void> {
   const count = (kind: LeaseKind) => [...leases.values()].filter((l) => l.kind === kind).length;
   const atCap = () => (caps.concurrentRuns > 0 && count('run') >= caps.concurrentRuns) || (caps.sessions > 0 && count('session') >= caps.sessions);
 
-  wf.setHandler(wf.defineQuery<LedgerView, [string]>(LEDGER_QUERY), (holder) => ({
-    runs: count('run'),
-    sessions: count('session'),
-    mine: [...leases].filter(([, l]) => l.holder === holder).map(([id]) => id),
-    sessionIds: [...leases].filter(([, l]) => l.kind === 'session').map(([id]) => id),
-  }));
+  wf.setHandler(wf.defineQuery<LedgerView, [string]>(LEDGER_QUERY), (holder) => {
+    const mine = [...leases].filter(([, l]) => l.holder === holder);
+    return {
+      runs: count('run'),
+      sessions: count('session'),
+      mine: mine.map(([id]) => id),
+      mineRuns: mine.filter(([, l]) => l.kind === 'run').length,
+      mineSessions: mine.filter(([, l]) => l.kind === 'session').length,
+      sessionIds: [...leases].filter(([, l]) => l.kind === 'session').map(([id]) => id),
+    };
+  });
   wf.setHandler(wf.defineSignal<[LedgerChange]>(LEDGER_CHANGE_SIGNAL), (c) => {
     for (const l of c.acquire) if (!leases.has(l.id)) leases.set(l.id, { kind: l.kind, holder: c.holder });
     for (const id of c.release) leases.delete(id);
