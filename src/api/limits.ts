@@ -13,7 +13,7 @@ import { randomUUID } from 'node:crypto';
 import type { Client } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type { Config } from '../config/load';
-import { LEDGER_CHANGE_SIGNAL, LEDGER_QUERY, fits, type KeyLimits, type Lease, type LedgerChange, type LedgerInput, type LedgerView } from '../domain/limits';
+import { LEDGER_CHANGE_SIGNAL, LEDGER_QUERY, fits, type KeyLimits, type Lease, type LeaseKind, type LedgerChange, type LedgerInput, type LedgerView } from '../domain/limits';
 import { ApiError } from './errors';
 import { scoped } from './startRun';
 
@@ -41,7 +41,7 @@ interface Bucket {
 /** What this process knows of one key's leases. */
 interface KeyView {
   /** Runs and sessions this process admitted that it has not seen end: id → when. */
-  mine: Map<string, { kind: 'run' | 'session'; at: number }>;
+  mine: Map<string, { kind: LeaseKind; at: number }>;
   /** The other holders' counts, and every live session, at the last reading. */
   otherRuns: number;
   otherSessions: number;
@@ -49,6 +49,13 @@ interface KeyView {
   readAt: number;
   reading: Promise<void> | null;
   pending: LedgerChange | null;
+}
+
+/** This process's leases of one kind. */
+function heldBy(v: KeyView, kind: LeaseKind): number {
+  let n = 0;
+  for (const x of v.mine.values()) if (x.kind === kind) n++;
+  return n;
 }
 
 export class KeyLimiter {
@@ -113,13 +120,14 @@ export class KeyLimiter {
     if (Date.now() - v.readAt > STALE_MS) await this.read(keyName, v);
     // A retried request (same Idempotency-Key) already holds its lease here.
     if (v.mine.has(runId)) return this.ledgerOf(keyName);
-    const newSession = sessionWorkflowId !== null && !v.mine.has(sessionWorkflowId) && !v.liveSessions.has(sessionWorkflowId);
-    const held = (kind: 'run' | 'session') => [...v.mine.values()].filter((x) => x.kind === kind).length;
+    // A session another process opened is live in the ledger's reading: no new session.
+    const isNewSession = () => sessionWorkflowId !== null && !v.mine.has(sessionWorkflowId) && !v.liveSessions.has(sessionWorkflowId);
     /** The refusal, or null; `last` tells whether this admission would take a cap's last slot. */
     const decide = () => {
-      const runs = held('run') + v.otherRuns;
-      const open = held('session') + v.otherSessions;
-      if (!fits(concurrentRuns, runs, 0)) return { refusal: this.runCapError(keyName, runs), last: true };
+      const newSession = isNewSession();
+      const runs = heldBy(v, 'run') + v.otherRuns;
+      const open = heldBy(v, 'session') + v.otherSessions;
+      if (!fits(concurrentRuns, runs, 0)) return { refusal: this.runCapError(keyName), last: true };
       if (newSession && !fits(sessions, open, 0)) return { refusal: rateLimited(`rate limit: this API key has ${open} open sessions (limits.sessions ${sessions})`, 1), last: true };
       return { refusal: null, last: (concurrentRuns > 0 && runs + 1 >= concurrentRuns) || (newSession && sessions > 0 && open + 1 >= sessions) };
     };
@@ -131,10 +139,11 @@ export class KeyLimiter {
       d = decide();
     } else if (age > FRESH_MS) void this.read(keyName, v);
     if (d.refusal) throw d.refusal;
+    const newSession = isNewSession();
     const at = Date.now();
     const leases: Lease[] = [{ id: runId, kind: 'run' }];
     v.mine.set(runId, { kind: 'run', at });
-    if (newSession) {
+    if (newSession && sessionWorkflowId !== null) {
       v.mine.set(sessionWorkflowId, { kind: 'session', at });
       leases.push({ id: sessionWorkflowId, kind: 'session' });
     }
@@ -150,16 +159,13 @@ export class KeyLimiter {
     const cap = this.limitsOf(keyName).concurrentRuns;
     const v = this.views.get(keyName);
     if (cap <= 0 || !v || Date.now() - v.readAt > FRESH_MS) return false;
-    let mine = 0;
-    for (const x of v.mine.values()) if (x.kind === 'run') mine++;
-    return !fits(cap, mine, v.otherRuns);
+    return !fits(cap, heldBy(v, 'run'), v.otherRuns);
   }
 
-  runCapError(keyName: string, runs?: number): ApiError {
+  runCapError(keyName: string): ApiError {
     const v = this.views.get(keyName);
-    let held = runs ?? v?.otherRuns ?? 0;
-    if (runs === undefined && v) for (const x of v.mine.values()) if (x.kind === 'run') held++;
-    return rateLimited(`rate limit: this API key has ${held} runs in progress (limits.concurrentRuns ${this.limitsOf(keyName).concurrentRuns})`, 1);
+    const runs = v ? heldBy(v, 'run') + v.otherRuns : 0;
+    return rateLimited(`rate limit: this API key has ${runs} runs in progress (limits.concurrentRuns ${this.limitsOf(keyName).concurrentRuns})`, 1);
   }
 
   /** A run this process admitted has ended (or never started): its lease goes back. */
