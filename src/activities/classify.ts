@@ -5,6 +5,7 @@
  * (Temporal's history, for operators); the client's error gets it sanitised (domain/sanitize).
  */
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { UpstreamBusyError } from '../connectors/bulkhead';
 import { UpstreamConnectionError, UpstreamHttpError, UpstreamTimeoutError } from '../connectors/upstream';
 import { FailureType, wireError } from '../domain/run';
 import { clientSafeMessage } from '../domain/sanitize';
@@ -37,6 +38,15 @@ export function classifyUpstreamError(e: unknown, upstream: string): unknown {
       message: full,
       nonRetryable: true,
       details: [wireError(e.status, msg, e.type ?? type, e.code, e.param)],
+    });
+  }
+  if (e instanceof UpstreamBusyError) {
+    // Nothing was sent: another attempt (perhaps on a worker with a free slot) may go at once.
+    return ApplicationFailure.create({
+      type: FailureType.Busy,
+      message: e.message,
+      nextRetryDelay: 1000,
+      details: [{ ...wireError(503, e.message, 'server_error', 'upstream_busy'), retryAfterSeconds: 1 }],
     });
   }
   if (e instanceof UpstreamTimeoutError) {

@@ -114,6 +114,10 @@ export const UpstreamSchema = z
       .default({ maxAttempts: 4, initialIntervalSeconds: 1, maxIntervalSeconds: 30 }),
     /** `prefill`: a retried call continues from the content already streamed (assistant prefill). */
     continuation: z.enum(['none', 'prefill']).default('none'),
+    /** Calls in flight to this upstream at once, per worker process (0 = no cap). */
+    maxConcurrent: z.number().int().min(0).max(100_000).default(0),
+    /** How long a call over `maxConcurrent` waits for a slot before it fails as `upstream_busy`. */
+    queueSeconds: z.number().min(0).max(600).default(10),
   })
   .strict();
 

@@ -8,6 +8,7 @@
  */
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { Bulkhead } from './bulkhead';
 import type { UpstreamConfig } from '../config/schema';
 import type { Delta, Usage } from '../domain/chat';
 
@@ -102,7 +103,11 @@ const headerOf = (res: IncomingMessage): HeaderOf => (n) => {
 };
 
 export class UpstreamClient {
-  constructor(readonly cfg: UpstreamConfig) {}
+  readonly bulkhead: Bulkhead;
+
+  constructor(readonly cfg: UpstreamConfig) {
+    this.bulkhead = new Bulkhead(cfg.name, cfg.maxConcurrent, cfg.queueSeconds * 1000);
+  }
 
   private url(path: string): string {
     return this.cfg.baseURL.replace(/\/+$/, '') + path;
@@ -121,6 +126,16 @@ export class UpstreamClient {
 
   /** Streams one chat completion; yields parsed chunks until `[DONE]`. */
   async *streamChat(body: Record<string, unknown>, signal?: AbortSignal): AsyncGenerator<ChatChunk> {
+    // The wait for a slot comes before any timeout starts: nothing has been sent yet.
+    const release = await this.bulkhead.acquire(signal);
+    try {
+      yield* this.streamChatNow(body, signal);
+    } finally {
+      release();
+    }
+  }
+
+  private async *streamChatNow(body: Record<string, unknown>, signal?: AbortSignal): AsyncGenerator<ChatChunk> {
     const t = this.cfg.timeouts;
     const ctl = new AbortController();
     let timedOut: UpstreamTimeoutError | null = null;

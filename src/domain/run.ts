@@ -163,6 +163,7 @@ export const FailureType = {
   Protocol: 'UpstreamProtocol',
   Config: 'ConfigError',
   TooLarge: 'StepOutputTooLarge',
+  Busy: 'UpstreamBusy',
 } as const;
 
 export function wireError(status: number, message: string, type: string, code: string | null = null, param: string | null = null): WireError {
