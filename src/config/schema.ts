@@ -8,8 +8,9 @@ import { McpServerSchema } from './mcpSchema';
 const seconds = (def: number, max: number) => z.number().positive().max(max).default(def);
 
 /**
- * What one API key may use (0 = unlimited). `concurrentRuns` and `sessions` are counted exactly
- * across replicas by the key's ledger workflow; `requestsPerMinute` and `openStreams` per API process.
+ * What one API key may use (0 = unlimited). `concurrentRuns` and `sessions` hold across replicas
+ * (counted by the key's ledger workflow: exact within a process, near-exact across processes, see
+ * the README); `requestsPerMinute` and `openStreams` per API process.
  */
 export const LimitsSchema = z
   .object({

@@ -75,9 +75,18 @@ export async function keyLedgerWorkflow(input: LedgerInput): Promise<void> {
   }
 }
 
-/** A session hands its own lease back to its key's ledger when it completes; never fails the session. */
-export async function releaseLease(ledger: string | undefined, id: string): Promise<void> {
+/** A session's change to its own lease in its key's ledger; never fails the session. */
+async function sessionLease(ledger: string | undefined, change: Omit<LedgerChange, 'holder'>): Promise<void> {
   if (!ledger) return;
-  const change: LedgerChange = { holder: 'workflow', acquire: [], release: [id] };
-  await wf.CancellationScope.nonCancellable(() => wf.getExternalWorkflowHandle(ledger).signal(LEDGER_CHANGE_SIGNAL, change)).catch(() => undefined);
+  await wf.CancellationScope.nonCancellable(() => wf.getExternalWorkflowHandle(ledger).signal(LEDGER_CHANGE_SIGNAL, { holder: 'workflow', ...change })).catch(() => undefined);
 }
+
+/**
+ * A session that starts registers its own lease (the admitting API process does too; the ledger
+ * keeps one): so a session started again by a turn that was admitted for its predecessor, which
+ * idled out meanwhile, is counted all the same.
+ */
+export const holdLease = (ledger: string | undefined, id: string) => sessionLease(ledger, { acquire: [{ id, kind: 'session' }], release: [] });
+
+/** A session hands its own lease back when it completes. */
+export const releaseLease = (ledger: string | undefined, id: string) => sessionLease(ledger, { acquire: [], release: [id] });

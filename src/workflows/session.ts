@@ -8,7 +8,7 @@ import * as wf from '@temporalio/workflow';
 import { HandlerUnfinishedPolicy, WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy } from '@temporalio/common';
 import { SESSION_QUERY, SESSION_TURN_UPDATE, type SessionInput, type SessionState, type SessionTurn } from '../domain/run';
 import { chatCompletionWorkflow } from './chatCompletion';
-import { releaseLease } from './keyLedger';
+import { holdLease, releaseLease } from './keyLedger';
 
 /** Recent run ids kept in state: enough to answer a retried turn without starting it twice. */
 const RECENT_RUNS = 50;
@@ -20,6 +20,7 @@ export async function sessionWorkflow(input: SessionInput): Promise<SessionState
   const runs: string[] = [...(input.runs ?? [])];
   const state = (): SessionState => ({ sessionId: input.sessionId, turns, busy, runs: [...runs] });
   wf.setHandler(wf.defineQuery<SessionState>(SESSION_QUERY), state);
+  if (!wf.workflowInfo().continuedFromExecutionRunId) void holdLease(input.ledger, wf.workflowInfo().workflowId);
 
   const suggested = () => wf.workflowInfo().continueAsNewSuggested;
 

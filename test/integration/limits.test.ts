@@ -6,6 +6,7 @@
 import { startStack, testEnv, uniqueQueue, type Stack } from '../support/stack';
 import { waitFor } from '../support/waitFor';
 import { ledgerIdOf } from '../../src/api/limits';
+import { sessionWorkflowId } from '../../src/api/startRun';
 import { LEDGER_QUERY, type LedgerView } from '../../src/domain/limits';
 
 const KEYS = {
@@ -146,3 +147,16 @@ test('a flood of 300 parallel requests over the cap: all refused, none reaches t
   expect(after - before).toBe(0);
   await held.drain();
 }, 60_000);
+
+test('a session registers its own lease when it starts, and hands it back when it idles out', async () => {
+  // The key's ledger exists once the key has had a run.
+  expect((await post(s, 'other')).status).toBe(200);
+  const ledger = s.temporal.workflow.getHandle(ledgerIdOf('other', queue));
+  await waitFor(async () => (await ledger.query<LedgerView, [string]>(LEDGER_QUERY, 'reader').catch(() => null)) !== null);
+  // A session no API process admitted (as when a turn restarts one that idled out meanwhile).
+  const id = sessionWorkflowId('other', 'direct');
+  await s.temporal.workflow.start('sessionWorkflow', { workflowId: id, taskQueue: queue, args: [{ sessionId: 'direct', keyName: 'other', idleSeconds: 2, ledger: ledger.workflowId }] });
+  const sessions = async () => (await ledger.query<LedgerView, [string]>(LEDGER_QUERY, 'workflow')).sessionIds;
+  await waitFor(async () => (await sessions()).includes(id));
+  await waitFor(async () => !(await sessions()).includes(id));
+}, 30_000);
