@@ -6,7 +6,7 @@
  */
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { UpstreamBusyError } from '../connectors/bulkhead';
-import { UpstreamConnectionError, UpstreamHttpError, UpstreamTimeoutError } from '../connectors/upstream';
+import { UpstreamConnectionError, UpstreamHttpError, UpstreamTimeoutError, UpstreamUnavailableError } from '../connectors/upstream';
 import { FailureType, wireError } from '../domain/run';
 import { clientSafeMessage } from '../domain/sanitize';
 
@@ -47,6 +47,16 @@ export function classifyUpstreamError(e: unknown, upstream: string): unknown {
       message: e.message,
       nextRetryDelay: 1000,
       details: [{ ...wireError(503, e.message, 'server_error', 'upstream_busy'), retryAfterSeconds: 1 }],
+    });
+  }
+  if (e instanceof UpstreamUnavailableError) {
+    // The breaker's next probe is the earliest an attempt can do better.
+    const seconds = Math.max(1, Math.ceil(e.retryAfterMs / 1000));
+    return ApplicationFailure.create({
+      type: FailureType.Unavailable,
+      message: e.message,
+      nextRetryDelay: seconds * 1000,
+      details: [{ ...wireError(503, e.message, 'server_error', 'upstream_unavailable'), retryAfterSeconds: seconds }],
     });
   }
   if (e instanceof UpstreamTimeoutError) {

@@ -10,8 +10,10 @@
 import { ActivityCancelledError, ActivityNotFoundError, ActivityPausedError, ActivityResetError, type AsyncCompletionClient } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { LiveHub } from '../connectors/liveHub';
-import type { UpstreamClient } from '../connectors/upstream';
-import { MessageAccumulator, type Delta, type Usage } from '../domain/chat';
+import type { ChatBody } from '../connectors/dialects/dialect';
+import { UpstreamUnavailableError, type UpstreamClient } from '../connectors/upstream';
+import { MessageAccumulator, type ChatMessage, type Delta, type Usage } from '../domain/chat';
+import { contextLengthMessage, estimateTokens, fitToWindow, fixedCost } from '../domain/contextGuard';
 import { stepEnd } from '../domain/stepRequest';
 import type { RunEvent } from '../domain/events';
 import type { StepLog } from '../domain/stepLog';
@@ -59,7 +61,14 @@ function normUsage(u: Usage | null | undefined): Usage | undefined {
   const p = u.prompt_tokens ?? 0;
   const c = u.completion_tokens ?? 0;
   const r = u.completion_tokens_details?.reasoning_tokens;
-  return { prompt_tokens: p, completion_tokens: c, total_tokens: u.total_tokens ?? p + c, ...(typeof r === 'number' ? { completion_tokens_details: { reasoning_tokens: r } } : {}) };
+  const cached = u.prompt_tokens_details?.cached_tokens;
+  return {
+    prompt_tokens: p,
+    completion_tokens: c,
+    total_tokens: u.total_tokens ?? p + c,
+    ...(typeof cached === 'number' && cached > 0 ? { prompt_tokens_details: { cached_tokens: cached } } : {}),
+    ...(typeof r === 'number' ? { completion_tokens_details: { reasoning_tokens: r } } : {}),
+  };
 }
 
 /**
@@ -133,14 +142,10 @@ export class ModelStep {
 
   private async stream(attempt: StepAttempt): Promise<Outcome> {
     const { input, ctx } = this;
-    const upstream = ctx.upstreams.get(input.upstream);
     try {
-      if (!upstream) {
-        const msg = `no upstream named "${input.upstream}" on this worker`;
-        throw ApplicationFailure.create({ type: FailureType.Config, message: msg, nonRetryable: true, details: [wireError(500, msg, 'server_error', 'config_error')] });
-      }
-      let body: Record<string, unknown> = { ...input.body, stream_options: { include_usage: true } };
-      if (attempt.prefill !== null) body = { ...body, messages: [...((body.messages as unknown[]) ?? []), { role: 'assistant', content: attempt.prefill, prefix: true }] };
+      const fitted = this.fit();
+      let body = fitted.body;
+      if (attempt.prefill !== null) body = { ...body, messages: [...body.messages, { role: 'assistant', content: attempt.prefill, prefix: true }] };
       const serverTools = new Set(input.serverTools ?? []);
       const calls = new ClientCallFilter(
         (name) => serverTools.has(name),
@@ -150,36 +155,89 @@ export class ModelStep {
       if (attempt.prefill !== null) acc.add({ content: attempt.prefill });
       let finishReason = 'stop';
       let usage: Usage | undefined;
-      try {
-        for await (const chunk of upstream.streamChat(body, this.abort.signal)) {
-          usage = normUsage(chunk.usage) ?? usage;
-          const choice = chunk.choices?.[0];
-          if (!choice) continue;
-          const delta = cleanDelta(choice.delta);
-          if (delta) {
-            acc.add(delta);
-            const forClient = calls.pass(delta);
-            if (forClient) {
-              attempt.add(forClient);
-              ctx.hub.changed(input.runId);
-            }
-          }
-          if (choice.finish_reason) finishReason = choice.finish_reason;
+      let responseId: string | undefined;
+      // The route's upstream, then its fallbacks: the next is tried only while nothing has streamed.
+      const targets = [{ upstream: input.upstream, upstreamModel: input.body.model as string }, ...(input.fallbacks ?? [])];
+      let answered: string | undefined;
+      for (const [i, target] of targets.entries()) {
+        const upstream = ctx.upstreams.get(target.upstream);
+        const last = i === targets.length - 1;
+        if (!upstream) {
+          const msg = `no upstream named "${target.upstream}" on this worker`;
+          throw ApplicationFailure.create({ type: FailureType.Config, message: msg, nonRetryable: true, details: [wireError(500, msg, 'server_error', 'config_error')] });
         }
-      } catch (e) {
-        throw classifyUpstreamError(e, input.upstream);
+        if (!upstream.breaker.allow()) {
+          if (!last) continue;
+          throw classifyUpstreamError(new UpstreamUnavailableError(target.upstream, upstream.breaker.waitMs()), target.upstream);
+        }
+        let started = false;
+        try {
+          const from = i === 0 && !fitted.dropped ? input.from : undefined;
+          for await (const chunk of upstream.streamChat({ ...body, model: target.upstreamModel }, this.abort.signal, from)) {
+            usage = normUsage(chunk.usage) ?? usage;
+            if (chunk.id && upstream.cfg.storeResponses) responseId = chunk.id;
+            const choice = chunk.choices?.[0];
+            if (!choice) continue;
+            const delta = cleanDelta(choice.delta);
+            if (delta) {
+              started = true;
+              acc.add(delta);
+              const forClient = calls.pass(delta);
+              if (forClient) {
+                attempt.add(forClient);
+                ctx.hub.changed(input.runId);
+              }
+            }
+            if (choice.finish_reason) finishReason = choice.finish_reason;
+          }
+          upstream.breaker.success();
+          answered = target.upstream;
+          break;
+        } catch (e) {
+          const failure = classifyUpstreamError(e, target.upstream);
+          const retryable = failure instanceof ApplicationFailure && !failure.nonRetryable;
+          // Cancelled, or our own bulkhead: nothing learnt about the upstream. A 4xx: it is up.
+          if (this.abort.signal.aborted || (failure instanceof ApplicationFailure && failure.type === FailureType.Busy)) upstream.breaker.abandon();
+          else if (retryable) upstream.breaker.failure();
+          else upstream.breaker.success();
+          if (started || !retryable || last || this.abort.signal.aborted) throw failure;
+        }
       }
       attempt.finish();
       ctx.hub.changed(input.runId);
       const message = acc.message();
       if (message.tool_calls?.length && finishReason === 'stop') finishReason = 'tool_calls';
-      const result: CallModelResult = { message, finishReason, usage, events: this.log.events, nextSeq: this.log.nextSeq, attempt: this.attempt };
+      const result: CallModelResult = {
+        message,
+        finishReason,
+        usage,
+        events: this.log.events,
+        nextSeq: this.log.nextSeq,
+        attempt: this.attempt,
+        ...(answered && (answered !== input.upstream || input.fallbacks?.length) ? { upstream: answered } : {}),
+        ...(responseId ? { responseId } : {}),
+        ...(fitted.dropped ? { trimmed: fitted.dropped } : {}),
+      };
       const bytes = Buffer.byteLength(JSON.stringify(result));
       if (bytes > MAX_STEP_RESULT_BYTES) throw tooLarge(bytes);
       return { ok: true, result };
     } catch (error) {
       return { ok: false, error };
     }
+  }
+
+  /** The step's body, trimmed to the model's context window when it has one. */
+  private fit(): { body: ChatBody; dropped: number } {
+    const { input } = this;
+    const body = input.body as unknown as ChatBody;
+    if (!input.contextTokens) return { body, dropped: 0 };
+    const messages = body.messages as ChatMessage[];
+    const fitted = input.trim === false ? null : fitToWindow(messages, input.contextTokens, fixedCost(body));
+    if (fitted) return { body: { ...body, messages: fitted.messages as ChatBody['messages'] }, dropped: fitted.dropped };
+    const need = estimateTokens(messages) + fixedCost(body);
+    if (input.trim === false && need <= input.contextTokens) return { body, dropped: 0 };
+    const msg = contextLengthMessage(need, input.contextTokens, input.trim !== false);
+    throw ApplicationFailure.create({ type: FailureType.ContextLength, message: msg, nonRetryable: true, details: [wireError(400, msg, 'invalid_request_error', 'context_length_exceeded', 'messages')] });
   }
 
   /** Reports the outcome once there is both an outcome and a task token. */

@@ -16,6 +16,8 @@ export interface AppDeps extends CompletionDeps {
   config: Config;
   /** Temporal reachable and this process's workers polling. */
   readiness: () => Promise<Record<string, boolean>>;
+  /** Per upstream: its circuit breaker and calls in flight, in this process (not part of readiness). */
+  upstreamDetail?: () => Record<string, unknown>;
   /** The last health check's answer; while false, what needs Temporal gets a 503 at once. */
   temporalUp?: () => boolean;
 }
@@ -57,7 +59,7 @@ function createApp(d: AppDeps): express.Express {
   app.get('/readyz', async (_req, res) => {
     const checks = await d.readiness().catch(() => ({ temporal: false }));
     const ok = Object.values(checks).every(Boolean);
-    res.status(ok ? 200 : 503).json({ status: ok ? 'ready' : 'not_ready', checks });
+    res.status(ok ? 200 : 503).json({ status: ok ? 'ready' : 'not_ready', checks, ...(d.upstreamDetail ? { upstreams: d.upstreamDetail() } : {}) });
   });
 
   const v1 = express.Router();

@@ -8,12 +8,13 @@ import type { Client } from '@temporalio/client';
 import type { Config } from '../config/load';
 import type { LiveHub } from '../connectors/liveHub';
 import type { ChatMessage } from '../domain/chat';
+import { contextLengthMessage, estimateTokens, fitToWindow, fixedCost } from '../domain/contextGuard';
 import { referencedRuns, rejoin } from '../domain/rejoin';
 import { STATE_QUERY, type CallModelInput, type ChatCompletionInput, type ChatCompletionResult, type HiddenSteps, type RunState } from '../domain/run';
 import { firstStepRequest } from '../domain/stepRequest';
 import { resolveTools } from './tools';
 import { completionBody } from './chunks';
-import { badRequest } from './errors';
+import { ApiError, badRequest } from './errors';
 import { implicitRun } from './implicitKey';
 import { relayRun } from './relay';
 import { streamRun } from './sse';
@@ -70,6 +71,17 @@ async function rejoinHidden(client: Client, messages: ChatMessage[], keyName: st
   return rejoin(messages, hidden);
 }
 
+/**
+ * Refuses, before anything starts, a request over its model's context window that trimming
+ * cannot save (trimming off, or too big even with every older turn left out). Server-side
+ * tools' definitions are not known yet: a run that grows past the window later fails its step.
+ */
+function checkContext(limit: number, trim: boolean, messages: ChatMessage[], body: Record<string, unknown>, clientTools?: unknown[]): void {
+  const fixed = fixedCost(body, clientTools ?? []);
+  if (trim ? fitToWindow(messages, limit, fixed) : estimateTokens(messages) + fixed <= limit) return;
+  throw new ApiError(400, contextLengthMessage(estimateTokens(messages) + fixed, limit, trim), 'invalid_request_error', 'context_length_exceeded', 'messages');
+}
+
 export function createCompletionHandler(d: CompletionDeps) {
   return async (req: Request, res: Response): Promise<void> => {
     const parsed = ChatCompletionRequestSchema.safeParse(req.body);
@@ -94,6 +106,7 @@ export function createCompletionHandler(d: CompletionDeps) {
     const { session_id: _s, ...upstreamMetadata } = metadata ?? {};
     if (Object.keys(upstreamMetadata).length > 0) Object.assign(rest, { metadata: upstreamMetadata });
     const messages = await rejoinHidden(d.client, rest.messages, keyName);
+    if (route.contextTokens) checkContext(route.contextTokens, route.trim !== false, messages as ChatMessage[], rest, tools.clientTools);
     // Limits, before anything starts: a stream slot here, then the key's run (and session) lease.
     const abort = new AbortController();
     res.on('close', () => abort.abort());

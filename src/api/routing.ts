@@ -41,13 +41,19 @@ export class ModelRouter {
     if (!up) {
       throw new ApiError(404, `The model \`${model}\` does not exist or you do not have access to it.`, 'invalid_request_error', 'model_not_found', 'model');
     }
+    const fallbacks = (entry?.fallbacks ?? []).map((f) => ({ upstream: f.upstream, upstreamModel: f.model ?? entry?.model ?? model }));
+    // One attempt may wait for each upstream's headers before the last one answers in full.
+    const ups = [up, ...fallbacks.map((f) => this.config.upstreams.find((u) => u.name === f.upstream)!)];
+    const totalSeconds = Math.max(...ups.map((u) => u.timeouts.totalSeconds)) + ups.slice(0, -1).reduce((s, u) => s + u.timeouts.connectSeconds, 0);
     return {
       exposedModel: model,
       upstream: up.name,
       upstreamModel: entry?.model ?? model,
       retry: up.retry,
-      totalSeconds: up.timeouts.totalSeconds,
+      totalSeconds,
       continuation: up.continuation,
+      ...(fallbacks.length ? { fallbacks } : {}),
+      ...(entry?.contextTokens ? { contextTokens: entry.contextTokens, trim: entry.trim } : {}),
     };
   }
 }

@@ -94,6 +94,9 @@ function crossCheck(cfg: ConfigFile): string[] {
   if (servers.size !== cfg.mcpServers.length) problems.push('mcpServers: names must be unique');
   cfg.models.forEach((m, i) => {
     if (!upstreams.has(m.upstream)) problems.push(`models[${i}].upstream: no upstream named "${m.upstream}"`);
+    m.fallbacks.forEach((f, j) => {
+      if (!upstreams.has(f.upstream)) problems.push(`models[${i}].fallbacks[${j}].upstream: no upstream named "${f.upstream}"`);
+    });
     if (ids.has(m.id)) problems.push(`models[${i}].id: duplicate model id "${m.id}"`);
     m.mcpServers.forEach((name, j) => {
       if (!servers.has(name)) problems.push(`models[${i}].mcpServers[${j}]: no mcpServers entry named "${name}"`);

@@ -91,6 +91,12 @@ export const TemporalSchema = z
 export const UpstreamSchema = z
   .object({
     name: z.string().regex(/^[a-zA-Z0-9_.-]{1,64}$/, 'letters, digits, _ . - (1-64)'),
+    /**
+     * The upstream's API. `baseURL` is what that vendor's SDK takes: `https://api.openai.com/v1`
+     * for the OpenAI dialects, `https://api.anthropic.com` for Anthropic, and
+     * `https://generativelanguage.googleapis.com` for Gemini.
+     */
+    api: z.enum(['openai-chat', 'anthropic-messages', 'gemini', 'openai-responses']).default('openai-chat'),
     baseURL: z.url({ protocol: /^https?$/ }),
     apiKey: z.string().optional(),
     headers: z.record(z.string(), z.string()).default({}),
@@ -119,8 +125,24 @@ export const UpstreamSchema = z
     maxConcurrent: z.number().int().min(0).max(100_000).default(0),
     /** How long a call over `maxConcurrent` waits for a slot before it fails as `upstream_busy`. */
     queueSeconds: z.number().min(0).max(600).default(10),
+    /** Per worker process: open after `failures` consecutive retryable failures (0 = no breaker), probe after `cooldownSeconds`. */
+    breaker: z
+      .object({ failures: z.number().int().min(0).max(1000).default(5), cooldownSeconds: z.number().positive().max(3600).default(30) })
+      .strict()
+      .default({ failures: 5, cooldownSeconds: 30 }),
+    /** `anthropic-messages`: prompt-caching breakpoints on tools, system and the conversation so far. */
+    cachePrompts: z.boolean().default(true),
+    /**
+     * `openai-responses`: store responses upstream (`store: true`), so a step that continues an
+     * earlier one sends `previous_response_id` and only the new messages.
+     */
+    storeResponses: z.boolean().default(false),
   })
-  .strict();
+  .strict()
+  .refine((u) => u.continuation === 'none' || u.api === 'openai-chat' || u.api === 'anthropic-messages', {
+    message: '`continuation: prefill` needs an upstream that continues an assistant prefill (openai-chat or anthropic-messages)',
+    path: ['continuation'],
+  });
 
 export const ModelSchema = z
   .object({
@@ -128,6 +150,18 @@ export const ModelSchema = z
     upstream: z.string(),
     /** Upstream model name; defaults to `id`. */
     model: z.string().optional(),
+    /**
+     * Tried in order when the upstream (or the one before) fails retryably before its first
+     * byte (connect error, 5xx, 429, overload, timeout to first token, busy, breaker open).
+     */
+    fallbacks: z.array(z.object({ upstream: z.string(), model: z.string().optional() }).strict()).max(8).default([]),
+    /**
+     * The model's context window in tokens (estimated as UTF-8 bytes / 4). A request over it
+     * has its oldest turns trimmed (`trim: true`, the default) or is refused with
+     * 400 `context_length_exceeded`.
+     */
+    contextTokens: z.number().int().positive().optional(),
+    trim: z.boolean().default(true),
     mcpServers: z.array(z.string()).default([]),
   })
   .strict();

@@ -1,26 +1,25 @@
 /**
- * UpstreamClient: one OpenAI-compatible upstream. No retries here on purpose: Temporal is the
- * only retrier, so failures are thrown as typed errors for the activity to classify once.
+ * UpstreamClient: one upstream, spoken to in its dialect (./dialects). No retries here on
+ * purpose: Temporal is the only retrier, so failures are thrown as typed errors for the activity
+ * to classify once. The client owns what every dialect shares: the transport, the timeouts, the
+ * bulkhead and the circuit breaker; server-sent events are parsed by `eventsource-parser`.
  *
- * Completions stream over node:http with keep-alive agents rather than fetch: fetch's web
- * streams cost several times the CPU and garbage per chunk, and a process relays thousands of
- * chunks a second when a thousand streams are open.
+ * Requests go over node:http with keep-alive agents rather than fetch: fetch's web streams cost
+ * several times the CPU and garbage per chunk, and a process relays thousands of chunks a second
+ * when a thousand streams are open.
  */
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { createParser, type EventSourceMessage } from 'eventsource-parser';
+import { Breaker } from './breaker';
 import { Bulkhead } from './bulkhead';
+import { dialectFor } from './dialects';
+import { StreamFailure, type ChatBody, type ChatChunk, type Dialect, type UpstreamContinuation, type WireFailure } from './dialects/dialect';
 import type { UpstreamConfig } from '../config/schema';
-import type { Delta, Usage } from '../domain/chat';
 
-export interface ChatChunk {
-  id?: string;
-  model?: string;
-  choices?: Array<{ index?: number; delta?: Delta & { role?: string }; finish_reason?: string | null }>;
-  usage?: Usage | null;
-  error?: { message?: string; type?: string; code?: string | null };
-}
+export type { ChatChunk } from './dialects/dialect';
 
-/** The upstream answered with a non-2xx status. */
+/** The upstream answered with a non-2xx status (or reported a failure inside its stream). */
 export class UpstreamHttpError extends Error {
   constructor(
     readonly status: number,
@@ -33,6 +32,10 @@ export class UpstreamHttpError extends Error {
     super(message);
     this.name = 'UpstreamHttpError';
   }
+
+  static of(f: WireFailure, retryAfterMs: number | null = null): UpstreamHttpError {
+    return new UpstreamHttpError(f.status, f.message, f.type, f.code, f.param, retryAfterMs);
+  }
 }
 
 /** The upstream was silent for too long: before headers, between chunks, or in total. */
@@ -43,11 +46,22 @@ export class UpstreamTimeoutError extends Error {
   }
 }
 
-/** Connection refused, reset, or the stream ended before `[DONE]`/finish. */
+/** Connection refused, reset, or the stream ended before its last event. */
 export class UpstreamConnectionError extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'UpstreamConnectionError';
+  }
+}
+
+/** The upstream's circuit breaker is open: nothing was sent. */
+export class UpstreamUnavailableError extends Error {
+  constructor(
+    readonly upstream: string,
+    readonly retryAfterMs: number,
+  ) {
+    super(`upstream ${upstream} is unavailable: its circuit breaker is open after repeated failures (next probe in ${Math.ceil(retryAfterMs / 1000)}s)`);
+    this.name = 'UpstreamUnavailableError';
   }
 }
 
@@ -63,19 +77,8 @@ export function parseRetryAfter(header: HeaderOf): number | null {
   return Number.isNaN(at) ? null : Math.max(0, at - Date.now());
 }
 
-function httpError(status: number, text: string, header: HeaderOf): UpstreamHttpError {
-  let err: { message?: unknown; type?: unknown; code?: unknown; param?: unknown } = {};
-  try {
-    const j = JSON.parse(text) as { error?: typeof err | string; message?: string };
-    err = typeof j.error === 'object' && j.error ? j.error : { message: j.error ?? j.message };
-  } catch {
-    err = { message: text.slice(0, 500) };
-  }
-  const str = (v: unknown) => (typeof v === 'string' ? v : v == null ? null : String(v));
-  return new UpstreamHttpError(status, str(err.message) || `upstream returned HTTP ${status}`, str(err.type), str(err.code), str(err.param), parseRetryAfter(header));
-}
-
-const fetchError = async (res: Response) => httpError(res.status, await res.text().catch(() => ''), (n) => res.headers.get(n));
+/** Largest single server-sent event accepted (a tool call's arguments arrive in one with some dialects). */
+const MAX_EVENT_BYTES = 16 * 1024 * 1024;
 
 const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
 
@@ -104,38 +107,47 @@ const headerOf = (res: IncomingMessage): HeaderOf => (n) => {
 
 export class UpstreamClient {
   readonly bulkhead: Bulkhead;
+  readonly breaker: Breaker;
+  readonly dialect: Dialect;
 
-  constructor(readonly cfg: UpstreamConfig) {
+  constructor(
+    readonly cfg: UpstreamConfig,
+    log: (msg: string, fields: Record<string, unknown>) => void = (msg) => console.warn(`[mix2api] ${msg}`),
+  ) {
     this.bulkhead = new Bulkhead(cfg.name, cfg.maxConcurrent, cfg.queueSeconds * 1000);
+    this.breaker = new Breaker(cfg.name, cfg.breaker.failures, cfg.breaker.cooldownSeconds * 1000, log);
+    this.dialect = dialectFor(cfg.api);
   }
 
   private url(path: string): string {
     return this.cfg.baseURL.replace(/\/+$/, '') + path;
   }
 
-  /** The upstream's own `GET /models` ids (pass-through mode lists these). */
+  /** The upstream's own `GET /models` ids (pass-through mode lists these; OpenAI dialects only). */
   async listModels(): Promise<string[]> {
     const res = await fetch(this.url('/models'), {
       headers: { ...(this.cfg.apiKey ? { authorization: `Bearer ${this.cfg.apiKey}` } : {}), ...this.cfg.headers },
       signal: AbortSignal.timeout(this.cfg.timeouts.connectSeconds * 1000),
     });
-    if (!res.ok) throw await fetchError(res);
+    if (!res.ok) throw UpstreamHttpError.of(this.dialect.failure(res.status, await res.text().catch(() => '')), parseRetryAfter((n) => res.headers.get(n)));
     const body = (await res.json()) as { data?: Array<{ id?: unknown }> };
     return (body.data ?? []).map((m) => m.id).filter((id): id is string => typeof id === 'string');
   }
 
-  /** Streams one chat completion; yields parsed chunks until `[DONE]`. */
-  async *streamChat(body: Record<string, unknown>, signal?: AbortSignal): AsyncGenerator<ChatChunk> {
-    // The wait for a slot comes before any timeout starts: nothing has been sent yet.
+  /**
+   * Streams one completion in the upstream's dialect; yields Chat Completions chunks until the
+   * stream's last event. The bulkhead slot is taken first: no timeout runs while nothing is sent.
+   */
+  async *streamChat(body: ChatBody, signal?: AbortSignal, from?: UpstreamContinuation): AsyncGenerator<ChatChunk> {
     const release = await this.bulkhead.acquire(signal);
     try {
-      yield* this.streamChatNow(body, signal);
+      yield* this.streamChatNow(body, signal, from);
     } finally {
       release();
     }
   }
 
-  private async *streamChatNow(body: Record<string, unknown>, signal?: AbortSignal): AsyncGenerator<ChatChunk> {
+  private async *streamChatNow(body: ChatBody, signal?: AbortSignal, from?: UpstreamContinuation): AsyncGenerator<ChatChunk> {
     const t = this.cfg.timeouts;
     const ctl = new AbortController();
     let timedOut: UpstreamTimeoutError | null = null;
@@ -151,29 +163,28 @@ export class UpstreamClient {
       clearTimeout(idle);
       idle = setTimeout(fail('idle', t.idleSeconds), t.idleSeconds * 1000);
     };
+    const wire = this.dialect.request(body, this.cfg, from);
     try {
       let res: IncomingMessage;
       try {
-        const headers = {
-          'content-type': 'application/json',
-          accept: 'text/event-stream',
-          ...(this.cfg.apiKey ? { authorization: `Bearer ${this.cfg.apiKey}` } : {}),
-          ...this.cfg.headers,
-        };
-        res = await post(this.url('/chat/completions'), headers, JSON.stringify({ ...body, stream: true }), ctl.signal);
+        const headers = { 'content-type': 'application/json', accept: 'text/event-stream', ...wire.headers, ...this.cfg.headers };
+        res = await post(this.url(wire.path), headers, JSON.stringify(wire.body), ctl.signal);
       } catch (e) {
         throw timedOut ?? (signal?.aborted ? e : new UpstreamConnectionError(`upstream unreachable: ${errText(e)}`));
       }
       try {
         const status = res.statusCode ?? 0;
-        if (status < 200 || status > 299) throw httpError(status, await readText(res), headerOf(res));
+        if (status < 200 || status > 299) throw UpstreamHttpError.of(this.dialect.failure(status, await readText(res)), parseRetryAfter(headerOf(res)));
         rearm();
         if (!/text\/event-stream/.test(res.headers['content-type'] ?? '')) {
-          yield toChunk(JSON.parse(await readText(res)) as Record<string, unknown>);
+          const text = await readText(res);
+          if (!this.dialect.whole) throw new Error(`upstream answered ${res.headers['content-type'] ?? 'without a content type'}, not an event stream: ${text.slice(0, 200)}`);
+          yield* this.dialect.whole(JSON.parse(text) as Record<string, unknown>);
           return;
         }
-        yield* this.readSse(res, rearm, () => timedOut, signal);
+        yield* this.readEvents(res, rearm, () => timedOut, signal);
       } catch (e) {
+        if (e instanceof StreamFailure) throw UpstreamHttpError.of(e.failure);
         throw timedOut ?? e;
       } finally {
         // Stops the upstream when the reader leaves early (cancelled, or an error here).
@@ -186,12 +197,20 @@ export class UpstreamClient {
     }
   }
 
-  private async *readSse(res: IncomingMessage, rearm: () => void, timedOut: () => UpstreamTimeoutError | null, signal?: AbortSignal): AsyncGenerator<ChatChunk> {
+  private async *readEvents(res: IncomingMessage, rearm: () => void, timedOut: () => UpstreamTimeoutError | null, signal?: AbortSignal): AsyncGenerator<ChatChunk> {
     res.setEncoding('utf8');
-    const sse = new SseDecoder();
-    let done = false;
+    const decoder = this.dialect.decoder();
+    let pending: EventSourceMessage[] = [];
+    let parseError: Error | null = null;
+    const parser = createParser({
+      maxBufferSize: MAX_EVENT_BYTES,
+      onEvent: (e) => void pending.push(e),
+      onError: (e) => {
+        if (e.type === 'max-buffer-size-exceeded') parseError = new Error(`upstream sent an event over ${MAX_EVENT_BYTES} bytes`);
+      },
+    });
     const it = res[Symbol.asyncIterator]() as AsyncIterator<string>;
-    while (!done) {
+    while (!decoder.done) {
       let r: IteratorResult<string>;
       try {
         r = await it.next();
@@ -200,66 +219,17 @@ export class UpstreamClient {
       }
       if (r.done) break;
       rearm();
-      for (const data of sse.push(r.value)) {
-        if (data === '[DONE]') {
-          done = true;
-          break;
-        }
-        const chunk = JSON.parse(data) as ChatChunk;
-        if (chunk.error) {
-          throw new UpstreamHttpError(502, chunk.error.message ?? 'upstream stream error', chunk.error.type ?? null, chunk.error.code ?? null, null, null);
-        }
-        yield chunk;
+      parser.feed(r.value);
+      if (parseError) throw parseError;
+      const events = pending;
+      pending = [];
+      for (const e of events) {
+        yield* decoder.event(e.event, e.data);
+        if (decoder.done) break;
       }
     }
-    if (!done) throw timedOut() ?? new UpstreamConnectionError('upstream stream ended before [DONE]');
+    if (!decoder.done && !decoder.mayEnd) throw timedOut() ?? new UpstreamConnectionError('upstream stream ended before its last event');
   }
-}
-
-/**
- * Server-sent events from text chunks split anywhere: `push` returns the data of each event
- * completed so far (its `data:` lines joined by \n; events without data are skipped).
- */
-export class SseDecoder {
-  private buf = '';
-  /** The last chunk ended with `\r`: a `\n` starting this one belongs to that line end. */
-  private cr = false;
-
-  push(chunk: string): string[] {
-    const text = this.cr && chunk.startsWith('\n') ? chunk.slice(1) : chunk;
-    this.cr = chunk.endsWith('\r');
-    // Every line end becomes \n, so one blank-line search finds each event's end.
-    this.buf += text.includes('\r') ? text.replace(/\r\n?/g, '\n') : text;
-    const out: string[] = [];
-    for (let at = this.buf.indexOf('\n\n'); at >= 0; at = this.buf.indexOf('\n\n')) {
-      const data = eventData(this.buf.slice(0, at));
-      this.buf = this.buf.slice(at + 2);
-      if (data) out.push(data);
-    }
-    return out;
-  }
-}
-
-function eventData(block: string): string | null {
-  if (block.startsWith('data: ') && !block.includes('\n')) return block.slice(6);
-  let data: string | null = null;
-  for (const line of block.split('\n')) {
-    if (!line.startsWith('data:')) continue;
-    const v = line.charCodeAt(5) === 32 ? line.slice(6) : line.slice(5);
-    data = data === null ? v : `${data}\n${v}`;
-  }
-  return data;
-}
-
-/** A non-streaming JSON answer, reshaped as a single chunk. */
-function toChunk(j: Record<string, unknown>): ChatChunk {
-  const choices = (j.choices as Array<{ message?: Record<string, unknown>; finish_reason?: string }>) ?? [];
-  return {
-    id: j.id as string,
-    model: j.model as string,
-    usage: (j.usage as Usage) ?? null,
-    choices: choices.map((c, index) => ({ index, delta: (c.message ?? {}) as Delta, finish_reason: c.finish_reason ?? 'stop' })),
-  };
 }
 
 function errText(e: unknown): string {

@@ -25,6 +25,8 @@ export interface Usage {
   total_tokens: number;
   /** The upstream's own reasoning count, when it reports one. */
   completion_tokens_details?: { reasoning_tokens?: number };
+  /** Prompt tokens read from the upstream's prompt cache (included in `prompt_tokens`). */
+  prompt_tokens_details?: { cached_tokens?: number };
 }
 
 export interface ToolCallDelta {
@@ -47,10 +49,13 @@ export function addUsage(a: Usage | undefined, b: Usage | undefined): Usage | un
   if (!b) return a;
   const ra = a.completion_tokens_details?.reasoning_tokens;
   const rb = b.completion_tokens_details?.reasoning_tokens;
+  const ca = a.prompt_tokens_details?.cached_tokens;
+  const cb = b.prompt_tokens_details?.cached_tokens;
   return {
     prompt_tokens: a.prompt_tokens + b.prompt_tokens,
     completion_tokens: a.completion_tokens + b.completion_tokens,
     total_tokens: a.total_tokens + b.total_tokens,
+    ...(ca !== undefined || cb !== undefined ? { prompt_tokens_details: { cached_tokens: (ca ?? 0) + (cb ?? 0) } } : {}),
     ...(ra !== undefined || rb !== undefined ? { completion_tokens_details: { reasoning_tokens: (ra ?? 0) + (rb ?? 0) } } : {}),
   };
 }

@@ -54,6 +54,16 @@ export interface ModelRoute {
   /** Per attempt. */
   totalSeconds: number;
   continuation: 'none' | 'prefill';
+  /** Tried in order when the upstream fails retryably before its first byte. */
+  fallbacks?: UpstreamTarget[];
+  /** The model's context window (tokens, estimated) and whether a request over it is trimmed. */
+  contextTokens?: number;
+  trim?: boolean;
+}
+
+export interface UpstreamTarget {
+  upstream: string;
+  upstreamModel: string;
 }
 
 export interface ChatCompletionInput {
@@ -89,6 +99,8 @@ export interface StepRecord {
   step: number;
   kind: 'model' | 'tool' | 'compensation';
   attempt?: number;
+  /** Model steps: the upstream that answered, when it was a fallback or the route has fallbacks. */
+  upstream?: string;
   finishReason?: string;
   usage?: Usage;
   /** Tool steps. */
@@ -140,6 +152,11 @@ export interface CallModelInput {
    */
   resume?: boolean;
   prior?: RunEvent[];
+  fallbacks?: UpstreamTarget[];
+  contextTokens?: number;
+  trim?: boolean;
+  /** An earlier step's stored response that holds the first messages of this one (Responses `store`). */
+  from?: { responseId: string; messageCount: number };
 }
 
 export interface CallModelResult {
@@ -151,6 +168,12 @@ export interface CallModelResult {
   /** First free seq of this step after the model's output. */
   nextSeq: number;
   attempt: number;
+  /** The upstream that answered (the route's, or a fallback). */
+  upstream?: string;
+  /** The upstream's id of a response it stores (Responses `store`): the next step can continue it. */
+  responseId?: string;
+  /** Messages the context guard left out of this step's request. */
+  trimmed?: number;
 }
 
 /** ApplicationFailure types mix2api raises; the API maps them to HTTP statuses. */
@@ -164,6 +187,8 @@ export const FailureType = {
   Config: 'ConfigError',
   TooLarge: 'StepOutputTooLarge',
   Busy: 'UpstreamBusy',
+  Unavailable: 'UpstreamUnavailable',
+  ContextLength: 'ContextLengthExceeded',
 } as const;
 
 export function wireError(status: number, message: string, type: string, code: string | null = null, param: string | null = null): WireError {

@@ -17,6 +17,8 @@ export interface StepState {
   serverTools: string[];
   contentSoFar: string;
   usageSoFar?: Usage;
+  /** The previous step's stored upstream response and how many of `messages` it holds. */
+  from?: { responseId: string; messageCount: number };
 }
 
 export function stepRequest(runId: string, input: ChatCompletionInput, s: StepState): CallModelInput {
@@ -30,6 +32,9 @@ export function stepRequest(runId: string, input: ChatCompletionInput, s: StepSt
     runScopedCallIds: (input.mcpServers ?? []).length > 0,
     contentSoFar: s.contentSoFar,
     ...(s.usageSoFar ? { usageSoFar: s.usageSoFar } : {}),
+    ...(input.route.fallbacks?.length ? { fallbacks: input.route.fallbacks } : {}),
+    ...(input.route.contextTokens ? { contextTokens: input.route.contextTokens, trim: input.route.trim !== false } : {}),
+    ...(s.from ? { from: s.from } : {}),
   };
 }
 

@@ -39,7 +39,7 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
   const { config } = o;
   const t = await connectTemporal(config, o.temporalAddress);
   const live = new LiveHub();
-  const upstreams = new Map(config.upstreams.map((u) => [u.name, new UpstreamClient(u)]));
+  const upstreams = new Map(config.upstreams.map((u) => [u.name, new UpstreamClient(u, (msg) => o.log?.(msg))]));
   const pool = new McpPool([...config.mcpServers], config.env, {
     clientName: 'mix2api',
     onLog: (e) => (e.level === 'warn' ? o.log?.(`mcp ${e.server}: ${e.message}`) : undefined),
@@ -84,6 +84,10 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
         const temporal = await health!.check();
         return { temporal, workers: temporal && [...states.values()].every(Boolean) && workers.every((w) => w.getState() === 'RUNNING') };
       },
+      // What this process's model steps see of each upstream (breakers and bulkheads are per process).
+      upstreamDetail: o.roles.worker
+        ? () => Object.fromEntries([...upstreams].map(([name, u]) => [name, { api: u.cfg.api, breaker: u.breaker.snapshot(), inFlight: u.bulkhead.inFlight }]))
+        : undefined,
     });
     const host = defaultHost(config);
     try {

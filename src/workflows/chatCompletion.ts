@@ -181,13 +181,19 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
     };
     const endWith = (message: AssistantMessage, finishReason: string, seq: number): EndEvent => ({ t: 'end', step, seq, finishReason, usage, message });
 
+    // The previous step's response, when the upstream stores it: the next step continues it.
+    let from: { responseId: string; messageCount: number } | undefined;
     for (;; step++) {
-      const call = stepRequest(runId, input, { step, messages, tools, serverTools: [...byName.keys()], contentSoFar: content, usageSoFar: usage });
+      const call = stepRequest(runId, input, { step, messages, tools, serverTools: [...byName.keys()], contentSoFar: content, usageSoFar: usage, from });
       const r = await callModel(input, call, liveQueue);
       // The step's output joins the log in one piece; its readers already have it live.
       log.push(...r.events);
       usage = addUsage(usage, r.usage);
-      steps.push({ step, kind: 'model', attempt: r.attempt, finishReason: r.finishReason, usage: r.usage });
+      steps.push({ step, kind: 'model', attempt: r.attempt, finishReason: r.finishReason, usage: r.usage, ...(r.upstream ? { upstream: r.upstream } : {}) });
+      // The Web UI's "current details": which upstream answered the latest step.
+      wf.setCurrentDetails(`step ${step}: ${input.route.exposedModel} answered by upstream ${r.upstream ?? input.route.upstream}${r.trimmed ? ` (${r.trimmed} older messages trimmed to fit the context window)` : ''}`);
+      const sameUpstream = (r.upstream ?? input.route.upstream) === input.route.upstream;
+      from = r.responseId && sameUpstream && !r.trimmed ? { responseId: r.responseId, messageCount: messages.length + 1 } : undefined;
       content += r.message.content ?? '';
       let seq = r.nextSeq;
       const calls = withIds(r.message.tool_calls ?? [], step);

@@ -127,5 +127,9 @@ test('health and readiness probes', async () => {
   expect(await (await fetch(`${s.apiUrl}/healthz`)).json()).toEqual({ status: 'ok' });
   const ready = await fetch(`${s.apiUrl}/readyz`);
   expect(ready.status).toBe(200);
-  expect(await ready.json()).toEqual({ status: 'ready', checks: { temporal: true, workers: true } });
+  expect(await ready.json()).toEqual({
+    status: 'ready',
+    checks: { temporal: true, workers: true },
+    upstreams: { scripted: { api: 'openai-chat', breaker: { state: 'closed', consecutiveFailures: 0 }, inFlight: 0 } },
+  });
 });

@@ -11,8 +11,9 @@ beforeAll(async () => {
   s = await startStack({
     config: (url) => ({
       upstreams: [
-        { name: 'scripted', baseURL: url, retry: { maxAttempts: 3, initialIntervalSeconds: 0.2, maxIntervalSeconds: 1 }, timeouts: { connectSeconds: 5, idleSeconds: 3, totalSeconds: 60 } },
-        { name: 'impatient', baseURL: url, retry: { maxAttempts: 2, initialIntervalSeconds: 0.1, maxIntervalSeconds: 0.1 }, timeouts: { connectSeconds: 1, idleSeconds: 1, totalSeconds: 30 } },
+        // Each test here fails on purpose, one after another: no breaker (it has its own tests).
+        { name: 'scripted', baseURL: url, retry: { maxAttempts: 3, initialIntervalSeconds: 0.2, maxIntervalSeconds: 1 }, timeouts: { connectSeconds: 5, idleSeconds: 3, totalSeconds: 60 }, breaker: { failures: 0 } },
+        { name: 'impatient', baseURL: url, retry: { maxAttempts: 2, initialIntervalSeconds: 0.1, maxIntervalSeconds: 0.1 }, timeouts: { connectSeconds: 1, idleSeconds: 1, totalSeconds: 30 }, breaker: { failures: 0 } },
       ],
       models: [
         { id: 'test-model', upstream: 'scripted', model: 'scripted' },

@@ -1,16 +1,20 @@
-// Scripted OpenAI-compatible upstream for tests. Owns a node:http server on 127.0.0.1 that answers
-// POST /v1/chat/completions from a FIFO of scripts (SSE `chat.completion.chunk`s or one `chat.completion`),
-// injects faults (HTTP errors, dropped sockets, stalls), records every request, and lists GET /v1/models.
+// Scripted upstream for tests. Owns a node:http server on 127.0.0.1 that answers from a FIFO of
+// scripts in four dialects: POST /v1/chat/completions (SSE `chat.completion.chunk`s or one
+// `chat.completion`), POST /v1/messages (Anthropic), POST /v1beta/models/{m}:streamGenerateContent
+// (Gemini) and POST /v1/responses (OpenAI Responses; see ./scriptedDialects). It injects faults
+// (HTTP errors in each dialect's error body, dropped sockets, stalls, errors inside the stream),
+// records every request, and lists GET /v1/models.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { errorBodyOf, FAULTS, PromptCache, promptOf, renderAnthropic, renderGemini, renderResponses, streamFailure, tokens, type DialectName, type Frame } from './scriptedDialects';
 
 export type ScriptStep =
   | { kind: 'text'; text: string; chunks?: number; delayMs?: number }
   | { kind: 'reasoning'; text: string; chunks?: number; delayMs?: number }
   | { kind: 'toolCalls'; calls: Array<{ id?: string; name: string; arguments: string }>; argChunks?: number; delayMs?: number }
-  | { kind: 'fault'; fault: 'http500' | 'http429' | 'http400' | 'http401' | 'http403' | 'drop' | 'stall'; retryAfterSeconds?: number; message?: string };
+  | { kind: 'fault'; fault: 'http500' | 'http429' | 'http400' | 'http401' | 'http403' | 'overloaded' | 'drop' | 'stall' | 'streamError'; retryAfterSeconds?: number; message?: string };
 
 export interface Script {
   steps: ScriptStep[];
@@ -27,7 +31,10 @@ export interface RecordedRequest {
 }
 
 export interface ScriptedUpstream {
+  /** The OpenAI-style base URL (`…/v1`): Chat Completions and Responses. */
   url: string;
+  /** The server's root: Anthropic's and Gemini's base URL. */
+  root: string;
   enqueue(...scripts: Script[]): void;
   setDefault(script: Script | ((req: RecordedRequest) => Script)): void;
   requests: RecordedRequest[];
@@ -40,13 +47,6 @@ type Json = Record<string, unknown>;
 interface ToolCall { id: string; type: 'function'; function: { name: string; arguments: string } }
 
 const ECHO_OK: Script = { steps: [{ kind: 'text', text: 'ok' }] };
-const HTTP_FAULTS: Record<Exclude<Fault['fault'], 'drop' | 'stall'>, [status: number, type: string, code: string | null]> = {
-  http400: [400, 'invalid_request_error', null],
-  http401: [401, 'invalid_request_error', 'invalid_api_key'],
-  http403: [403, 'permission_error', null],
-  http429: [429, 'requests', 'rate_limit_exceeded'],
-  http500: [500, 'server_error', null],
-};
 
 const isRecord = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 const hex = (n: number): string => randomUUID().replace(/-/g, '').slice(0, n);
@@ -96,13 +96,26 @@ function sendError(res: http.ServerResponse, status: number, type: string, code:
   sendJson(res, status, { error: { message, type, param: null, code } });
 }
 
-/** http* faults answer with an OpenAI error body before any byte; once headers are out they degrade to 'drop'. */
-function fail(req: http.IncomingMessage, res: http.ServerResponse, fault: Fault): void {
+/**
+ * http* faults answer with the dialect's error body before any byte; once headers are out they
+ * degrade to 'drop'. `streamError` is an error event inside the stream (a 500 before it starts).
+ */
+function fail(req: http.IncomingMessage, res: http.ServerResponse, fault: Fault, dialect: DialectName | 'openai' = 'openai'): void {
   if (fault.fault === 'stall') return; // connection held open; close() destroys it
   if (fault.fault === 'drop' || res.headersSent) return void req.socket.destroy();
-  const [status, type, code] = HTTP_FAULTS[fault.fault];
+  const [status, type, code] = FAULTS[fault.fault === 'streamError' ? 'http500' : fault.fault]![dialect];
   if (fault.retryAfterSeconds !== undefined) res.setHeader('retry-after', String(fault.retryAfterSeconds));
-  sendError(res, status, type, code, fault.message ?? `scripted ${fault.fault}`);
+  sendJson(res, status, errorBodyOf(dialect, status, type, code, fault.message ?? `scripted ${fault.fault}`));
+}
+
+/** Which dialect a request path speaks, and the model a Gemini path names. */
+function dialectOf(method: string | undefined, path: string): { dialect: DialectName | 'openai'; model?: string } | null {
+  if (method !== 'POST') return null;
+  if (path === '/v1/chat/completions') return { dialect: 'openai' };
+  if (path === '/v1/messages') return { dialect: 'anthropic' };
+  if (path === '/v1/responses') return { dialect: 'responses' };
+  const g = /^\/v1beta\/models\/([^/:]+):streamGenerateContent$/.exec(path);
+  return g ? { dialect: 'gemini', model: decodeURIComponent(g[1]!) } : null;
 }
 
 export async function startScriptedUpstream(opts: { port?: number } = {}): Promise<ScriptedUpstream> {
@@ -110,8 +123,11 @@ export async function startScriptedUpstream(opts: { port?: number } = {}): Promi
   const requests: RecordedRequest[] = [];
   let fallback: Script | ((req: RecordedRequest) => Script) = ECHO_OK;
   const closing = new AbortController(); // cancels pending delays on close()
+  const cache = new PromptCache();
+  /** Stored Responses (`store: true`): id → the tokens of the context it holds. */
+  const stored = new Map<string, number>();
 
-  async function completions(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
+  async function completions(req: http.IncomingMessage, res: http.ServerResponse, path: string, dialect: DialectName | 'openai', pathModel?: string): Promise<void> {
     const raw: Buffer[] = [];
     for await (const chunk of req) raw.push(chunk as Buffer);
     let body: unknown;
@@ -122,7 +138,8 @@ export async function startScriptedUpstream(opts: { port?: number } = {}): Promi
     const script = queue.shift() ?? (typeof fallback === 'function' ? fallback(rec) : fallback);
 
     const p = plan(script.steps);
-    const model = script.model ?? (typeof body.model === 'string' ? body.model : 'scripted');
+    const model = script.model ?? pathModel ?? (typeof body.model === 'string' ? body.model : 'scripted');
+    if (dialect !== 'openai') return other(req, res, dialect, body, script, p, model);
     const finishReason = script.finishReason ?? (script.steps.some((s) => s.kind === 'toolCalls') ? 'tool_calls' : 'stop');
     const argsLength = p.toolCalls.reduce((n, c) => n + c.function.arguments.length, 0);
     const u = script.usage ?? {
@@ -160,9 +177,56 @@ export async function startScriptedUpstream(opts: { port?: number } = {}): Promi
       const last = i === deltas.length - 1 && !p.fault;
       write({ choices: [{ index: 0, delta: i === 0 ? { role: 'assistant', ...delta } : delta, finish_reason: last ? finishReason : null, logprobs: null }] });
     }
+    if (p.fault?.fault === 'streamError') {
+      res.end(`data: ${JSON.stringify(streamFailure('openai', p.fault.message ?? 'scripted stream error').data)}\n\n`);
+      return;
+    }
     if (p.fault) return void flushed.then(() => fail(req, res, p.fault));
     if (includeUsage) write({ choices: [], usage });
     res.end('data: [DONE]\n\n');
+  }
+
+  /** Anthropic, Gemini and Responses: the script rendered as that API's stream. */
+  async function other(req: http.IncomingMessage, res: http.ServerResponse, dialect: DialectName, body: Json, script: Script, p: ReturnType<typeof plan>, model: string): Promise<void> {
+    const pause = (ms: number) => (ms > 0 ? sleep(ms, undefined, { signal: closing.signal }) : Promise.resolve());
+    const finishReason = script.finishReason ?? (script.steps.some((s) => s.kind === 'toolCalls') ? 'tool_calls' : 'stop');
+    const argsLength = p.toolCalls.reduce((n, c) => n + c.function.arguments.length, 0);
+    const output = script.usage?.completion_tokens ?? Math.ceil((p.content.length + p.reasoning.length + argsLength) / 4);
+    const previous = typeof body.previous_response_id === 'string' ? body.previous_response_id : null;
+    if (previous !== null && !stored.has(previous)) {
+      return sendJson(res, 400, { error: { message: `Previous response with id '${previous}' not found.`, type: 'invalid_request_error', param: 'previous_response_id', code: 'previous_response_not_found' } });
+    }
+    if (p.fault && p.fault.fault !== 'streamError' && p.deltas.length === 0) return fail(req, res, p.fault, dialect);
+    let frames: Frame[];
+    if (dialect === 'anthropic') {
+      const input = script.usage ? { input: script.usage.prompt_tokens, read: 0, write: 0 } : cache.account(body);
+      frames = renderAnthropic(p.deltas, { model, finishReason, input, output });
+    } else if (dialect === 'gemini') {
+      frames = renderGemini(p.deltas, { model, finishReason, input: script.usage?.prompt_tokens ?? tokens(promptOf(dialect, body)), output });
+    } else {
+      const held = previous === null ? 0 : stored.get(previous)!;
+      const input = (script.usage?.prompt_tokens ?? tokens(promptOf(dialect, body))) + held;
+      const id = `resp_${hex(40)}`;
+      const r = renderResponses(p.deltas, { model, finishReason, input, cached: held, output, id, previous });
+      if (body.store !== false) stored.set(id, input + output);
+      frames = r.frames;
+    }
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    res.flushHeaders();
+    // A fault after some output cuts the stream before its end (no finish, no final event).
+    const cut = p.fault ? frames.length - (dialect === 'gemini' ? 1 : 2) : frames.length;
+    let flushed = Promise.resolve();
+    for (const f of frames.slice(0, Math.max(1, cut))) {
+      await pause(f.delayMs);
+      if (res.destroyed) return;
+      flushed = new Promise((ok) => res.write(`${f.event ? `event: ${f.event}\n` : ''}data: ${JSON.stringify(f.data)}\n\n`, () => ok()));
+    }
+    if (p.fault?.fault === 'streamError') {
+      const f = streamFailure(dialect, p.fault.message ?? 'scripted stream error');
+      return void res.end(`${f.event ? `event: ${f.event}\n` : ''}data: ${JSON.stringify(f.data)}\n\n`);
+    }
+    if (p.fault) return void flushed.then(() => fail(req, res, p.fault!, dialect));
+    res.end();
   }
 
   const server = http.createServer((req, res) => {
@@ -171,10 +235,9 @@ export async function startScriptedUpstream(opts: { port?: number } = {}): Promi
     if (req.method === 'GET' && path === '/v1/models') {
       return sendJson(res, 200, { object: 'list', data: [{ id: 'scripted', object: 'model', created: 0, owned_by: 'scripted-upstream' }] });
     }
-    if (req.method !== 'POST' || path !== '/v1/chat/completions') {
-      return sendError(res, 404, 'invalid_request_error', 'unknown_url', `Unknown request URL: ${req.method} ${path}`);
-    }
-    completions(req, res, path).catch((err: unknown) => {
+    const route = dialectOf(req.method, path);
+    if (!route) return sendError(res, 404, 'invalid_request_error', 'unknown_url', `Unknown request URL: ${req.method} ${path}`);
+    completions(req, res, path, route.dialect, route.model).catch((err: unknown) => {
       if (closing.signal.aborted) return;
       if (res.headersSent) req.socket.destroy();
       else sendError(res, 500, 'server_error', null, `scripted upstream failed: ${String(err)}`);
@@ -190,10 +253,11 @@ export async function startScriptedUpstream(opts: { port?: number } = {}): Promi
 
   return {
     url: `http://127.0.0.1:${port}/v1`,
+    root: `http://127.0.0.1:${port}`,
     requests,
     enqueue: (...scripts) => void queue.push(...scripts),
     setDefault: (script) => { fallback = script; },
-    reset: () => { queue.length = 0; requests.length = 0; fallback = ECHO_OK; },
+    reset: () => { queue.length = 0; requests.length = 0; fallback = ECHO_OK; stored.clear(); },
     close: () => (closed ??= new Promise<void>((resolve) => {
       closing.abort();
       server.close(() => resolve());
