@@ -155,8 +155,10 @@ export function anthropicRequest(body: ChatBody, cfg: UpstreamConfig): MessageCr
 }
 
 function failureOf(err: { type?: string; message?: string } | undefined, status?: number): WireFailure {
+  // Anthropic's error types share OpenAI's names for client errors; the codes are left to the
+  // classifier (`upstream_529`, `rate_limit_exceeded`, …) so every dialect's failures read alike.
   const type = err?.type ?? 'api_error';
-  return { status: status ?? ERROR_STATUS[type] ?? 500, message: err?.message ?? type, type, code: type, param: null };
+  return { status: status ?? ERROR_STATUS[type] ?? 500, message: `${type}: ${err?.message ?? type}`, type, code: null, param: null };
 }
 
 class AnthropicDecoder implements StreamDecoder {

@@ -141,7 +141,8 @@ export function geminiRequest(body: ChatBody): GeminiRequest {
 
 function failureOf(err: { code?: number; status?: string; message?: string }, status?: number): WireFailure {
   const s = status ?? (err.status ? RPC_STATUS[err.status] : undefined) ?? err.code ?? 500;
-  return { status: s, message: err.message ?? err.status ?? `upstream returned HTTP ${s}`, type: err.status ?? null, code: err.status ?? null, param: null };
+  // google.rpc status names are not OpenAI error types: they go into the message, the classifier picks type and code.
+  return { status: s, message: `${err.status ?? s}: ${err.message ?? `upstream returned HTTP ${s}`}`, type: null, code: null, param: null };
 }
 
 class GeminiDecoder implements StreamDecoder {
