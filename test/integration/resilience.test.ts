@@ -3,7 +3,7 @@
  * the real openai client and a real Temporal server. The upstreams speak different dialects on
  * one scripted server, so the path of each recorded request says which upstream it went to.
  */
-import OpenAI from 'openai';
+import type OpenAI from 'openai';
 import { startStack, type Stack } from '../support/stack';
 
 const CHAT = '/v1/chat/completions';
