@@ -10,14 +10,14 @@
 import { ActivityCancelledError, ActivityNotFoundError, ActivityPausedError, ActivityResetError, type AsyncCompletionClient } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { LiveHub } from '../connectors/liveHub';
-import type { ChatBody } from '../connectors/dialects/dialect';
+import { digestMessages, type ChatBody, type ChatMessageIn, type UpstreamContinuation } from '../connectors/dialects/dialect';
 import { UpstreamUnavailableError, type UpstreamClient } from '../connectors/upstream';
 import { MessageAccumulator, type ChatMessage, type Delta, type Usage } from '../domain/chat';
 import { contextLengthMessage, estimateTokens, fitToWindow, fixedCost } from '../domain/contextGuard';
 import { stepEnd } from '../domain/stepRequest';
 import type { RunEvent } from '../domain/events';
 import type { StepLog } from '../domain/stepLog';
-import { FailureType, wireError, type CallModelInput, type CallModelResult } from '../domain/run';
+import { FailureType, wireError, type CallModelInput, type CallModelResult, type StoredResponse } from '../domain/run';
 import { StepAttempt } from '../domain/stepAttempt';
 import { ClientCallFilter, clientCallId } from '../domain/toolCalls';
 import { classifyUpstreamError } from './classify';
@@ -172,7 +172,7 @@ export class ModelStep {
         }
         let started = false;
         try {
-          const from = i === 0 && !fitted.dropped ? input.from : undefined;
+          const from = i === 0 ? this.continuation(body) : undefined;
           for await (const chunk of upstream.streamChat({ ...body, model: target.upstreamModel }, this.abort.signal, from)) {
             usage = normUsage(chunk.usage) ?? usage;
             if (chunk.id && upstream.cfg.storeResponses) responseId = chunk.id;
@@ -206,6 +206,12 @@ export class ModelStep {
       attempt.finish();
       ctx.hub.changed(input.runId);
       const message = acc.message();
+      // What the upstream now stores: this request's messages and the answer (a trimmed or
+      // prefilled request is not the conversation, and a fallback's response is not the route's).
+      const stored: StoredResponse | undefined =
+        responseId && answered === input.upstream && !fitted.dropped && attempt.prefill === null
+          ? { upstream: input.upstream, responseId, messageCount: body.messages.length + 1, digest: digestMessages([...body.messages, message as ChatMessageIn]) }
+          : undefined;
       if (message.tool_calls?.length && finishReason === 'stop') finishReason = 'tool_calls';
       const result: CallModelResult = {
         message,
@@ -215,7 +221,7 @@ export class ModelStep {
         nextSeq: this.log.nextSeq,
         attempt: this.attempt,
         ...(answered && (answered !== input.upstream || input.fallbacks?.length) ? { upstream: answered } : {}),
-        ...(responseId ? { responseId } : {}),
+        ...(stored ? { stored } : {}),
         ...(fitted.dropped ? { trimmed: fitted.dropped } : {}),
       };
       const bytes = Buffer.byteLength(JSON.stringify(result));
@@ -224,6 +230,13 @@ export class ModelStep {
     } catch (error) {
       return { ok: false, error };
     }
+  }
+
+  /** The stored response this step may continue: same upstream, and the messages it holds start this request. */
+  private continuation(body: ChatBody): UpstreamContinuation | undefined {
+    const f = this.input.from;
+    if (!f || f.upstream !== this.input.upstream || f.messageCount > body.messages.length) return undefined;
+    return digestMessages(body.messages.slice(0, f.messageCount)) === f.digest ? f : undefined;
   }
 
   /** The step's body, trimmed to the model's context window when it has one. */

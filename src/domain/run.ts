@@ -85,6 +85,8 @@ export interface ChatCompletionInput {
    * server, tool and arguments takes its result from here (once) instead of running again.
    */
   reuseToolResults?: ReusableToolResult[];
+  /** A session's last turn's stored upstream response (see StoredResponse). */
+  from?: StoredResponse;
 }
 
 export interface ReusableToolResult {
@@ -131,6 +133,8 @@ export interface ChatCompletionResult {
   usage?: Usage;
   steps: StepRecord[];
   hidden?: HiddenSteps;
+  /** The last step's stored upstream response: the session's next turn continues it. */
+  stored?: StoredResponse;
 }
 
 export interface CallModelInput {
@@ -155,8 +159,20 @@ export interface CallModelInput {
   fallbacks?: UpstreamTarget[];
   contextTokens?: number;
   trim?: boolean;
-  /** An earlier step's stored response that holds the first messages of this one (Responses `store`). */
-  from?: { responseId: string; messageCount: number };
+  /** An earlier step's (or session turn's) stored response that may hold the first messages of this one. */
+  from?: StoredResponse;
+}
+
+/**
+ * A response the upstream stores (Responses `store`): it holds the `messageCount` messages whose
+ * digest is `digest` (the request's messages and the answer). A later request to the same
+ * upstream that starts with exactly those sends `previous_response_id` and only the rest.
+ */
+export interface StoredResponse {
+  upstream: string;
+  responseId: string;
+  messageCount: number;
+  digest: string;
 }
 
 export interface CallModelResult {
@@ -170,8 +186,8 @@ export interface CallModelResult {
   attempt: number;
   /** The upstream that answered (the route's, or a fallback). */
   upstream?: string;
-  /** The upstream's id of a response it stores (Responses `store`): the next step can continue it. */
-  responseId?: string;
+  /** A response the upstream stores (Responses `store`): the next step or turn can continue it. */
+  stored?: StoredResponse;
   /** Messages the context guard left out of this step's request. */
   trimmed?: number;
 }
@@ -251,6 +267,8 @@ export interface SessionInput {
   idleSeconds: number;
   /** The key's ledger workflow: the session hands its lease back there when it completes. */
   ledger?: string;
+  /** The last turn's stored upstream response, across continue-as-new. */
+  stored?: StoredResponse;
 }
 
 export interface SessionTurn {

@@ -7,7 +7,7 @@
  */
 import { addUsage, clientReply, type ChatMessage, type Usage } from './chat';
 import type { EndEvent } from './events';
-import type { CallModelInput, CallModelResult, ChatCompletionInput } from './run';
+import type { CallModelInput, CallModelResult, ChatCompletionInput, StoredResponse } from './run';
 
 export interface StepState {
   step: number;
@@ -17,8 +17,8 @@ export interface StepState {
   serverTools: string[];
   contentSoFar: string;
   usageSoFar?: Usage;
-  /** The previous step's stored upstream response and how many of `messages` it holds. */
-  from?: { responseId: string; messageCount: number };
+  /** The previous step's (or session turn's) stored upstream response. */
+  from?: StoredResponse;
 }
 
 export function stepRequest(runId: string, input: ChatCompletionInput, s: StepState): CallModelInput {

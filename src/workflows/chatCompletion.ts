@@ -175,14 +175,14 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
     let content = '';
 
     const finish = (end: EndEvent, hidden?: HiddenSteps): ChatCompletionResult => {
-      result = { id: runId, created: Math.floor(info.startTime.getTime() / 1000), model: input.route.exposedModel, message: end.message, finishReason: end.finishReason, usage, steps, ...(hidden ? { hidden } : {}) };
+      result = { id: runId, created: Math.floor(info.startTime.getTime() / 1000), model: input.route.exposedModel, message: end.message, finishReason: end.finishReason, usage, steps, ...(hidden ? { hidden } : {}), ...(from ? { stored: from } : {}) };
       events.publish(end);
       return result;
     };
     const endWith = (message: AssistantMessage, finishReason: string, seq: number): EndEvent => ({ t: 'end', step, seq, finishReason, usage, message });
 
-    // The previous step's response, when the upstream stores it: the next step continues it.
-    let from: { responseId: string; messageCount: number } | undefined;
+    // The previous step's (or the session's last turn's) response, when the upstream stores it.
+    let from = input.from;
     for (;; step++) {
       const call = stepRequest(runId, input, { step, messages, tools, serverTools: [...byName.keys()], contentSoFar: content, usageSoFar: usage, from });
       const r = await callModel(input, call, liveQueue);
@@ -192,8 +192,7 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
       steps.push({ step, kind: 'model', attempt: r.attempt, finishReason: r.finishReason, usage: r.usage, ...(r.upstream ? { upstream: r.upstream } : {}) });
       // The Web UI's "current details": which upstream answered the latest step.
       wf.setCurrentDetails(`step ${step}: ${input.route.exposedModel} answered by upstream ${r.upstream ?? input.route.upstream}${r.trimmed ? ` (${r.trimmed} older messages trimmed to fit the context window)` : ''}`);
-      const sameUpstream = (r.upstream ?? input.route.upstream) === input.route.upstream;
-      from = r.responseId && sameUpstream && !r.trimmed ? { responseId: r.responseId, messageCount: messages.length + 1 } : undefined;
+      from = r.stored;
       content += r.message.content ?? '';
       let seq = r.nextSeq;
       const calls = withIds(r.message.tool_calls ?? [], step);

@@ -18,6 +18,8 @@ export async function sessionWorkflow(input: SessionInput): Promise<SessionState
   let busy: string | null = null;
   let lastActivity = 0;
   const runs: string[] = [...(input.runs ?? [])];
+  // The last turn's stored upstream response: the next turn's first step may continue it.
+  let stored = input.stored;
   const state = (): SessionState => ({ sessionId: input.sessionId, turns, busy, runs: [...runs] });
   wf.setHandler(wf.defineQuery<SessionState>(SESSION_QUERY), state);
   if (!wf.workflowInfo().continuedFromExecutionRunId) void holdLease(input.ledger, wf.workflowInfo().workflowId);
@@ -34,7 +36,7 @@ export async function sessionWorkflow(input: SessionInput): Promise<SessionState
     try {
       const child = await wf.startChild(chatCompletionWorkflow, {
         workflowId: turn.runId,
-        args: [turn.input],
+        args: [stored ? { ...turn.input, from: stored } : turn.input],
         parentClosePolicy: wf.ParentClosePolicy.ABANDON,
         // A retried turn whose run is already closed must attach to it, not run it again.
         workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
@@ -46,6 +48,7 @@ export async function sessionWorkflow(input: SessionInput): Promise<SessionState
       // The next turn waits for this one; the update itself returns now.
       void child
         .result()
+        .then((r) => void (stored = r.stored))
         .catch(() => undefined)
         .finally(() => {
           busy = null;
@@ -67,7 +70,7 @@ export async function sessionWorkflow(input: SessionInput): Promise<SessionState
   for (;;) {
     const seen = lastActivity;
     const active = await wf.condition(() => lastActivity !== seen || (suggested() && busy === null), `${input.idleSeconds} seconds`);
-    if (suggested() && busy === null) await wf.continueAsNew<typeof sessionWorkflow>({ ...input, turns, runs });
+    if (suggested() && busy === null) await wf.continueAsNew<typeof sessionWorkflow>({ ...input, turns, runs, stored });
     if (!active && busy === null) {
       await wf.condition(wf.allHandlersFinished);
       await releaseLease(input.ledger, wf.workflowInfo().workflowId);

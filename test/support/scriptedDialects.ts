@@ -38,7 +38,8 @@ function promptOf(dialect: DialectName, body: Json): unknown[] {
 /**
  * Anthropic's prompt cache, as its docs describe it: a request's prefix up to a `cache_control`
  * breakpoint is written to the cache; a later request whose prefix up to one of its breakpoints
- * matches a written one reads it. Prefixes are keyed by a hash of their JSON.
+ * (or up to 20 blocks before one) matches a written one reads it. Prefixes are keyed by a hash
+ * of their JSON.
  */
 export class PromptCache {
   private readonly written = new Set<string>();
@@ -64,11 +65,14 @@ export class PromptCache {
     const key = (n: number) => createHash('sha256').update(JSON.stringify(blocks.slice(0, n).map(strip))).digest('hex');
     const total = tokens(blocks.map(strip));
     const sizeOf = (n: number) => tokens(blocks.slice(0, n).map(strip));
+    // A breakpoint also hits a prefix written up to 20 blocks before it (Anthropic's lookback).
     let read = 0;
-    for (const n of [...marks].reverse()) {
-      if (this.written.has(key(n))) {
-        read = sizeOf(n);
-        break;
+    search: for (const m of [...marks].reverse()) {
+      for (let n = m; n >= Math.max(1, m - 20); n--) {
+        if (this.written.has(key(n))) {
+          read = sizeOf(n);
+          break search;
+        }
       }
     }
     const last = marks[marks.length - 1];

@@ -5,6 +5,7 @@
  * reads. Transport, timeouts, the bulkhead and the breaker are the upstream client's (../upstream);
  * a dialect only translates, so each is a pure function of its input and unit-testable alone.
  */
+import { createHash } from 'node:crypto';
 import type { UpstreamConfig } from '../../config/schema';
 import type { Delta, Usage } from '../../domain/chat';
 
@@ -170,4 +171,18 @@ export function errorBody(status: number, text: string): WireFailure {
   }
   const str = (v: unknown) => (typeof v === 'string' ? v : v == null ? null : String(v));
   return { status, message: str(err.message) || `upstream returned HTTP ${status}`, type: str(err.type), code: str(err.code), param: str(err.param) };
+}
+
+/**
+ * A digest of messages as an upstream sees them (role, text and images, calls, call ids): a
+ * client's resent history matches what an earlier request sent, whatever extra fields it carries.
+ */
+export function digestMessages(messages: readonly ChatMessageIn[]): string {
+  const h = createHash('sha256');
+  for (const m of messages) {
+    const parts = contentParts(m.content).map((p) => (p.kind === 'text' ? p.text : { image: p.url }));
+    h.update(JSON.stringify([m.role, parts, (m.tool_calls ?? []).map((c) => [c.id, c.function.name, c.function.arguments]), m.tool_call_id ?? null]));
+    h.update('\n');
+  }
+  return h.digest('base64url');
 }
