@@ -3,7 +3,7 @@
  * scripted upstream ("direct") and through mix2api (Temporal workflow + live worker), at concurrency
  * 1, 8 and 32, and prints TTFT / total-time percentiles, throughput and mix2api/direct ratios.
  * Run: `npx tsx bench/latency.ts` (or `npm run bench`; `BENCH_LIMITS=off` without per-key run and
- * session caps). Ratios only — no pass/fail.
+ * session caps; `BENCH_CONCURRENCY=32` for one level only). Ratios only — no pass/fail.
  */
 import { setMaxListeners } from 'node:events';
 import { rmSync } from 'node:fs';
@@ -18,11 +18,13 @@ import { startScriptedUpstream, type ScriptedUpstream } from '../test/support/sc
 import { freePort } from '../test/support/mcpServers';
 import { pct, printAligned, runBench } from './stats';
 
-const LEVELS: Array<{ concurrency: number; requests: number }> = [
+const ALL_LEVELS: Array<{ concurrency: number; requests: number }> = [
   { concurrency: 1, requests: 30 },
   { concurrency: 8, requests: 64 },
   { concurrency: 32, requests: 128 },
 ];
+const only = process.env.BENCH_CONCURRENCY ? Number(process.env.BENCH_CONCURRENCY) : null;
+const LEVELS = only === null ? ALL_LEVELS : ALL_LEVELS.filter((l) => l.concurrency === only);
 const WARMUP = 3;
 const LEVEL_BUDGET_MS = 170_000; // both targets of one level, < 3 min
 const REQUEST_TIMEOUT_MS = 60_000;
