@@ -143,7 +143,8 @@ export function anthropicRequest(body: ChatBody, cfg: UpstreamConfig): MessageCr
     messages,
     stream: true,
     ...(system.length ? { system } : {}),
-    ...(tools && body.tool_choice !== 'none' ? { tools } : {}),
+    // With `none` the tools still go: earlier `tool_use` blocks need their definitions.
+    ...(tools ? { tools } : {}),
     ...(choice && tools ? { tool_choice: choice } : {}),
     ...(budget ? { thinking: { type: 'enabled', budget_tokens: budget } } : {}),
     // Anthropic refuses temperature with thinking on.
