@@ -43,7 +43,7 @@ async function replayAll(workflowBundle: WorkflowBundleOption, replayName: strin
 
 test('the fixtures cover every kind of run', () => {
   expect(fixtures.map((f) => f.name)).toEqual(
-    expect.arrayContaining(['plain-text', 'stream-usage', 'tool-loop', 'parallel-tools', 'retry-500', 'approval-approved', 'cancel-compensate', 'mixed-tools', 'session']),
+    expect.arrayContaining(['plain-text', 'stream-usage', 'tool-loop', 'parallel-tools', 'retry-500', 'approval-approved', 'cancel-compensate', 'mixed-tools', 'session', 'fallback', 'responses-session', 'responses-session-turn2']),
   );
 });
 

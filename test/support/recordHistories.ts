@@ -197,6 +197,31 @@ const scenarios: Record<string, Scenario> = {
     return [{ runId: sessionWorkflowId('anonymous', 'record-session'), open: true }];
   },
 
+  // (j) a fallback: the route's upstream fails before its first byte, an Anthropic-dialect fallback answers.
+  fallback: async (c) => {
+    c.upstream.enqueue({ steps: [{ kind: 'fault', fault: 'http500' }] }, { steps: [{ kind: 'text', text: 'from the fallback' }] });
+    const r = await c.openai.chat.completions.create(ask('resilient', 'anyone there?'));
+    check(r.choices[0]!.message.content === 'from the fallback', `fallback answered ${r.choices[0]!.message.content}`);
+    return [{ runId: r.id }];
+  },
+
+  // (k) a session on a Responses upstream that stores responses: turn 2 continues turn 1's response.
+  'responses-session': async (c) => {
+    const headers = { 'X-Session-Id': 'record-responses' };
+    const messages: Array<{ role: 'user' | 'assistant'; content: string }> = [];
+    const ids: string[] = [];
+    for (const text of ['first stored turn', 'second stored turn']) {
+      messages.push({ role: 'user', content: text });
+      c.upstream.enqueue({ steps: [{ kind: 'text', text: `re: ${text}` }] });
+      const r = await c.openai.chat.completions.create({ model: 'stateful', messages }, { headers });
+      check(r.choices[0]!.message.content === `re: ${text}`, `responses-session turn answered ${r.choices[0]!.message.content}`);
+      messages.push({ role: 'assistant', content: r.choices[0]!.message.content! });
+      ids.push(r.id);
+    }
+    check(typeof c.upstream.requests.at(-1)!.body.previous_response_id === 'string', 'responses-session turn 2 continued turn 1');
+    return [{ runId: sessionWorkflowId('anonymous', 'record-responses'), open: true }, { runId: ids[1]!, suffix: 'turn2' }];
+  },
+
   // (i) the key's ledger: a run's lease taken and handed back by the API's signals.
   'key-ledger': async (c) => {
     c.upstream.enqueue({ steps: [{ kind: 'text', text: 'leased' }] });
@@ -234,6 +259,8 @@ async function main(): Promise<void> {
             retry: { maxAttempts: 3, initialIntervalSeconds: 0.2, maxIntervalSeconds: 1 },
             timeouts: { connectSeconds: 5, idleSeconds: 30, totalSeconds: 60 },
           },
+          { name: 'anthro', api: 'anthropic-messages', baseURL: upstream.root, retry: { maxAttempts: 1 } },
+          { name: 'stateful', api: 'openai-responses', baseURL: upstream.url, storeResponses: true, retry: { maxAttempts: 1 } },
         ],
         // Small tool lists keep the recorded payloads (catalog, every model call's tools) small.
         mcpServers: [
@@ -247,6 +274,8 @@ async function main(): Promise<void> {
         models: [
           { id: 'plain', upstream: 'scripted', model: 'scripted' },
           { id: 'agent', upstream: 'scripted', model: 'scripted', mcpServers: ['memory', 'guarded'] },
+          { id: 'resilient', upstream: 'scripted', model: 'scripted', fallbacks: [{ upstream: 'anthro' }] },
+          { id: 'stateful', upstream: 'stateful', model: 'scripted' },
         ],
         stream: { heartbeatSeconds: 1 },
       },
@@ -271,7 +300,8 @@ async function main(): Promise<void> {
         if (!open) await handle.result().catch(() => undefined);
         const history = await handle.fetchHistory();
         const file = join(HISTORIES_DIR, `${suffix ? `${name}-${suffix}` : name}.json`);
-        const text = historyToJSON(history);
+        // Failures' stack traces name this machine's paths and play no part in replay.
+        const text = historyToJSON(history).replace(/"stackTrace": "(?:[^"\\]|\\.)*"/g, '"stackTrace": ""');
         const back = historyFromJSON(JSON.parse(text));
         check(back.events?.length === history.events?.length, `${name}: the written history loads back`);
         writeFileSync(file, `${text}\n`);
