@@ -171,6 +171,10 @@ export class ModelStep {
           throw classifyUpstreamError(new UpstreamUnavailableError(target.upstream, upstream.breaker.waitMs()), target.upstream);
         }
         let started = false;
+        // What a target that failed before its first byte reported is not the answer's.
+        finishReason = 'stop';
+        usage = undefined;
+        responseId = undefined;
         try {
           const from = i === 0 ? this.continuation(body) : undefined;
           for await (const chunk of upstream.streamChat({ ...body, model: target.upstreamModel }, this.abort.signal, from)) {

@@ -5,6 +5,7 @@
  * `cachePrompts`: the earlier turns are read from the prompt cache. Each is compared with the same
  * session without reuse; the figures are printed for the README.
  */
+import { EVERYTHING, stdioServer } from '../support/mcpServers';
 import { startStack, type Stack } from '../support/stack';
 
 const TURNS = 20;
@@ -20,7 +21,11 @@ beforeAll(async () => {
           { name: 'cached', api: 'anthropic-messages', baseURL: root },
           { name: 'uncached', api: 'anthropic-messages', baseURL: root, cachePrompts: false },
         ],
-        models: ['stored', 'stateless', 'cached', 'uncached'].map((u) => ({ id: u, upstream: u, model: 'm' })),
+        mcpServers: [stdioServer('everything', EVERYTHING, ['stdio'])],
+        models: [
+          ...['stored', 'stateless', 'cached', 'uncached'].map((u) => ({ id: u, upstream: u, model: 'm' })),
+          { id: 'stored-agent', upstream: 'stored', model: 'm', mcpServers: ['everything'] },
+        ],
       };
     },
   });
@@ -86,4 +91,17 @@ test('anthropic-messages with cachePrompts: later turns read the earlier convers
   expect(on.at(-1)!.prompt - on.at(-1)!.cached).toBeLessThan(on[0]!.prompt);
   expect(sum(off.map((t) => t.prompt - t.cached))).toBeGreaterThan(5 * sum(on.map((t) => t.prompt - t.cached)));
   report('anthropic-messages', on, off);
+});
+
+test('openai-responses with storeResponses: the next step of a tool loop sends only the tool results', async () => {
+  s.upstream.enqueue(
+    { steps: [{ kind: 'toolCalls', calls: [{ name: 'everything__echo', arguments: '{"message":"loop on"}' }] }] },
+    { steps: [{ kind: 'text', text: 'looped' }] },
+  );
+  const r = await s.openai.chat.completions.create({ model: 'stored-agent', messages: [{ role: 'user', content: 'echo please' }] });
+  expect(r.choices[0]!.message.content).toBe('looped');
+  const [first, second] = s.upstream.requests;
+  expect(first!.body.previous_response_id).toBeUndefined();
+  expect(second!.body.previous_response_id).toMatch(/^resp_/);
+  expect(second!.body.input).toEqual([{ type: 'function_call_output', call_id: expect.any(String), output: expect.stringContaining('loop on') }]);
 });
