@@ -4,6 +4,7 @@
  * `start` is the embedded default: a local Temporal dev server (SQLite under .data/, Web UI),
  * the worker and the API in one process, and the demo model when no upstream is configured.
  */
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { ConfigError, DEMO_MODEL, loadConfig, type Config } from './config/load';
 import { demoMcpServers } from './connectors/demoTools';
@@ -11,8 +12,24 @@ import { startDemoUpstream } from './connectors/demoUpstream';
 import { startDevServer, type DevServer } from './connectors/temporalDevServer';
 import { installLogger } from './roles/logging';
 import { startSystem, type RunningSystem } from './roles/system';
+import { createLogger, type Logger } from './telemetry/log';
+import { Metrics } from './telemetry/metrics';
 
-const log = (msg: string) => console.log(`[mix2api] ${msg}`);
+/** The process's logger, once its config is read; before that, plain lines. */
+let logger: Logger | null = null;
+const log = (msg: string) => (logger ? logger.info(msg) : console.log(`[mix2api] ${msg}`));
+
+/** A port free on loopback now (for the Temporal SDK's metrics exporter, which cannot report one it picked). */
+function freeLoopbackPort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const s = createNetServer();
+    s.once('error', fail);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => ok(port));
+    });
+  });
+}
 
 function usage(): never {
   console.error('usage: mix2api start | api | worker | check-config [file]');
@@ -35,7 +52,10 @@ function onShutdown(stop: () => Promise<void>): void {
     stopping = true;
     log(`${sig}: shutting down…`);
     stop().then(
-      () => process.exit(0),
+      () => {
+        logger?.flush();
+        process.exit(0);
+      },
       (e: unknown) => {
         console.error(e);
         process.exit(1);
@@ -47,8 +67,10 @@ function onShutdown(stop: () => Promise<void>): void {
 }
 
 async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
-  installLogger();
   let config: Config = loadConfig();
+  logger = createLogger(config.logging);
+  const temporalMetrics = config.metrics.enabled && config.metrics.temporal ? `127.0.0.1:${await freeLoopbackPort()}` : undefined;
+  installLogger({ logger, metricsBind: temporalMetrics });
   const cleanups: Array<() => Promise<void>> = [];
   let dev: DevServer | null = null;
   let system: RunningSystem | null = null;
@@ -74,7 +96,9 @@ async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
       if (role !== 'start') throw new ConfigError([`temporal.address: \`mix2api ${role}\` needs an external Temporal (set TEMPORAL_ADDRESS)`], config.source);
       const t = config.temporal;
       log(`starting the Temporal dev server (frontend 127.0.0.1:${t.port}, data ${resolve(t.dataDir)}/temporal.db)…`);
-      dev = await startDevServer({ dbFile: resolve(t.dataDir, 'temporal.db'), port: t.port, uiPort: t.uiPort, headless: t.headless, namespace: t.namespace });
+      // With encryption on, the UI decodes through this process's /codec (its origin is allowed there).
+      const codec = config.encryption.keys.length > 0 ? `http://127.0.0.1:${config.server.port}/codec` : undefined;
+      dev = await startDevServer({ dbFile: resolve(t.dataDir, 'temporal.db'), port: t.port, uiPort: t.uiPort, headless: t.headless, namespace: t.namespace, uiCodecEndpoint: codec });
       cleanups.push(dev.stop);
       address = dev.address;
     }
@@ -82,10 +106,12 @@ async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
       config,
       temporalAddress: address,
       roles: { worker: role !== 'api', api: role !== 'worker' },
-      log,
+      logger,
+      codecOrigins: dev?.uiUrl ? [dev.uiUrl, dev.uiUrl.replace('localhost', '127.0.0.1')] : [],
+      metrics: new Metrics({ models: config.models.map((m) => m.id), temporalUrl: temporalMetrics && `http://${temporalMetrics}/metrics`, processMetrics: true }),
     });
     if (system.apiUrl) {
-      log(`API:         ${system.apiUrl}/v1   (POST /v1/chat/completions, GET /v1/models, /healthz, /readyz)`);
+      log(`API:         ${system.apiUrl}/v1   (POST /v1/chat/completions, GET /v1/models, /healthz, /readyz, /metrics)`);
       if (config.server.apiKeys.length === 0) log('no API keys configured: listening on loopback only, without authentication');
     }
     if (dev?.uiUrl) log(`Temporal UI: ${dev.uiUrl}/namespaces/${config.temporal.namespace}/workflows`);

@@ -12,6 +12,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { LiveHub } from '../connectors/liveHub';
 import { digestMessages, type ChatBody, type ChatMessageIn, type UpstreamContinuation } from '../connectors/dialects/dialect';
 import { UpstreamUnavailableError, type UpstreamClient } from '../connectors/upstream';
+import type { Metrics } from '../telemetry/metrics';
 import { MessageAccumulator, type ChatMessage, type Delta, type Usage } from '../domain/chat';
 import { contextLengthMessage, estimateTokens, fitToWindow, fixedCost } from '../domain/contextGuard';
 import { stepEnd } from '../domain/stepRequest';
@@ -28,6 +29,7 @@ export interface StepContext {
   upstreams: ReadonlyMap<string, UpstreamClient>;
   /** How often the step's progress is heartbeated (and cancellation noticed). */
   heartbeatMs: number;
+  metrics: Metrics;
 }
 
 /** Half the heartbeat timeout (8 s): a step with no new output still beats this often. */
@@ -54,6 +56,14 @@ function cleanDelta(d: (Delta & { role?: string }) | undefined): Delta | null {
   if (typeof d.refusal === 'string' && d.refusal !== '') out.refusal = d.refusal;
   if (Array.isArray(d.tool_calls) && d.tool_calls.length > 0) out.tool_calls = d.tool_calls;
   return Object.keys(out).length > 0 ? out : null;
+}
+
+function countTokens(metrics: Metrics, upstream: string, u: Usage | undefined): void {
+  if (!u) return;
+  metrics.modelTokens.inc({ upstream, type: 'prompt' }, u.prompt_tokens);
+  metrics.modelTokens.inc({ upstream, type: 'completion' }, u.completion_tokens);
+  const cached = u.prompt_tokens_details?.cached_tokens;
+  if (cached) metrics.modelTokens.inc({ upstream, type: 'cached_prompt' }, cached);
 }
 
 function normUsage(u: Usage | null | undefined): Usage | undefined {
@@ -159,6 +169,8 @@ export class ModelStep {
       // The route's upstream, then its fallbacks: the next is tried only while nothing has streamed.
       const targets = [{ upstream: input.upstream, upstreamModel: input.body.model as string }, ...(input.fallbacks ?? [])];
       let answered: string | undefined;
+      const { metrics } = ctx;
+      if (this.attempt > 1) metrics.modelRetries.inc({ upstream: input.upstream });
       for (const [i, target] of targets.entries()) {
         const upstream = ctx.upstreams.get(target.upstream);
         const last = i === targets.length - 1;
@@ -167,7 +179,11 @@ export class ModelStep {
           throw ApplicationFailure.create({ type: FailureType.Config, message: msg, nonRetryable: true, details: [wireError(500, msg, 'server_error', 'config_error')] });
         }
         if (!upstream.breaker.allow()) {
-          if (!last) continue;
+          metrics.modelCalls.inc({ upstream: target.upstream, outcome: 'breaker_open' });
+          if (!last) {
+            metrics.modelFallbacks.inc({ upstream: target.upstream });
+            continue;
+          }
           throw classifyUpstreamError(new UpstreamUnavailableError(target.upstream, upstream.breaker.waitMs()), target.upstream);
         }
         let started = false;
@@ -175,6 +191,7 @@ export class ModelStep {
         finishReason = 'stop';
         usage = undefined;
         responseId = undefined;
+        const sentAt = performance.now();
         try {
           const from = i === 0 ? this.continuation(body) : undefined;
           for await (const chunk of upstream.streamChat({ ...body, model: target.upstreamModel }, this.abort.signal, from)) {
@@ -184,6 +201,7 @@ export class ModelStep {
             if (!choice) continue;
             const delta = cleanDelta(choice.delta);
             if (delta) {
+              if (!started) metrics.modelTimeToFirstToken.observe({ upstream: target.upstream }, (performance.now() - sentAt) / 1000);
               started = true;
               acc.add(delta);
               const forClient = calls.pass(delta);
@@ -196,6 +214,8 @@ export class ModelStep {
           }
           upstream.breaker.success();
           answered = target.upstream;
+          metrics.modelCalls.inc({ upstream: target.upstream, outcome: 'ok' });
+          countTokens(metrics, target.upstream, usage);
           break;
         } catch (e) {
           const failure = classifyUpstreamError(e, target.upstream);
@@ -204,7 +224,9 @@ export class ModelStep {
           if (this.abort.signal.aborted || (failure instanceof ApplicationFailure && failure.type === FailureType.Busy)) upstream.breaker.abandon();
           else if (retryable) upstream.breaker.failure();
           else upstream.breaker.success();
+          metrics.modelCalls.inc({ upstream: target.upstream, outcome: this.abort.signal.aborted ? 'cancelled' : retryable ? 'retryable_error' : 'error' });
           if (started || !retryable || last || this.abort.signal.aborted) throw failure;
+          metrics.modelFallbacks.inc({ upstream: target.upstream });
         }
       }
       attempt.finish();

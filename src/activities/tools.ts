@@ -10,10 +10,12 @@ import Ajv2020 from 'ajv/dist/2020';
 import { McpTimeoutError, McpToolError, McpTransportError, type McpPool } from '../connectors/mcp/pool';
 import { cappedStructured, toolResultToText } from '../connectors/mcp/toolResult';
 import { MAX_OPENAI_TOOLS, ToolLimitError, assertToolLimit, buildToolCatalog, filterTools, type CatalogEntry } from '../domain/toolNames';
+import type { Metrics, ToolCallOutcome } from '../telemetry/metrics';
 import { toolTotalSeconds, wireError, type CallToolInput, type ListToolsInput, type ToolOutcome } from '../domain/run';
 
 export interface ToolDeps {
   pool: McpPool;
+  metrics: Metrics;
 }
 
 const HEARTBEAT_MS = 2000;
@@ -105,9 +107,17 @@ export function createToolActivities(deps: ToolDeps) {
     async callTool(input: CallToolInput): Promise<ToolOutcome> {
       const ctx = Context.current();
       const started = Date.now();
-      const outcome = (text: string, isError: boolean, truncated = false): ToolOutcome => ({ text, isError, truncated, ms: Date.now() - started });
+      const count = (o: ToolCallOutcome) => {
+        const labels = { server: input.server, tool: input.tool };
+        deps.metrics.toolCalls.inc({ ...labels, outcome: o });
+        if (o !== 'invalid_arguments') deps.metrics.toolDuration.observe(labels, (Date.now() - started) / 1000);
+      };
+      const outcome = (text: string, isError: boolean, truncated = false, o: ToolCallOutcome = isError ? 'tool_error' : 'ok'): ToolOutcome => {
+        count(o);
+        return { text, isError, truncated, ms: Date.now() - started };
+      };
       const checked = argumentProblem(input);
-      if ('problem' in checked) return outcome(checked.problem, true);
+      if ('problem' in checked) return outcome(checked.problem, true, false, 'invalid_arguments');
       ctx.heartbeat();
       const beat = setInterval(() => ctx.heartbeat(), HEARTBEAT_MS);
       try {
@@ -122,10 +132,14 @@ export function createToolActivities(deps: ToolDeps) {
         const structured = cappedStructured(result, input.maxOutputBytes);
         return { ...outcome(r.text, r.isError, r.truncated), ...(structured ? { structured } : {}) };
       } catch (e) {
-        if (ctx.cancellationSignal.aborted) throw e;
+        if (ctx.cancellationSignal.aborted) {
+          count('cancelled');
+          throw e;
+        }
         if (e instanceof McpToolError) return outcome(`tool error: ${e.message}`, true);
         // A timed-out call may have had effects: report it to the model rather than run it again.
-        if (e instanceof McpTimeoutError) return outcome(`the tool did not answer within ${input.timeoutSeconds}s`, true);
+        if (e instanceof McpTimeoutError) return outcome(`the tool did not answer within ${input.timeoutSeconds}s`, true, false, 'timeout');
+        count('transport_error');
         const retryable = !(e instanceof McpTransportError) || e.retryable;
         throw ApplicationFailure.create({ type: 'McpTransport', message: `MCP server ${input.server}: ${e instanceof Error ? e.message : String(e)}`, nonRetryable: !retryable });
       } finally {

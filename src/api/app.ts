@@ -2,7 +2,7 @@
  * The express app: routes, auth, body limits and the one error middleware. Built from its
  * dependencies so tests drive the same app the server runs.
  */
-import type { IncomingMessage, RequestListener } from 'node:http';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import express from 'express';
 import type { Config } from '../config/load';
 import { createAuth, keyResolver } from './auth';
@@ -11,6 +11,10 @@ import { localOnly } from './localOnly';
 import { createCompletionHandler, type CompletionDeps } from './chatCompletions';
 import { ApiError, errorMiddleware, sendError, temporalUnavailable } from './errors';
 import { createRunsRouter } from './runs';
+import { createCodecRouter } from './codec';
+import type { PayloadCodec } from '@temporalio/common';
+import type { Logger } from '../telemetry/log';
+import type { Metrics } from '../telemetry/metrics';
 
 export interface AppDeps extends CompletionDeps {
   config: Config;
@@ -20,6 +24,9 @@ export interface AppDeps extends CompletionDeps {
   upstreamDetail?: () => Record<string, unknown>;
   /** The last health check's answer; while false, what needs Temporal gets a 503 at once. */
   temporalUp?: () => boolean;
+  logger: Logger;
+  /** Payload encryption's codec, served at `/codec`; with it, origins allowed there besides the configured. */
+  codec?: { codec: PayloadCodec; origins: readonly string[] };
 }
 
 /**
@@ -33,6 +40,7 @@ export function createHandler(d: AppDeps): RequestListener {
   // Without an Idempotency-Key (and with implicit keys off) a completion is always a new run.
   const alwaysNew = (req: IncomingMessage) => req.method === 'POST' && req.url?.split('?')[0] === '/v1/chat/completions' && req.headers['idempotency-key'] === undefined && d.config.idempotency.implicitSeconds === 0;
   return (req, res) => {
+    observeRequest(d.metrics, d.logger, req, res);
     if (req.url?.startsWith('/v1/')) {
       const key = keyOf(req.headers.authorization);
       if (typeof key === 'object') {
@@ -48,6 +56,62 @@ export function createHandler(d: AppDeps): RequestListener {
   };
 }
 
+/** The `route` label: the API's own routes, nothing a client can invent. */
+function routeOf(url: string | undefined): string {
+  const path = url?.split('?')[0] ?? '';
+  if (path === '/v1/chat/completions' || path === '/v1/models' || path === '/metrics' || path === '/healthz' || path === '/readyz' || path === '/codec/encode' || path === '/codec/decode') return path;
+  const run = /^\/v1\/runs\/[^/]+(\/events|\/cancel|\/approvals\/[^/]+)?$/.exec(path);
+  if (run) return `/v1/runs/{id}${run[1]?.startsWith('/approvals') ? '/approvals/{approval_id}' : (run[1] ?? '')}`;
+  return 'other';
+}
+
+/** The trace a request belongs to: W3C `traceparent`'s trace id (the edge's, or ours). */
+function traceIdOf(req: IncomingMessage): string | undefined {
+  const m = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}$/.exec(String(req.headers.traceparent ?? ''));
+  return m?.[1];
+}
+
+/**
+ * Once the response is done (or the client has gone): counts the request and its duration, and
+ * logs one line for it. Probes and scrapes are neither counted nor logged.
+ */
+function observeRequest(metrics: Metrics, logger: Logger, req: IncomingMessage, res: ServerResponse): void {
+  const since = performance.now();
+  // Now: express rewrites req.url as it routes.
+  const route = routeOf(req.url);
+  const method = req.method;
+  if (route === '/metrics' || route === '/healthz' || route === '/readyz') return;
+  res.once('close', () => {
+    // Express parsed the body onto the same request object, when it got that far.
+    const body = (req as { body?: { model?: unknown } }).body;
+    const model = metrics.model(body?.model);
+    const stream = String(res.getHeader('content-type') ?? '').startsWith('text/event-stream');
+    const seconds = (performance.now() - since) / 1000;
+    metrics.httpRequests.inc({ route, model, status: String(res.statusCode) });
+    metrics.httpDuration.observe({ route, model, stream: String(stream) }, seconds);
+    if (!logger.isLevelEnabled('info')) return;
+    const debug = logger.isLevelEnabled('debug');
+    const locals = (res as { locals?: { keyName?: string; traceId?: string } }).locals;
+    logger.info(
+      {
+        event: 'request',
+        method,
+        route,
+        status: res.statusCode,
+        ms: Math.round(seconds * 1000),
+        model: typeof body?.model === 'string' ? body.model.slice(0, 128) : undefined,
+        key: locals?.keyName,
+        runId: res.getHeader('x-run-id'),
+        traceId: locals?.traceId ?? traceIdOf(req),
+        stream,
+        completed: res.writableFinished,
+        ...(debug ? { headers: req.headers, body } : {}),
+      },
+      'request',
+    );
+  });
+}
+
 function createApp(d: AppDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
@@ -56,6 +120,7 @@ function createApp(d: AppDeps): express.Express {
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
+  if (d.config.metrics.enabled) app.get('/metrics', metricsHandler(d.metrics));
   app.get('/readyz', async (_req, res) => {
     const checks = await d.readiness().catch(() => ({ temporal: false }));
     const ok = Object.values(checks).every(Boolean);
@@ -76,8 +141,23 @@ function createApp(d: AppDeps): express.Express {
   v1.use('/runs', needsTemporal);
   v1.use(createRunsRouter(d));
   app.use('/v1', v1);
+  if (d.codec) {
+    const { encryption, server } = d.config;
+    const origins = new Set([...encryption.codecCorsOrigins, ...d.codec.origins]);
+    app.use('/codec', createCodecRouter({ codec: d.codec.codec, apiKeys: server.apiKeys, allowUnauthenticated: server.allowUnauthenticated, maxRequestBytes: server.maxRequestBytes, origins }));
+  }
 
   app.use((req, _res, next) => next(new ApiError(404, `Unknown request URL: ${req.method} ${req.path}`, 'invalid_request_error', 'unknown_url')));
   app.use(errorMiddleware);
   return app;
+}
+
+/** `GET /metrics`: the Prometheus text exposition (unauthenticated, like the probes). */
+export function metricsHandler(metrics: Metrics): express.RequestHandler {
+  return (_req, res, next) => {
+    metrics.text().then((text) => {
+      res.setHeader('Content-Type', metrics.contentType);
+      res.end(text);
+    }, next);
+  };
 }

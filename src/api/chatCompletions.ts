@@ -21,6 +21,7 @@ import { streamRun } from './sse';
 import { runIdFor, sessionIdOf, sessionWorkflowId, startRun } from './startRun';
 import type { KeyLimiter } from './limits';
 import type { ModelRouter } from './routing';
+import type { Metrics } from '../telemetry/metrics';
 import { ChatCompletionRequestSchema, issueParam } from './schemas';
 
 export interface CompletionDeps {
@@ -30,6 +31,7 @@ export interface CompletionDeps {
   liveTaskQueue: string;
   router: ModelRouter;
   limiter: KeyLimiter;
+  metrics: Metrics;
   /**
    * Starts a run's first model call in this process while the run itself is being started, so
    * the upstream's first token is not kept waiting on Temporal; the run's `callModel` adopts it
@@ -84,6 +86,7 @@ function checkContext(limit: number, trim: boolean, messages: ChatMessage[], bod
 
 export function createCompletionHandler(d: CompletionDeps) {
   return async (req: Request, res: Response): Promise<void> => {
+    const since = performance.now();
     const parsed = ChatCompletionRequestSchema.safeParse(req.body);
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
@@ -145,6 +148,8 @@ export function createCompletionHandler(d: CompletionDeps) {
       throw e;
     });
     res.setHeader('X-Run-Id', runId);
+    d.metrics.activeRuns.inc();
+    res.once('close', () => d.metrics.activeRuns.dec());
 
     if (!events) {
       // A client that leaves stops this wait, not the run (whose lease the ledger's sweep then ends).
@@ -168,6 +173,6 @@ export function createCompletionHandler(d: CompletionDeps) {
         yield e;
       }
     })();
-    await streamRun(d.config, res, watched, { id: runId, created: Math.floor(Date.now() / 1000), model: body.model }, stream_options?.include_usage === true);
+    await streamRun(d.config, res, watched, { id: runId, created: Math.floor(Date.now() / 1000), model: body.model }, stream_options?.include_usage === true, { metrics: d.metrics, since });
   };
 }

@@ -12,6 +12,7 @@
  * The generator is pulled: it reads nothing new while its consumer is busy writing.
  */
 import type { Client } from '@temporalio/client';
+import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
 import type { LiveHub, LiveView } from '../connectors/liveHub';
 import type { RunEvent } from '../domain/events';
 import { RunMerger } from '../domain/merge';
@@ -167,7 +168,8 @@ async function remoteProgress(client: Client, runId: string, stop: AbortSignal):
     if (!pending) return null;
     const payload = pending.heartbeatDetails?.payloads?.[0];
     if (!payload) return { step: -1, events: [] };
-    const p = client.options.loadedDataConverter.payloadConverter.fromPayload<Partial<StepProgress>>(payload);
+    // Through the codec: with encryption on, heartbeats are ciphertext too.
+    const p = await decodeFromPayloadsAtIndex<Partial<StepProgress>>(client.options.loadedDataConverter, 0, [payload]);
     return typeof p?.step === 'number' && Array.isArray(p.events) ? { step: p.step, events: p.events } : { step: -1, events: [] };
   } catch {
     return { step: -1, events: [] }; // try again at the next beat

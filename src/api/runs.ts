@@ -14,12 +14,14 @@ import { ApiError, badRequest, fromRunFailure } from './errors';
 import { relayRun } from './relay';
 import type { KeyLimiter } from './limits';
 import { streamRun } from './sse';
+import type { Metrics } from '../telemetry/metrics';
 
 export interface RunsDeps {
   config: Config;
   client: Client;
   live: LiveHub;
   limiter: KeyLimiter;
+  metrics: Metrics;
 }
 
 const RUN_ID = /^chatcmpl-[0-9a-f]{32}$/;
@@ -82,7 +84,7 @@ export function createRunsRouter(d: RunsDeps): Router {
     const events = relayRun({ client: d.client, live: d.live, runId: id, from, signal: abort.signal, heartbeatMs: d.config.stream.heartbeatSeconds * 1000 });
     const ctx = { id, created: Math.floor(desc.startTime.getTime() / 1000), model: state.model };
     res.setHeader('X-Run-Id', id);
-    await streamRun(d.config, res, events, ctx, req.query.include_usage === 'true', { resumed: from !== null });
+    await streamRun(d.config, res, events, ctx, req.query.include_usage === 'true', { resumed: from !== null, metrics: d.metrics });
   });
 
   r.post('/runs/:id/cancel', async (req, res) => {

@@ -13,6 +13,7 @@ import type { RunEvent } from '../domain/events';
 import { formatPosition } from '../domain/positions';
 import { chunk, errorChunk, eventDeltas, usageChunk, type ChunkContext } from './chunks';
 import { ApiError, toApiError } from './errors';
+import type { Metrics } from '../telemetry/metrics';
 
 class StalledError extends Error {}
 
@@ -39,10 +40,17 @@ export async function streamRun(
   events: AsyncGenerator<RunEvent>,
   ctx: ChunkContext,
   includeUsage: boolean,
-  /** `resumed`: the client reconnected (Last-Event-ID) and already holds part of the message. */
-  opts: { resumed?: boolean } = {},
+  o: {
+    /** The client reconnected (Last-Event-ID) and already holds part of the message. */
+    resumed?: boolean;
+    metrics?: Metrics;
+    /** `performance.now()` when the request came in: the first content observes time to first token. */
+    since?: number;
+  } = {},
 ): Promise<void> {
+  const opts = o;
   let started = false;
+  let firstContent = o.since !== undefined && !o.resumed;
   let seen = false;
   // A resumed stream continues a message the client already opened: no second `role`.
   let role = !opts.resumed;
@@ -50,6 +58,11 @@ export async function streamRun(
   const start = () => {
     if (started) return;
     started = true;
+    if (o.metrics) {
+      const streams = o.metrics.activeStreams;
+      streams.inc();
+      res.once('close', () => streams.dec());
+    }
     res.status(200);
     res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
     res.setHeader('Cache-Control', 'no-cache');
@@ -99,6 +112,10 @@ export async function streamRun(
       // (A resumed stream shows it: its client already holds part of the step.)
       if (e.t === 'retry' && !started && !opts.resumed) continue;
       for (const { seq, delta } of eventDeltas(e, config.loop.progress)) {
+        if (firstContent && (delta.content || delta.tool_calls || delta.reasoning_content)) {
+          firstContent = false;
+          o.metrics?.timeToFirstToken.observe({ model: o.metrics.model(ctx.model) }, (performance.now() - o.since!) / 1000);
+        }
         await send(formatPosition({ step: e.step, seq }), chunk(ctx, role ? { role: 'assistant', ...delta } : delta));
         role = false;
       }

@@ -4,6 +4,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import type { EncryptionKey } from '../connectors/payloadCodec';
 import YAML from 'yaml';
 import type { z } from 'zod';
 import { ConfigFileSchema, type ConfigFile } from './schema';
@@ -62,9 +63,19 @@ function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<
   if (env.TEMPORAL_NAMESPACE) section('temporal').namespace = env.TEMPORAL_NAMESPACE;
   if (env.TEMPORAL_TASK_QUEUE) section('temporal').taskQueue = env.TEMPORAL_TASK_QUEUE;
   if (env.TEMPORAL_API_KEY) section('temporal').apiKey = env.TEMPORAL_API_KEY;
+  if (env.METRICS_PORT) section('metrics').port = Number(env.METRICS_PORT);
+  if (env.LOG_LEVEL) section('logging').level = env.LOG_LEVEL;
+  if (env.LOG_FORMAT) section('logging').format = env.LOG_FORMAT;
   const upstreams = Array.isArray(out.upstreams) ? out.upstreams : [];
   if (upstreams.length === 0 && env.OPENAI_BASE_URL) {
     out.upstreams = [{ name: 'openai', baseURL: env.OPENAI_BASE_URL, ...(env.OPENAI_API_KEY ? { apiKey: 'env:OPENAI_API_KEY' } : {}) }];
+  }
+  if (env.MIX2API_ENCRYPTION_KEY) {
+    // The environment's key is the current one; the file's stay, to decrypt what they wrote.
+    const e = section('encryption');
+    const id = env.MIX2API_ENCRYPTION_KEY_ID ?? 'env';
+    const keys = (Array.isArray(e.keys) ? e.keys : []).filter((k: { id?: unknown }) => k?.id !== id);
+    e.keys = [{ id, key: 'env:MIX2API_ENCRYPTION_KEY' }, ...keys];
   }
   if (env.MIX2API_API_KEY) {
     const server = section('server');
@@ -129,6 +140,11 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv, source: string
     for (const [k, v] of Object.entries(m.env ?? {})) m.env![k] = resolveEnvRef(v, env, `mcpServers[${i}].env.${k}`);
     for (const [k, v] of Object.entries(m.headers ?? {})) m.headers![k] = resolveEnvRef(v, env, `mcpServers[${i}].headers.${k}`);
   });
+  cfg.encryption.keys.forEach((k, i) => {
+    k.key = resolveEnvRef(k.key, env, `encryption.keys[${i}].key`);
+    if (Buffer.from(k.key, 'base64').length !== 32 || !/^[A-Za-z0-9+/]+={0,2}$/.test(k.key.trim()))
+      throw new ConfigError([`encryption.keys[${i}].key: must be 32 bytes, base64-encoded (e.g. \`openssl rand -base64 32\`)`], source);
+  });
   const demo = cfg.upstreams.length === 0;
   cfg.temporal.searchAttributes ??= cfg.temporal.address === 'embedded';
   return deepFreeze({
@@ -160,4 +176,9 @@ function deepFreeze<T>(o: T): T {
     for (const v of Object.values(o)) deepFreeze(v);
   }
   return o;
+}
+
+/** The configured payload-encryption keys, current first. */
+export function encryptionKeys(config: Config): EncryptionKey[] {
+  return config.encryption.keys.map((k) => ({ id: k.id, key: Buffer.from(k.key, 'base64') }));
 }

@@ -214,6 +214,47 @@ export const SessionsSchema = z
   })
   .strict();
 
+export const MetricsSchema = z
+  .object({
+    /** `GET /metrics` on the API port (unauthenticated, like /healthz). */
+    enabled: z.boolean().default(true),
+    /** A listener of its own for `/metrics` (how a `mix2api worker` is scraped); none by default. */
+    port: z.number().int().min(1).max(65535).optional(),
+    /** Fold the Temporal SDK's worker metrics (`temporal_*`) into `/metrics`. */
+    temporal: z.boolean().default(true),
+  })
+  .strict();
+
+export const LoggingSchema = z
+  .object({
+    level: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+    /** `auto`: human-readable when stdout is a terminal, JSON lines otherwise. */
+    format: z.enum(['auto', 'json', 'pretty']).default('auto'),
+  })
+  .strict();
+
+export const EncryptionSchema = z
+  .object({
+    /**
+     * AES-256-GCM keys for Temporal payloads: each 32 bytes, base64 (or `env:VAR`). The first
+     * encrypts; all decrypt. None (the default): payloads are stored as plain JSON.
+     */
+    keys: z
+      .array(z.object({ id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, . _ - (at most 64)'), key: z.string().min(1) }).strict())
+      .max(16)
+      .default([])
+      .superRefine((keys, ctx) => {
+        const seen = new Set<string>();
+        keys.forEach((k, i) => {
+          if (seen.has(k.id)) ctx.addIssue({ code: 'custom', path: [i, 'id'], message: `duplicate key id "${k.id}"` });
+          seen.add(k.id);
+        });
+      }),
+    /** Browser origins (a Temporal Web UI's) allowed to call `/codec`; the embedded UI's is always allowed. */
+    codecCorsOrigins: z.array(z.string().url()).default([]),
+  })
+  .strict();
+
 export const ConfigFileSchema = z
   .object({
     server: ServerSchema.default(ServerSchema.parse({})),
@@ -225,6 +266,9 @@ export const ConfigFileSchema = z
     sessions: SessionsSchema.default(SessionsSchema.parse({})),
     idempotency: IdempotencySchema.default(IdempotencySchema.parse({})),
     mcpServers: z.array(McpServerSchema).default([]),
+    metrics: MetricsSchema.default(MetricsSchema.parse({})),
+    logging: LoggingSchema.default(LoggingSchema.parse({})),
+    encryption: EncryptionSchema.default(EncryptionSchema.parse({})),
   })
   .strict();
 

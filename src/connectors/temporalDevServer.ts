@@ -42,6 +42,8 @@ export interface DevServerOptions {
   port: number;
   uiPort?: number;
   headless: boolean;
+  /** The Web UI's remote codec (`--ui-codec-endpoint`), so it shows encrypted payloads decoded. */
+  uiCodecEndpoint?: string;
   namespace?: string;
   readyTimeoutMs?: number;
   /** `--dynamic-config-value` pairs over LATENCY_DYNAMIC_CONFIG, e.g. a low `limit.historyCount.suggestContinueAsNew` in tests. */
@@ -87,6 +89,7 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
   const args = ['server', 'start-dev', '--db-filename', o.dbFile, '--port', String(o.port), '--ip', '127.0.0.1', '--log-level', 'warn'];
   if (o.headless) args.push('--headless');
   else if (o.uiPort) args.push('--ui-port', String(o.uiPort));
+  if (!o.headless && o.uiCodecEndpoint) args.push('--ui-codec-endpoint', o.uiCodecEndpoint);
   if (o.namespace && o.namespace !== 'default') args.push('--namespace', o.namespace);
   for (const [k, v] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${k}=${v}`);
   for (const [k, v] of Object.entries(o.sqlitePragmas ?? DEFAULT_PRAGMAS)) args.push('--sqlite-pragma', `${k}=${v}`);

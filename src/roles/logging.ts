@@ -1,17 +1,40 @@
-/** The Temporal runtime logger for mix2api processes: warnings and errors, minus known noise. */
-import { DefaultLogger, Runtime, type LogEntry } from '@temporalio/worker';
+/**
+ * The Temporal SDK Runtime of a mix2api process: its log lines go to the process's logger
+ * (warnings and errors, minus known noise), and, when asked, its metrics to a Prometheus
+ * exporter on loopback that `/metrics` folds in.
+ */
+import { DefaultLogger, Runtime, type LogEntry, type LogLevel } from '@temporalio/worker';
+import type { Logger } from '../telemetry/log';
 
 // The live worker only runs activities by design; the SDK warns about that on every start.
 const NOISE = [/^No workflows registered/];
 
-export function installLogger(level: 'WARN' | 'ERROR' = 'WARN'): void {
-  const logger = new DefaultLogger(level, (entry: LogEntry) => {
+const LEVELS: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'error'> = { TRACE: 'trace', DEBUG: 'debug', INFO: 'info', WARN: 'warn', ERROR: 'error' };
+
+export interface RuntimeOptions {
+  level?: 'WARN' | 'ERROR';
+  /** Where SDK log lines go; default: stderr lines tagged `[temporal]`. */
+  logger?: Logger;
+  /** `host:port` for the SDK's Prometheus exporter (its metrics then appear at `http://<it>/metrics`). */
+  metricsBind?: string;
+}
+
+export function installLogger(levelOrOptions: 'WARN' | 'ERROR' | RuntimeOptions = 'WARN'): void {
+  const o: RuntimeOptions = typeof levelOrOptions === 'string' ? { level: levelOrOptions } : levelOrOptions;
+  const logger = new DefaultLogger(o.level ?? 'WARN', (entry: LogEntry) => {
     if (NOISE.some((re) => re.test(entry.message))) return;
+    if (o.logger) {
+      o.logger[LEVELS[entry.level]]({ component: 'temporal', ...entry.meta }, entry.message);
+      return;
+    }
     const meta = entry.meta && Object.keys(entry.meta).length > 0 ? ` ${JSON.stringify(entry.meta)}` : '';
     console.error(`[temporal] ${entry.level} ${entry.message}${meta}`);
   });
   try {
-    Runtime.install({ logger });
+    Runtime.install({
+      logger,
+      ...(o.metricsBind ? { telemetryOptions: { metrics: { prometheus: { bindAddress: o.metricsBind, countersTotalSuffix: true, unitSuffix: true, useSecondsForDurations: true } } } } : {}),
+    });
   } catch {
     // Installed already (another test file in the same process).
   }

@@ -6,14 +6,17 @@ import type { AddressInfo } from 'node:net';
 import { createServer, type Server } from 'node:http';
 import type { Worker, WorkflowBundleOption } from '@temporalio/worker';
 import { ModelSteps } from '../activities/modelSteps';
-import { createHandler } from '../api/app';
+import { createHandler, metricsHandler } from '../api/app';
 import { answerClientError } from '../api/errors';
 import { KeyLimiter } from '../api/limits';
 import { ModelRouter } from '../api/routing';
-import type { Config } from '../config/load';
+import { encryptionKeys, type Config } from '../config/load';
+import { AesGcmCodec } from '../connectors/payloadCodec';
 import { LiveHub } from '../connectors/liveHub';
 import { McpPool } from '../connectors/mcp/pool';
 import { UpstreamClient } from '../connectors/upstream';
+import { silentLogger, type Logger } from '../telemetry/log';
+import { Metrics } from '../telemetry/metrics';
 import { connectTemporal, TemporalHealth } from './temporal';
 import { createLiveWorker, createSharedWorker, liveTaskQueueName } from './workers';
 
@@ -22,7 +25,12 @@ export interface SystemOptions {
   temporalAddress: string;
   roles: { worker: boolean; api: boolean };
   workflowBundle?: WorkflowBundleOption;
-  log?: (msg: string) => void;
+  /** Where the process's log lines go; default: nowhere. */
+  logger?: Logger;
+  /** Browser origins of an embedded Temporal Web UI, allowed to call `/codec`. */
+  codecOrigins?: string[];
+  /** This process's metrics; default: a registry of its own (without process metrics). */
+  metrics?: Metrics;
 }
 
 export interface RunningSystem {
@@ -39,13 +47,15 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
   const { config } = o;
   const t = await connectTemporal(config, o.temporalAddress);
   const live = new LiveHub();
-  const upstreams = new Map(config.upstreams.map((u) => [u.name, new UpstreamClient(u, (msg) => o.log?.(msg))]));
+  const logger = o.logger ?? silentLogger;
+  const upstreams = new Map(config.upstreams.map((u) => [u.name, new UpstreamClient(u, (msg, fields) => logger.warn(fields, msg))]));
   const pool = new McpPool([...config.mcpServers], config.env, {
     clientName: 'mix2api',
-    onLog: (e) => (e.level === 'warn' ? o.log?.(`mcp ${e.server}: ${e.message}`) : undefined),
+    onLog: (e) => (e.level === 'warn' ? logger.warn({ server: e.server }, `mcp ${e.server}: ${e.message}`) : undefined),
   });
-  const steps = new ModelSteps({ hub: live, completion: t.client.activity, upstreams, heartbeatMs: config.stream.heartbeatSeconds * 1000 });
-  const deps = { steps, live, pool };
+  const metrics = o.metrics ?? new Metrics({ models: config.models.map((m) => m.id) });
+  const steps = new ModelSteps({ hub: live, completion: t.client.activity, upstreams, heartbeatMs: config.stream.heartbeatSeconds * 1000, metrics });
+  const deps = { steps, live, pool, metrics, logger };
   const workers: Worker[] = [];
   const running: Promise<void>[] = [];
   const states = new Map<Worker, boolean>();
@@ -55,7 +65,7 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
     running.push(
       w.run().catch((e: unknown) => {
         states.set(w, false);
-        o.log?.(`worker stopped: ${String(e)}`);
+        logger.error({ err: e }, 'worker stopped');
       }),
     );
   };
@@ -73,6 +83,9 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
       config,
       client: t.client,
       live,
+      metrics,
+      logger,
+      ...(config.encryption.keys.length ? { codec: { codec: new AesGcmCodec(encryptionKeys(config)), origins: o.codecOrigins ?? [] } } : {}),
       liveTaskQueue,
       prestart: { start: (call) => steps.prestart(call), cancel: (runId) => steps.cancelPrestart(runId) },
       limiter: new KeyLimiter(config, t.client),
@@ -120,10 +133,13 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
     apiUrl = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${addr.port}`;
   }
 
+  const metricsServer = config.metrics.enabled && config.metrics.port ? await listenMetrics(metrics, config.metrics.port, defaultHost(config)) : null;
+
   let stopped: Promise<void> | null = null;
   const stop = () =>
     (stopped ??= (async () => {
       health?.stop();
+      metricsServer?.close();
       if (server) {
         server.closeAllConnections();
         await new Promise<void>((r) => server!.close(() => r()));
@@ -136,4 +152,24 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
       await t.close();
     })());
   return { apiUrl, liveTaskQueue, stop };
+}
+
+/** `/metrics` alone on a port of its own (a worker has no API port to serve it on). */
+function listenMetrics(metrics: Metrics, port: number, host: string): Promise<Server> {
+  const handler = metricsHandler(metrics);
+  return new Promise<Server>((ok, fail) => {
+    const s = createServer((req, res) => {
+      if (req.method === 'GET' && req.url?.split('?')[0] === '/metrics') {
+        handler(req as never, res as never, (e: unknown) => {
+          res.statusCode = 500;
+          res.end(String(e));
+        });
+        return;
+      }
+      res.statusCode = 404;
+      res.end();
+    });
+    s.listen(port, host, () => ok(s));
+    s.once('error', (e: NodeJS.ErrnoException) => fail(e.code === 'EADDRINUSE' ? new Error(`port ${port} (metrics) is already in use; set METRICS_PORT or metrics.port`) : e));
+  });
 }

@@ -5,7 +5,8 @@
  */
 import { Client } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
-import type { Config } from '../config/load';
+import { encryptionKeys, type Config } from '../config/load';
+import { dataConverterFor } from '../connectors/payloadCodec';
 
 export interface TemporalHandles {
   native: NativeConnection;
@@ -16,7 +17,7 @@ export interface TemporalHandles {
 export async function connectTemporal(config: Config, address: string): Promise<TemporalHandles> {
   const t = config.temporal;
   const native = await NativeConnection.connect({ address, tls: t.tls || Boolean(t.apiKey) ? {} : undefined, apiKey: t.apiKey });
-  const client = new Client({ connection: native, namespace: t.namespace });
+  const client = new Client({ connection: native, namespace: t.namespace, dataConverter: dataConverterFor(encryptionKeys(config)) });
   return { native, client, close: () => native.close() };
 }
 

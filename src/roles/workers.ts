@@ -6,25 +6,67 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Worker, type InjectedSinks, type NativeConnection, type WorkflowBundleOption } from '@temporalio/worker';
+import type { WorkflowInfo } from '@temporalio/workflow';
 import { createActivities, type ActivityDeps } from '../activities';
-import type { Config } from '../config/load';
+import { encryptionKeys, type Config } from '../config/load';
+import { dataConverterFor } from '../connectors/payloadCodec';
 import type { LiveHub } from '../connectors/liveHub';
 import type { RunSinks } from '../workflows/sinks';
+import type { RunEvent } from '../domain/events';
+import type { Logger } from '../telemetry/log';
+
+/**
+ * One line per run outcome (`end` or `error`), from the worker that ran the run's last workflow
+ * task; tool calls only at debug, and only there with their arguments and output preview.
+ */
+function logRunEvent(logger: Logger, info: WorkflowInfo, e: RunEvent): void {
+  if (e.t === 'end' || e.t === 'error') {
+    const attrs = info.searchAttributes as Record<string, unknown[] | undefined>;
+    logger.info(
+      {
+        event: 'run',
+        runId: info.workflowId,
+        workflow: info.workflowType,
+        model: attrs?.Mix2apiModel?.[0],
+        key: attrs?.Mix2apiKeyName?.[0],
+        status: e.t === 'end' ? 'completed' : 'failed',
+        ...(e.t === 'end' ? { finishReason: e.finishReason } : { error: { code: e.error.code, type: e.error.type, status: e.error.status } }),
+        steps: e.step + 1,
+        promptTokens: e.usage?.prompt_tokens,
+        completionTokens: e.usage?.completion_tokens,
+        durationMs: Date.now() - info.startTime.getTime(),
+      },
+      'run finished',
+    );
+  } else if ((e.t === 'tool_started' || e.t === 'tool_finished') && logger.isLevelEnabled('debug')) {
+    logger.debug({ event: e.t, runId: info.workflowId, server: e.server, tool: e.tool, callId: e.callId, ...(e.t === 'tool_started' ? { arguments: e.arguments } : { ms: e.ms, isError: e.isError, preview: e.preview }) }, e.t.replace('_', ' '));
+  }
+}
 
 export interface WorkerOptions {
   config: Config;
   native: NativeConnection;
-  deps: ActivityDeps & { live: LiveHub };
+  deps: ActivityDeps & { live: LiveHub; logger: Logger };
   /** A prebuilt workflow bundle (tests); default: bundle `src/workflows` at start. */
   workflowBundle?: WorkflowBundleOption;
 }
 
 function workflowOptions(o: WorkerOptions) {
   const sinks: InjectedSinks<RunSinks> = {
-    live: { event: { fn: (info, e) => o.deps.live.pushed(info.workflowId, e), callDuringReplay: false } },
+    live: {
+      event: {
+        fn: (info, e) => {
+          o.deps.live.pushed(info.workflowId, e);
+          o.deps.metrics.runEvent(info.workflowId, e);
+          logRunEvent(o.deps.logger, info, e);
+        },
+        callDuringReplay: false,
+      },
+    },
   };
   return {
     ...(o.workflowBundle ? { workflowBundle: o.workflowBundle } : { workflowsPath: require.resolve('../workflows') }),
+    dataConverter: dataConverterFor(encryptionKeys(o.config)),
     sinks,
     // A run's next workflow task goes to the worker that ran the last one; if that worker died,
     // wait this long (default 10 s) before any worker may take it.
@@ -53,6 +95,7 @@ export async function createLiveWorker(o: WorkerOptions, taskQueue: string): Pro
     connection: o.native,
     namespace: o.config.temporal.namespace,
     taskQueue,
+    dataConverter: dataConverterFor(encryptionKeys(o.config)),
     activities: { callModel },
     shutdownGraceTime: '5 seconds',
   });

@@ -7,6 +7,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import type { McpPool } from '../../src/connectors/mcp/pool';
 import { createToolActivities, validatorFor } from '../../src/activities/tools';
 import type { CallToolInput } from '../../src/domain/run';
+import { Metrics } from '../../src/telemetry/metrics';
 
 const compiled = (schema: Record<string, unknown>) => {
   const v = validatorFor(schema);
@@ -35,7 +36,8 @@ test('an unresolvable $ref is uncompilable, with the reason', () => {
 test('a call of a tool whose schema is uncompilable is a tool error, and the tool is not called', async () => {
   const calls: unknown[] = [];
   const pool = { callTool: async (...a: unknown[]) => (calls.push(a), { content: [{ type: 'text', text: 'ran' }] }) } as unknown as McpPool;
-  const { callTool } = createToolActivities({ pool });
+  const metrics = new Metrics();
+  const { callTool } = createToolActivities({ pool, metrics });
   const input: CallToolInput = {
     runId: 'r',
     callId: 'c',
@@ -55,4 +57,8 @@ test('a call of a tool whose schema is uncompilable is a tool error, and the too
   const good = await env.run(callTool, { ...input, inputSchema: { type: 'object', properties: { a: { type: 'number' } } } });
   expect(good).toMatchObject({ text: 'ran', isError: false });
   expect(calls).toHaveLength(1);
+  // Each call is counted once, by outcome; a refused one has no duration.
+  const counted = (await metrics.toolCalls.get()).values.map((v) => [v.labels.outcome, v.value]);
+  expect(counted).toEqual(expect.arrayContaining([['invalid_arguments', 1], ['ok', 1]]));
+  expect((await metrics.toolDuration.get()).values.find((v) => v.metricName === 'mix2api_tool_call_duration_seconds_count')?.value).toBe(1);
 });
