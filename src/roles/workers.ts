@@ -28,7 +28,7 @@ function logRunEvent(logger: Logger, info: WorkflowInfo, e: RunEvent): void {
         runId: info.workflowId,
         workflow: info.workflowType,
         model: attrs?.Mix2apiModel?.[0],
-        key: attrs?.Mix2apiKeyName?.[0],
+        keyName: attrs?.Mix2apiKeyName?.[0],
         status: e.t === 'end' ? 'completed' : 'failed',
         ...(e.t === 'end' ? { finishReason: e.finishReason } : { error: { code: e.error.code, type: e.error.type, status: e.error.status } }),
         steps: e.step + 1,

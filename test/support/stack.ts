@@ -8,6 +8,7 @@ import OpenAI from 'openai';
 import { parseConfig, type Config } from '../../src/config/load';
 import { installLogger } from '../../src/roles/logging';
 import { startSystem, type RunningSystem } from '../../src/roles/system';
+import type { Logger } from '../../src/telemetry/log';
 import { startScriptedUpstream, type ScriptedUpstream } from './scriptedUpstream';
 
 // Retries are the point of many tests; their warnings would bury real failures.
@@ -38,6 +39,8 @@ export interface StackOptions {
   /** Raw config merged over the test defaults (upstream `scripted` → model `test-model`). */
   config?: (upstreamUrl: string) => Record<string, unknown>;
   apiKey?: string;
+  /** Where the system's log lines go (default: nowhere). */
+  logger?: Logger;
 }
 
 export async function startStack(o: StackOptions = {}): Promise<Stack> {
@@ -65,6 +68,7 @@ export async function startStack(o: StackOptions = {}): Promise<Stack> {
     temporalAddress: env.address,
     roles: { worker: true, api: true },
     workflowBundle: { codePath: env.bundlePath },
+    logger: o.logger,
   });
   const connection = await Connection.connect({ address: env.address });
   const temporal = new Client({ connection, namespace: config.temporal.namespace });

@@ -85,3 +85,19 @@ test('mix2api check-config exits non-zero and prints the problems', () => {
   writeFileSync(file, 'upstreams:\n  - name: a\n    baseURL: http://127.0.0.1:1/v1\n');
   expect(execFileSync(tsx, [cli, 'check-config', file], { encoding: 'utf8' })).toMatch(/config OK/);
 }, 30000);
+
+test('encryption keys: 32 bytes of base64 each, ids unique; MIX2API_ENCRYPTION_KEY becomes the current key', () => {
+  const k1 = Buffer.alloc(32, 1).toString('base64');
+  const k2 = Buffer.alloc(32, 2).toString('base64');
+  const c = parseConfig({ encryption: { keys: [{ id: 'old', key: k1 }] } }, { MIX2API_ENCRYPTION_KEY: k2, MIX2API_ENCRYPTION_KEY_ID: 'new' });
+  expect(c.encryption.keys).toEqual([{ id: 'new', key: k2 }, { id: 'old', key: k1 }]);
+  expect(() => parseConfig({ encryption: { keys: [{ id: 'short', key: Buffer.alloc(16).toString('base64') }] } }, {})).toThrow(/encryption\.keys\[0\]\.key: must be 32 bytes, base64-encoded/);
+  expect(() => parseConfig({ encryption: { keys: [{ id: 'a', key: k1 }, { id: 'a', key: k2 }] } }, {})).toThrow(/duplicate key id "a"/);
+  expect(() => parseConfig({ encryption: { keys: [{ id: 'e', key: 'env:NOPE' }] } }, {})).toThrow(ConfigError);
+});
+
+test('logging and metrics: defaults, and their environment overrides', () => {
+  expect(parseConfig({}, {})).toMatchObject({ logging: { level: 'info', format: 'auto' }, metrics: { enabled: true, temporal: true } });
+  expect(parseConfig({}, { LOG_LEVEL: 'debug', LOG_FORMAT: 'json', METRICS_PORT: '9464' })).toMatchObject({ logging: { level: 'debug', format: 'json' }, metrics: { port: 9464 } });
+  expect(() => parseConfig({}, { LOG_LEVEL: 'loud' })).toThrow(/logging\.level/);
+});
