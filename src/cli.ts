@@ -5,6 +5,7 @@
  * the worker and the API in one process, and the demo model when no upstream is configured.
  */
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigError, DEMO_MODEL, loadConfig, type Config } from './config/load';
 import { demoMcpServers } from './connectors/demoTools';
@@ -14,6 +15,9 @@ import { installLogger } from './roles/logging';
 import { startSystem, type RunningSystem } from './roles/system';
 import { createLogger, type Logger } from './telemetry/log';
 import { Metrics } from './telemetry/metrics';
+import { startTracing } from './telemetry/tracing';
+
+const VERSION = (JSON.parse(readFileSync(resolve(__dirname, '..', 'package.json'), 'utf8')) as { version: string }).version;
 
 /** The process's logger, once its config is read; before that, plain lines. */
 let logger: Logger | null = null;
@@ -71,12 +75,16 @@ async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
   logger = createLogger(config.logging);
   const temporalMetrics = config.metrics.enabled && config.metrics.temporal ? `127.0.0.1:${await freeLoopbackPort()}` : undefined;
   installLogger({ logger, metricsBind: temporalMetrics });
+  const tracing = startTracing(config.tracing, VERSION);
+  if (tracing) log(`tracing: OTLP (${config.tracing.protocol}) as service ${config.tracing.serviceName}`);
   const cleanups: Array<() => Promise<void>> = [];
   let dev: DevServer | null = null;
   let system: RunningSystem | null = null;
   const stopAll = async () => {
     await system?.stop();
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
+    // What the span processor still holds goes out before the process does.
+    await tracing?.shutdown().catch(() => undefined);
   };
   onShutdown(stopAll);
   try {
@@ -107,6 +115,7 @@ async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
       temporalAddress: address,
       roles: { worker: role !== 'api', api: role !== 'worker' },
       logger,
+      tracing,
       codecOrigins: dev?.uiUrl ? [dev.uiUrl, dev.uiUrl.replace('localhost', '127.0.0.1')] : [],
       metrics: new Metrics({ models: config.models.map((m) => m.id), temporalUrl: temporalMetrics && `http://${temporalMetrics}/metrics`, processMetrics: true }),
     });

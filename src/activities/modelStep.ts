@@ -13,6 +13,7 @@ import type { LiveHub } from '../connectors/liveHub';
 import { digestMessages, type ChatBody, type ChatMessageIn, type UpstreamContinuation } from '../connectors/dialects/dialect';
 import { UpstreamUnavailableError, type UpstreamClient } from '../connectors/upstream';
 import type { Metrics } from '../telemetry/metrics';
+import { failSpan, providerOf, SpanKind, traceHeaders, tracer } from '../telemetry/tracing';
 import { MessageAccumulator, type ChatMessage, type Delta, type Usage } from '../domain/chat';
 import { contextLengthMessage, estimateTokens, fitToWindow, fixedCost } from '../domain/contextGuard';
 import { stepEnd } from '../domain/stepRequest';
@@ -192,16 +193,33 @@ export class ModelStep {
         usage = undefined;
         responseId = undefined;
         const sentAt = performance.now();
+        const span = tracer().startSpan(`chat ${target.upstreamModel}`, {
+          kind: SpanKind.CLIENT,
+          attributes: {
+            'gen_ai.operation.name': 'chat',
+            'gen_ai.provider.name': providerOf(upstream.cfg.api),
+            'gen_ai.request.model': target.upstreamModel,
+            'mix2api.upstream': target.upstream,
+            'mix2api.run_id': input.runId,
+            'mix2api.step': input.step,
+            'mix2api.attempt': this.attempt,
+            ...(i > 0 ? { 'mix2api.fallback': i } : {}),
+          },
+        });
         try {
           const from = i === 0 ? this.continuation(body) : undefined;
-          for await (const chunk of upstream.streamChat({ ...body, model: target.upstreamModel }, this.abort.signal, from)) {
+          for await (const chunk of upstream.streamChat({ ...body, model: target.upstreamModel }, this.abort.signal, from, traceHeaders(span))) {
             usage = normUsage(chunk.usage) ?? usage;
             if (chunk.id && upstream.cfg.storeResponses) responseId = chunk.id;
             const choice = chunk.choices?.[0];
             if (!choice) continue;
             const delta = cleanDelta(choice.delta);
             if (delta) {
-              if (!started) metrics.modelTimeToFirstToken.observe({ upstream: target.upstream }, (performance.now() - sentAt) / 1000);
+              if (!started) {
+                const ttft = performance.now() - sentAt;
+                metrics.modelTimeToFirstToken.observe({ upstream: target.upstream }, ttft / 1000);
+                span.setAttribute('mix2api.ttft_ms', Math.round(ttft));
+              }
               started = true;
               acc.add(delta);
               const forClient = calls.pass(delta);
@@ -216,6 +234,13 @@ export class ModelStep {
           answered = target.upstream;
           metrics.modelCalls.inc({ upstream: target.upstream, outcome: 'ok' });
           countTokens(metrics, target.upstream, usage);
+          span.setAttributes({
+            'gen_ai.response.finish_reasons': [finishReason],
+            ...(usage ? { 'gen_ai.usage.input_tokens': usage.prompt_tokens, 'gen_ai.usage.output_tokens': usage.completion_tokens } : {}),
+            ...(usage?.prompt_tokens_details?.cached_tokens ? { 'gen_ai.usage.cache_read.input_tokens': usage.prompt_tokens_details.cached_tokens } : {}),
+            ...(responseId ? { 'gen_ai.response.id': responseId } : {}),
+          });
+          span.end();
           break;
         } catch (e) {
           const failure = classifyUpstreamError(e, target.upstream);
@@ -225,6 +250,7 @@ export class ModelStep {
           else if (retryable) upstream.breaker.failure();
           else upstream.breaker.success();
           metrics.modelCalls.inc({ upstream: target.upstream, outcome: this.abort.signal.aborted ? 'cancelled' : retryable ? 'retryable_error' : 'error' });
+          failSpan(span, failure instanceof ApplicationFailure ? (failure.type ?? 'Error') : 'Error', failure instanceof Error ? failure.message : String(failure));
           if (started || !retryable || last || this.abort.signal.aborted) throw failure;
           metrics.modelFallbacks.inc({ upstream: target.upstream });
         }

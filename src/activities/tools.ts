@@ -11,6 +11,7 @@ import { McpTimeoutError, McpToolError, McpTransportError, type McpPool } from '
 import { cappedStructured, toolResultToText } from '../connectors/mcp/toolResult';
 import { MAX_OPENAI_TOOLS, ToolLimitError, assertToolLimit, buildToolCatalog, filterTools, type CatalogEntry } from '../domain/toolNames';
 import type { Metrics, ToolCallOutcome } from '../telemetry/metrics';
+import { failSpan, tracer, withSpan } from '../telemetry/tracing';
 import { toolTotalSeconds, wireError, type CallToolInput, type ListToolsInput, type ToolOutcome } from '../domain/run';
 
 export interface ToolDeps {
@@ -107,10 +108,17 @@ export function createToolActivities(deps: ToolDeps) {
     async callTool(input: CallToolInput): Promise<ToolOutcome> {
       const ctx = Context.current();
       const started = Date.now();
+      const span = tracer().startSpan(`execute_tool ${input.tool}`, {
+        attributes: { 'gen_ai.operation.name': 'execute_tool', 'gen_ai.tool.name': input.tool, 'gen_ai.tool.call.id': input.callId, 'mcp.method.name': 'tools/call', 'mix2api.mcp.server': input.server, 'mix2api.run_id': input.runId },
+      });
       const count = (o: ToolCallOutcome) => {
         const labels = { server: input.server, tool: input.tool };
+        const ms = Date.now() - started;
         deps.metrics.toolCalls.inc({ ...labels, outcome: o });
-        if (o !== 'invalid_arguments') deps.metrics.toolDuration.observe(labels, (Date.now() - started) / 1000);
+        if (o !== 'invalid_arguments') deps.metrics.toolDuration.observe(labels, ms / 1000);
+        span.setAttributes({ 'mix2api.tool.outcome': o, 'mix2api.tool.ms': ms });
+        if (o === 'ok') span.end();
+        else failSpan(span, o, o);
       };
       const outcome = (text: string, isError: boolean, truncated = false, o: ToolCallOutcome = isError ? 'tool_error' : 'ok'): ToolOutcome => {
         count(o);
@@ -121,13 +129,14 @@ export function createToolActivities(deps: ToolDeps) {
       ctx.heartbeat();
       const beat = setInterval(() => ctx.heartbeat(), HEARTBEAT_MS);
       try {
-        const result = await deps.pool.callTool(input.server, input.tool, checked.args, {
+        // Within the tool's span, so an HTTP MCP server is sent its trace context.
+        const result = await withSpan(span, () => deps.pool.callTool(input.server, input.tool, checked.args, {
           signal: ctx.cancellationSignal,
           timeoutMs: input.timeoutSeconds * 1000,
           // Progress keeps a call alive, but never past the point where Temporal would retry it.
           maxTotalTimeoutMs: toolTotalSeconds(input.timeoutSeconds) * 1000,
           idempotencyKey: input.idempotencyKey,
-        });
+        }));
         const r = toolResultToText(result, input.maxOutputBytes);
         const structured = cappedStructured(result, input.maxOutputBytes);
         return { ...outcome(r.text, r.isError, r.truncated), ...(structured ? { structured } : {}) };

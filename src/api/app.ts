@@ -15,6 +15,7 @@ import { createCodecRouter } from './codec';
 import type { PayloadCodec } from '@temporalio/common';
 import type { Logger } from '../telemetry/log';
 import type { Metrics } from '../telemetry/metrics';
+import { requestTraceId, traceRequest } from '../telemetry/tracing';
 
 export interface AppDeps extends CompletionDeps {
   config: Config;
@@ -39,8 +40,7 @@ export function createHandler(d: AppDeps): RequestListener {
   const keyOf = keyResolver(d.config.server.apiKeys);
   // Without an Idempotency-Key (and with implicit keys off) a completion is always a new run.
   const alwaysNew = (req: IncomingMessage) => req.method === 'POST' && req.url?.split('?')[0] === '/v1/chat/completions' && req.headers['idempotency-key'] === undefined && d.config.idempotency.implicitSeconds === 0;
-  return (req, res) => {
-    observeRequest(d.metrics, d.logger, req, res);
+  const handle: RequestListener = (req, res) => {
     if (req.url?.startsWith('/v1/')) {
       const key = keyOf(req.headers.authorization);
       if (typeof key === 'object') {
@@ -53,6 +53,13 @@ export function createHandler(d: AppDeps): RequestListener {
       }
     }
     app(req, res);
+  };
+  return (req, res) => {
+    const route = routeOf(req.url);
+    // Probes and scrapes are neither counted, logged nor traced.
+    if (route === '/metrics' || route === '/healthz' || route === '/readyz') return handle(req, res);
+    observeRequest(d.metrics, d.logger, route, req, res);
+    traceRequest(req, res, route, () => handle(req, res));
   };
 }
 
@@ -73,14 +80,11 @@ function traceIdOf(req: IncomingMessage): string | undefined {
 
 /**
  * Once the response is done (or the client has gone): counts the request and its duration, and
- * logs one line for it. Probes and scrapes are neither counted nor logged.
+ * logs one line for it. `route` is taken before express rewrites `req.url` as it routes.
  */
-function observeRequest(metrics: Metrics, logger: Logger, req: IncomingMessage, res: ServerResponse): void {
+function observeRequest(metrics: Metrics, logger: Logger, route: string, req: IncomingMessage, res: ServerResponse): void {
   const since = performance.now();
-  // Now: express rewrites req.url as it routes.
-  const route = routeOf(req.url);
   const method = req.method;
-  if (route === '/metrics' || route === '/healthz' || route === '/readyz') return;
   res.once('close', () => {
     // Express parsed the body onto the same request object, when it got that far.
     const body = (req as { body?: { model?: unknown } }).body;
@@ -91,7 +95,7 @@ function observeRequest(metrics: Metrics, logger: Logger, req: IncomingMessage, 
     metrics.httpDuration.observe({ route, model, stream: String(stream) }, seconds);
     if (!logger.isLevelEnabled('info')) return;
     const debug = logger.isLevelEnabled('debug');
-    const locals = (res as { locals?: { keyName?: string; traceId?: string } }).locals;
+    const locals = (res as { locals?: { keyName?: string } }).locals;
     logger.info(
       {
         event: 'request',
@@ -102,7 +106,7 @@ function observeRequest(metrics: Metrics, logger: Logger, req: IncomingMessage, 
         model: typeof body?.model === 'string' ? body.model.slice(0, 128) : undefined,
         keyName: locals?.keyName,
         runId: res.getHeader('x-run-id'),
-        traceId: locals?.traceId ?? traceIdOf(req),
+        traceId: requestTraceId(req) ?? traceIdOf(req),
         stream,
         completed: res.writableFinished,
         ...(debug ? { headers: req.headers, body } : {}),

@@ -20,6 +20,25 @@ export interface Config extends ConfigFile {
   /** No `models` configured: any model id goes to the first upstream unchanged. */
   passthroughModels: boolean;
   env: Readonly<Record<string, string | undefined>>;
+  /** OpenTelemetry trace export, from the standard `OTEL_*` variables (off without an OTLP endpoint). */
+  tracing: TracingConfig;
+}
+
+export interface TracingConfig {
+  enabled: boolean;
+  serviceName: string;
+  /** OTLP over HTTP: `http/protobuf` (the OpenTelemetry default) or `http/json`. */
+  protocol: 'http/protobuf' | 'http/json';
+}
+
+/** `OTEL_EXPORTER_OTLP_ENDPOINT` (or its traces-only twin) turns export on; `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` keep it off. */
+function tracingFrom(env: NodeJS.ProcessEnv, source: string | null): TracingConfig {
+  const endpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT;
+  const off = env.OTEL_SDK_DISABLED === 'true' || (env.OTEL_TRACES_EXPORTER ?? 'otlp').split(',').every((e) => e.trim() !== 'otlp');
+  const protocol = env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL || env.OTEL_EXPORTER_OTLP_PROTOCOL || 'http/protobuf';
+  if (endpoint && !off && protocol !== 'http/protobuf' && protocol !== 'http/json')
+    throw new ConfigError([`OTEL_EXPORTER_OTLP_PROTOCOL: "${protocol}" is not supported; use http/protobuf (the default) or http/json (OTLP/gRPC is not bundled)`], source);
+  return { enabled: Boolean(endpoint) && !off, serviceName: env.OTEL_SERVICE_NAME || 'mix2api', protocol: protocol as TracingConfig['protocol'] };
 }
 
 export class ConfigError extends Error {
@@ -153,6 +172,7 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv, source: string
     demo,
     passthroughModels: !demo && cfg.models.length === 0,
     env: { ...env },
+    tracing: tracingFrom(env, source),
   });
 }
 

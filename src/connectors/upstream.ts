@@ -138,16 +138,17 @@ export class UpstreamClient {
    * Streams one completion in the upstream's dialect; yields Chat Completions chunks until the
    * stream's last event. The bulkhead slot is taken first: no timeout runs while nothing is sent.
    */
-  async *streamChat(body: ChatBody, signal?: AbortSignal, from?: UpstreamContinuation): AsyncGenerator<ChatChunk> {
+  /** `trace`: W3C trace-context headers for the request (see telemetry/tracing). */
+  async *streamChat(body: ChatBody, signal?: AbortSignal, from?: UpstreamContinuation, trace: Record<string, string> = {}): AsyncGenerator<ChatChunk> {
     const release = await this.bulkhead.acquire(signal);
     try {
-      yield* this.streamChatNow(body, signal, from);
+      yield* this.streamChatNow(body, signal, from, trace);
     } finally {
       release();
     }
   }
 
-  private async *streamChatNow(body: ChatBody, signal?: AbortSignal, from?: UpstreamContinuation): AsyncGenerator<ChatChunk> {
+  private async *streamChatNow(body: ChatBody, signal: AbortSignal | undefined, from: UpstreamContinuation | undefined, trace: Record<string, string>): AsyncGenerator<ChatChunk> {
     const t = this.cfg.timeouts;
     const ctl = new AbortController();
     let timedOut: UpstreamTimeoutError | null = null;
@@ -167,7 +168,7 @@ export class UpstreamClient {
     try {
       let res: IncomingMessage;
       try {
-        const headers = { 'content-type': 'application/json', accept: 'text/event-stream', ...wire.headers, ...this.cfg.headers };
+        const headers = { 'content-type': 'application/json', accept: 'text/event-stream', ...trace, ...wire.headers, ...this.cfg.headers };
         res = await post(this.url(wire.path), headers, JSON.stringify(wire.body), ctl.signal);
       } catch (e) {
         throw timedOut ?? (signal?.aborted ? e : new UpstreamConnectionError(`upstream unreachable: ${errText(e)}`));

@@ -17,6 +17,7 @@ import { McpPool } from '../connectors/mcp/pool';
 import { UpstreamClient } from '../connectors/upstream';
 import { silentLogger, type Logger } from '../telemetry/log';
 import { Metrics } from '../telemetry/metrics';
+import type { Tracing } from '../telemetry/tracing';
 import { connectTemporal, TemporalHealth } from './temporal';
 import { createLiveWorker, createSharedWorker, liveTaskQueueName } from './workers';
 
@@ -27,6 +28,8 @@ export interface SystemOptions {
   workflowBundle?: WorkflowBundleOption;
   /** Where the process's log lines go; default: nowhere. */
   logger?: Logger;
+  /** Tracing, when on (telemetry/tracing `startTracing`). */
+  tracing?: Tracing | null;
   /** Browser origins of an embedded Temporal Web UI, allowed to call `/codec`. */
   codecOrigins?: string[];
   /** This process's metrics; default: a registry of its own (without process metrics). */
@@ -45,7 +48,7 @@ export function defaultHost(config: Config): string {
 
 export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
   const { config } = o;
-  const t = await connectTemporal(config, o.temporalAddress);
+  const t = await connectTemporal(config, o.temporalAddress, Boolean(o.tracing));
   const live = new LiveHub();
   const logger = o.logger ?? silentLogger;
   const upstreams = new Map(config.upstreams.map((u) => [u.name, new UpstreamClient(u, (msg, fields) => logger.warn(fields, msg))]));
@@ -56,6 +59,7 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
   const metrics = o.metrics ?? new Metrics({ models: config.models.map((m) => m.id) });
   const steps = new ModelSteps({ hub: live, completion: t.client.activity, upstreams, heartbeatMs: config.stream.heartbeatSeconds * 1000, metrics });
   const deps = { steps, live, pool, metrics, logger };
+  const tracing = o.tracing ?? null;
   const workers: Worker[] = [];
   const running: Promise<void>[] = [];
   const states = new Map<Worker, boolean>();
@@ -69,7 +73,7 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
       }),
     );
   };
-  if (o.roles.worker) run(await createSharedWorker({ config, native: t.native, deps, workflowBundle: o.workflowBundle }));
+  if (o.roles.worker) run(await createSharedWorker({ config, native: t.native, deps, workflowBundle: o.workflowBundle, tracing }));
 
   let server: Server | null = null;
   let apiUrl: string | null = null;
@@ -78,7 +82,7 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
   if (o.roles.api) {
     health = new TemporalHealth(t.native);
     liveTaskQueue = liveTaskQueueName(config);
-    run(await createLiveWorker({ config, native: t.native, deps }, liveTaskQueue));
+    run(await createLiveWorker({ config, native: t.native, deps, tracing }, liveTaskQueue));
     const app = createHandler({
       config,
       client: t.client,

@@ -5,6 +5,7 @@
  */
 import { Client } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
+import { OpenTelemetryWorkflowClientInterceptor } from '@temporalio/interceptors-opentelemetry';
 import { encryptionKeys, type Config } from '../config/load';
 import { dataConverterFor } from '../connectors/payloadCodec';
 
@@ -14,10 +15,16 @@ export interface TemporalHandles {
   close(): Promise<void>;
 }
 
-export async function connectTemporal(config: Config, address: string): Promise<TemporalHandles> {
+export async function connectTemporal(config: Config, address: string, tracing = false): Promise<TemporalHandles> {
   const t = config.temporal;
   const native = await NativeConnection.connect({ address, tls: t.tls || Boolean(t.apiKey) ? {} : undefined, apiKey: t.apiKey });
-  const client = new Client({ connection: native, namespace: t.namespace, dataConverter: dataConverterFor(encryptionKeys(config)) });
+  const client = new Client({
+    connection: native,
+    namespace: t.namespace,
+    dataConverter: dataConverterFor(encryptionKeys(config)),
+    // Starts (and queries, signals, updates) carry the caller's trace context in Temporal headers.
+    ...(tracing ? { interceptors: { workflow: [new OpenTelemetryWorkflowClientInterceptor()] } } : {}),
+  });
   return { native, client, close: () => native.close() };
 }
 

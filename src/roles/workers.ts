@@ -7,6 +7,9 @@
 import { randomUUID } from 'node:crypto';
 import { Worker, type InjectedSinks, type NativeConnection, type WorkflowBundleOption } from '@temporalio/worker';
 import type { WorkflowInfo } from '@temporalio/workflow';
+import type { Context as ActivityContext } from '@temporalio/activity';
+import { OpenTelemetryActivityInboundInterceptor, OpenTelemetryActivityOutboundInterceptor, makeWorkflowExporter, type OpenTelemetrySinks } from '@temporalio/interceptors-opentelemetry';
+import type { Tracing } from '../telemetry/tracing';
 import { createActivities, type ActivityDeps } from '../activities';
 import { encryptionKeys, type Config } from '../config/load';
 import { dataConverterFor } from '../connectors/payloadCodec';
@@ -49,10 +52,17 @@ export interface WorkerOptions {
   deps: ActivityDeps & { live: LiveHub; logger: Logger };
   /** A prebuilt workflow bundle (tests); default: bundle `src/workflows` at start. */
   workflowBundle?: WorkflowBundleOption;
+  /** Tracing on (see telemetry/tracing); its workflow interceptors need a bundle built here. */
+  tracing?: Tracing | null;
+}
+
+/** With tracing on: the Temporal SDK's OpenTelemetry interceptors for activities. */
+function activityInterceptors(o: WorkerOptions) {
+  return o.tracing ? { activity: [(ctx: ActivityContext) => ({ inbound: new OpenTelemetryActivityInboundInterceptor(ctx), outbound: new OpenTelemetryActivityOutboundInterceptor(ctx) })] } : {};
 }
 
 function workflowOptions(o: WorkerOptions) {
-  const sinks: InjectedSinks<RunSinks> = {
+  const sinks: InjectedSinks<RunSinks & Partial<OpenTelemetrySinks>> = {
     live: {
       event: {
         fn: (info, e) => {
@@ -67,7 +77,8 @@ function workflowOptions(o: WorkerOptions) {
   return {
     ...(o.workflowBundle ? { workflowBundle: o.workflowBundle } : { workflowsPath: require.resolve('../workflows') }),
     dataConverter: dataConverterFor(encryptionKeys(o.config)),
-    sinks,
+    sinks: o.tracing ? { ...sinks, exporter: makeWorkflowExporter(o.tracing.spanProcessor, o.tracing.resource) } : sinks,
+    interceptors: { ...activityInterceptors(o), ...(o.tracing && !o.workflowBundle ? { workflowModules: [require.resolve('../workflows/tracing')] } : {}) },
     // A run's next workflow task goes to the worker that ran the last one; if that worker died,
     // wait this long (default 10 s) before any worker may take it.
     stickyQueueScheduleToStartTimeout: '3 seconds' as const,
@@ -96,6 +107,7 @@ export async function createLiveWorker(o: WorkerOptions, taskQueue: string): Pro
     namespace: o.config.temporal.namespace,
     taskQueue,
     dataConverter: dataConverterFor(encryptionKeys(o.config)),
+    interceptors: activityInterceptors(o),
     activities: { callModel },
     shutdownGraceTime: '5 seconds',
   });

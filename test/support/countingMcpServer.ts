@@ -31,6 +31,8 @@ export interface CountingMcpServer {
   inFlight: Set<string>;
   /** Every `_meta` seen on a tools/call. */
   metas: Array<Record<string, unknown>>;
+  /** The W3C `traceparent` header of each tools/call request (undefined when none was sent). */
+  traceparents: Array<string | undefined>;
   /** Keys called with `label`. */
   keysFor(label: string): string[];
   /** Side effects for `label`, over all keys. */
@@ -60,6 +62,7 @@ export async function startCountingMcpServer(opts: { workMs?: number } = {}): Pr
   const labelOf = new Map<string, string>();
   const inFlight = new Set<string>();
   const metas: Array<Record<string, unknown>> = [];
+  const traceparents: Array<string | undefined> = [];
   const results = new Map<string, Promise<CallToolResult>>();
   const sessions = new Map<string, { transport: StreamableHTTPServerTransport; mcp: McpServer }>();
 
@@ -82,6 +85,8 @@ export async function startCountingMcpServer(opts: { workMs?: number } = {}): Pr
       async ({ label }, extra) => {
         const meta = (extra._meta ?? {}) as Record<string, unknown>;
         metas.push(meta);
+        const tp = extra.requestInfo?.headers?.traceparent;
+        traceparents.push(Array.isArray(tp) ? tp[0] : tp);
         const raw = meta['io.mix2api/idempotency-key'] ?? meta.idempotencyKey;
         const key = typeof raw === 'string' && raw !== '' ? raw : `no-key-${randomUUID()}`;
         bump(callsReceived, key);
@@ -138,6 +143,7 @@ export async function startCountingMcpServer(opts: { workMs?: number } = {}): Pr
     callTimes,
     labelOf,
     inFlight,
+    traceparents,
     metas,
     keysFor,
     effectsFor: (label) => keysFor(label).reduce((n, k) => n + (sideEffects.get(k) ?? 0), 0),

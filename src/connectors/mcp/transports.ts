@@ -9,6 +9,7 @@ import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontex
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { McpServerConfig } from '../../config/mcpSchema';
 import { resolveSecretMap, type SecretEnv } from '../../config/secrets';
+import { traceHeaders } from '../../telemetry/tracing';
 
 export type TransportKind = 'stdio' | 'streamableHttp' | 'sse';
 
@@ -154,10 +155,19 @@ function requestInit(cfg: McpServerConfig, env: SecretEnv): RequestInit {
   return { headers: resolveSecretMap(cfg.headers, env, `mcpServers[${cfg.name}].headers`) };
 }
 
+/** fetch, plus the W3C trace context of the call being made (the tool call's span, when traced). */
+const tracedFetch: typeof fetch = (input, init) => {
+  const extra = traceHeaders();
+  if (Object.keys(extra).length === 0) return fetch(input, init);
+  const headers = new Headers(init?.headers);
+  for (const [k, v] of Object.entries(extra)) headers.set(k, v);
+  return fetch(input, { ...init, headers });
+};
+
 function streamableTransport(cfg: McpServerConfig, env: SecretEnv): Transport {
-  return new StreamableHTTPClientTransport(httpUrl(cfg), { requestInit: requestInit(cfg, env) });
+  return new StreamableHTTPClientTransport(httpUrl(cfg), { requestInit: requestInit(cfg, env), fetch: tracedFetch });
 }
 
 function sseTransport(cfg: McpServerConfig, env: SecretEnv): Transport {
-  return new SSEClientTransport(httpUrl(cfg), { requestInit: requestInit(cfg, env) });
+  return new SSEClientTransport(httpUrl(cfg), { requestInit: requestInit(cfg, env), fetch: tracedFetch });
 }
