@@ -73,8 +73,6 @@ function onShutdown(stop: () => Promise<void>): void {
 async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
   let config: Config = loadConfig();
   logger = createLogger(config.logging);
-  const temporalMetrics = config.metrics.enabled && config.metrics.temporal ? `127.0.0.1:${await freeLoopbackPort()}` : undefined;
-  installLogger({ logger, metricsBind: temporalMetrics });
   const tracing = startTracing(config.tracing, VERSION);
   if (tracing) log(`tracing: OTLP (${config.tracing.protocol}) as service ${config.tracing.serviceName}`);
   const cleanups: Array<() => Promise<void>> = [];
@@ -110,6 +108,9 @@ async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
       cleanups.push(dev.stop);
       address = dev.address;
     }
+    // Picked only now, so it cannot take a port the dev server was told to use.
+    const temporalMetrics = config.metrics.enabled && config.metrics.temporal ? `127.0.0.1:${await freeLoopbackPort()}` : undefined;
+    installLogger({ logger, metricsBind: temporalMetrics });
     system = await startSystem({
       config,
       temporalAddress: address,
