@@ -3,7 +3,9 @@
  * scripted upstream ("direct") and through mix2api (Temporal workflow + live worker), at concurrency
  * 1, 8 and 32, and prints TTFT / total-time percentiles, throughput and mix2api/direct ratios.
  * Run: `npx tsx bench/latency.ts` (or `npm run bench`; `BENCH_LIMITS=off` without per-key run and
- * session caps; `BENCH_CONCURRENCY=32` for one level only). Ratios only — no pass/fail.
+ * session caps; `BENCH_CONCURRENCY=32` for one level only; `BENCH_TELEMETRY=compare` also runs a
+ * second mix2api with metrics on, JSON logs at info and `/metrics` scraped every second, against
+ * the first with metrics off and no logs, in A-B-B-A order). Ratios only — no pass/fail.
  */
 import { setMaxListeners } from 'node:events';
 import { rmSync } from 'node:fs';
@@ -14,6 +16,9 @@ import OpenAI from 'openai';
 import { parseConfig } from '../src/config/load';
 import { startDevServer, type DevServer } from '../src/connectors/temporalDevServer';
 import { startSystem, type RunningSystem } from '../src/roles/system';
+import { createLogger } from '../src/telemetry/log';
+import { Metrics } from '../src/telemetry/metrics';
+import pino from 'pino';
 import { startScriptedUpstream, type ScriptedUpstream } from '../test/support/scriptedUpstream';
 import { freePort } from '../test/support/mcpServers';
 import { pct, printAligned, runBench } from './stats';
@@ -29,6 +34,7 @@ const WARMUP = 3;
 const LEVEL_BUDGET_MS = 170_000; // both targets of one level, < 3 min
 const REQUEST_TIMEOUT_MS = 60_000;
 const WATCHDOG_MS = 12 * 60_000; // whole bench, incl. startup and cleanup
+const COMPARE_TELEMETRY = process.env.BENCH_TELEMETRY === 'compare';
 const TEXT = Array.from({ length: 64 }, (_, i) => `word${i}`).join(' ');
 
 type Target = 'direct' | 'mix2api';
@@ -94,29 +100,46 @@ async function main(): Promise<void> {
   let dev: DevServer | undefined;
   let upstream: ScriptedUpstream | undefined;
   let system: RunningSystem | undefined;
+  let observed: RunningSystem | undefined;
+  let scraper: NodeJS.Timeout | undefined;
   try {
     dev = await startDevServer({ root, dbFile: join('.data', 'bench', 'temporal.db'), port: await freePort(), headless: true });
     upstream = await startScriptedUpstream();
     upstream.setDefault({ steps: [{ kind: 'text', text: TEXT, chunks: 64, delayMs: 20 }] });
-    const config = parseConfig(
-      {
-        // BENCH_LIMITS=off: no run or session caps (so no ledger), to measure what they cost.
-        server: { port: 0, ...(process.env.BENCH_LIMITS === 'off' ? { limits: { concurrentRuns: 0, sessions: 0 } } : {}) },
-        temporal: { address: dev.address, taskQueue: 'bench' },
-        upstreams: [{ name: 'scripted', baseURL: upstream.url }],
-        models: [{ id: 'bench-model', upstream: 'scripted', model: 'scripted' }],
-        stream: { heartbeatSeconds: 2 },
-      },
-      {},
-    );
+    const [address, upstreamUrl] = [dev.address, upstream.url];
+    const raw = (taskQueue: string, metricsOn: boolean) => ({
+      // BENCH_LIMITS=off: no run or session caps (so no ledger), to measure what they cost.
+      server: { port: 0, ...(process.env.BENCH_LIMITS === 'off' ? { limits: { concurrentRuns: 0, sessions: 0 } } : {}) },
+      temporal: { address, taskQueue },
+      upstreams: [{ name: 'scripted', baseURL: upstreamUrl }],
+      models: [{ id: 'bench-model', upstream: 'scripted', model: 'scripted' }],
+      stream: { heartbeatSeconds: 2 },
+      metrics: { enabled: metricsOn },
+    });
+    // Compared: metrics off and no logs, against metrics on (scraped) with JSON logs at info.
+    const config = parseConfig(raw('bench', !COMPARE_TELEMETRY), {});
     const t0 = performance.now();
     system = await startSystem({ config, temporalAddress: dev.address, roles: { worker: true, api: true } });
+    if (COMPARE_TELEMETRY) {
+      const oc = parseConfig(raw('bench-observed', true), {});
+      observed = await startSystem({
+        config: oc,
+        temporalAddress: dev.address,
+        roles: { worker: true, api: true },
+        logger: createLogger({ level: 'info', format: 'json' }, pino.destination({ dest: '/dev/null', sync: false })),
+        metrics: new Metrics({ models: ['bench-model'], processMetrics: true }),
+      });
+      const url = `${observed.apiUrl!}/metrics`;
+      scraper = setInterval(() => void fetch(url).then((r) => r.text()).catch(() => undefined), 1000);
+    }
     console.log(`mix2api started in ${(performance.now() - t0).toFixed(0)} ms (Temporal ${dev.address})`);
 
     const clients: Record<Target, OpenAI> = {
       direct: new OpenAI({ baseURL: upstream.url, apiKey: 'none', maxRetries: 0 }),
       mix2api: new OpenAI({ baseURL: `${system.apiUrl!}/v1`, apiKey: 'none', maxRetries: 0 }),
     };
+    const observedClient = observed ? new OpenAI({ baseURL: `${observed.apiUrl!}/v1`, apiKey: 'none', maxRetries: 0 }) : null;
+    if (observedClient) await runLevel(observedClient, WARMUP, 1, AbortSignal.timeout(60_000));
     for (const t of ['direct', 'mix2api'] as const) {
       const w = await runLevel(clients[t], WARMUP, 1, AbortSignal.timeout(60_000));
       console.log(`warm-up ${t}: ${w.samples.length}/${WARMUP} ok${w.errors.length ? `, errors: ${w.errors.join('; ')}` : ''}`);
@@ -133,15 +156,37 @@ async function main(): Promise<void> {
           `${r[t].aborted ? ' (ABORTED: level budget)' : ''}${e.length ? `, ${e.length} errors, first: ${e[0]}` : ''}`);
       }
       rows.push({ c: concurrency, r });
+      if (observedClient) {
+        // A-B-B-A: off (the run above), on, on, off, so drift over the run cancels out.
+        const on1 = await runLevel(observedClient, requests, concurrency, AbortSignal.timeout(LEVEL_BUDGET_MS));
+        const on2 = await runLevel(observedClient, requests, concurrency, AbortSignal.timeout(LEVEL_BUDGET_MS));
+        const off2 = await runLevel(clients.mix2api, requests, concurrency, AbortSignal.timeout(LEVEL_BUDGET_MS));
+        printTelemetry(concurrency, [r.mix2api, off2], [on1, on2]);
+      }
     }
     printTable(rows);
   } finally {
     console.log('cleaning up…');
+    if (scraper) clearInterval(scraper);
+    if (observed) await withTimeout(observed.stop(), 20_000, 'observed.stop');
     if (system) await withTimeout(system.stop(), 20_000, 'system.stop');
     if (upstream) await withTimeout(upstream.close(), 5_000, 'upstream.close');
     if (dev) await withTimeout(dev.stop(), 10_000, 'devServer.stop');
     rmSync(dataDir, { recursive: true, force: true });
   }
+}
+
+/** Metrics and logs on against off: throughput and latency ratios (on / off). */
+function printTelemetry(c: number, off: Result[], on: Result[]): void {
+  const all = (rs: Result[]) => rs.flatMap((r) => r.samples);
+  const rps = (rs: Result[]) => all(rs).length / (rs.reduce((a, r) => a + r.wallMs, 0) / 1000);
+  const errors = [...off, ...on].reduce((a, r) => a + r.errors.length, 0);
+  const [offT, onT] = [pct(all(off).map((s) => s.total), 50), pct(all(on).map((s) => s.total), 50)];
+  const [offF, onF] = [pct(all(off).map((s) => s.ttft), 50), pct(all(on).map((s) => s.ttft), 50)];
+  console.log(
+    `c=${c} telemetry on/off: rps ${rps(on).toFixed(2)}/${rps(off).toFixed(2)} = ${(rps(on) / rps(off)).toFixed(3)}x, ` +
+      `total p50 ${onT.toFixed(0)}/${offT.toFixed(0)} ms = ${(onT / offT).toFixed(3)}x, TTFT p50 ${onF.toFixed(0)}/${offF.toFixed(0)} ms = ${(onF / offF).toFixed(3)}x; ${errors} errors`,
+  );
 }
 
 function printTable(rows: Array<{ c: number; r: Record<Target, Result> }>): void {

@@ -118,7 +118,7 @@ async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
       logger,
       tracing,
       codecOrigins: dev?.uiUrl ? [dev.uiUrl, dev.uiUrl.replace('localhost', '127.0.0.1')] : [],
-      metrics: new Metrics({ models: config.models.map((m) => m.id), temporalUrl: temporalMetrics && `http://${temporalMetrics}/metrics`, processMetrics: true }),
+      metrics: new Metrics({ models: config.models.map((m) => m.id), enabled: config.metrics.enabled, temporalUrl: temporalMetrics && `http://${temporalMetrics}/metrics`, processMetrics: true }),
     });
     if (system.apiUrl) {
       log(`API:         ${system.apiUrl}/v1   (POST /v1/chat/completions, GET /v1/models, /healthz, /readyz, /metrics)`);

@@ -48,12 +48,11 @@ export async function streamRun(
     since?: number;
   } = {},
 ): Promise<void> {
-  const opts = o;
   let started = false;
   let firstContent = o.since !== undefined && !o.resumed;
   let seen = false;
   // A resumed stream continues a message the client already opened: no second `role`.
-  let role = !opts.resumed;
+  let role = !o.resumed;
   const stallMs = config.stream.stallSeconds * 1000;
   const start = () => {
     if (started) return;
@@ -87,7 +86,7 @@ export async function streamRun(
   };
   const timer = setInterval(keepalive, config.loop.keepaliveSeconds * 1000);
   // A resumed reader may join a quiet run: headers and a keepalive at once, not at the next event.
-  if (opts.resumed) {
+  if (o.resumed) {
     start();
     keepalive();
   }
@@ -110,7 +109,7 @@ export async function streamRun(
       }
       // A retry before any byte is invisible, so the status can still tell a gateway to fail over.
       // (A resumed stream shows it: its client already holds part of the step.)
-      if (e.t === 'retry' && !started && !opts.resumed) continue;
+      if (e.t === 'retry' && !started && !o.resumed) continue;
       for (const { seq, delta } of eventDeltas(e, config.loop.progress)) {
         if (firstContent && (delta.content || delta.tool_calls || delta.reasoning_content)) {
           firstContent = false;

@@ -73,11 +73,13 @@ export class AesGcmCodec implements PayloadCodec {
 }
 
 /**
- * The data converter every Temporal client and worker of this process uses (with keys: the
- * codec). Failures' details are payloads and so encrypted; their message line is not (see README).
+ * The codec (null without keys) and the data converter that every Temporal client and worker of
+ * this process shares. Failures' details are payloads and so encrypted; their message line is not
+ * (see README).
  */
-export function dataConverterFor(keys: readonly EncryptionKey[]): DataConverter | undefined {
-  return keys.length === 0 ? undefined : { payloadCodecs: [new AesGcmCodec(keys)] };
+export function payloadEncryption(keys: readonly EncryptionKey[]): { codec: AesGcmCodec | null; dataConverter: DataConverter | undefined } {
+  const codec = keys.length === 0 ? null : new AesGcmCodec(keys);
+  return { codec, dataConverter: codec ? { payloadCodecs: [codec] } : undefined };
 }
 
 /** `{ payloads: [...] }` as the remote-codec protocol sends it: protobuf JSON (bytes as base64). */

@@ -10,8 +10,7 @@ import { createHandler, metricsHandler } from '../api/app';
 import { answerClientError } from '../api/errors';
 import { KeyLimiter } from '../api/limits';
 import { ModelRouter } from '../api/routing';
-import { encryptionKeys, type Config } from '../config/load';
-import { AesGcmCodec } from '../connectors/payloadCodec';
+import type { Config } from '../config/load';
 import { LiveHub } from '../connectors/liveHub';
 import { McpPool } from '../connectors/mcp/pool';
 import { UpstreamClient } from '../connectors/upstream';
@@ -56,7 +55,7 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
     clientName: 'mix2api',
     onLog: (e) => (e.level === 'warn' ? logger.warn({ server: e.server }, `mcp ${e.server}: ${e.message}`) : undefined),
   });
-  const metrics = o.metrics ?? new Metrics({ models: config.models.map((m) => m.id) });
+  const metrics = o.metrics ?? new Metrics({ models: config.models.map((m) => m.id), enabled: config.metrics.enabled });
   const steps = new ModelSteps({ hub: live, completion: t.client.activity, upstreams, heartbeatMs: config.stream.heartbeatSeconds * 1000, metrics });
   const deps = { steps, live, pool, metrics, logger };
   const tracing = o.tracing ?? null;
@@ -73,7 +72,7 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
       }),
     );
   };
-  if (o.roles.worker) run(await createSharedWorker({ config, native: t.native, deps, workflowBundle: o.workflowBundle, tracing }));
+  if (o.roles.worker) run(await createSharedWorker({ config, native: t.native, deps, workflowBundle: o.workflowBundle, tracing, dataConverter: t.dataConverter }));
 
   let server: Server | null = null;
   let apiUrl: string | null = null;
@@ -82,14 +81,14 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
   if (o.roles.api) {
     health = new TemporalHealth(t.native);
     liveTaskQueue = liveTaskQueueName(config);
-    run(await createLiveWorker({ config, native: t.native, deps, tracing }, liveTaskQueue));
+    run(await createLiveWorker({ config, native: t.native, deps, tracing, dataConverter: t.dataConverter }, liveTaskQueue));
     const app = createHandler({
       config,
       client: t.client,
       live,
       metrics,
       logger,
-      ...(config.encryption.keys.length ? { codec: { codec: new AesGcmCodec(encryptionKeys(config)), origins: o.codecOrigins ?? [] } } : {}),
+      ...(t.codec ? { codec: { codec: t.codec, origins: o.codecOrigins ?? [] } } : {}),
       liveTaskQueue,
       prestart: { start: (call) => steps.prestart(call), cancel: (runId) => steps.cancelPrestart(runId) },
       limiter: new KeyLimiter(config, t.client),
@@ -108,22 +107,17 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
     });
     const host = defaultHost(config);
     try {
-      server = await new Promise<Server>((ok, fail) => {
-        const s = createServer(
-          {
-            headersTimeout: config.server.headersTimeoutSeconds * 1000,
-            requestTimeout: config.server.requestTimeoutSeconds * 1000,
-            // How often those two are enforced (Node's default, 30 s, would let a slow client stay 3× longer).
-            connectionsCheckingInterval: 1000,
-          },
-          app,
-        );
-        s.on('clientError', answerClientError);
-        s.listen(config.server.port, host, () => ok(s));
-        s.once('error', (e: NodeJS.ErrnoException) =>
-          fail(e.code === 'EADDRINUSE' ? new Error(`port ${config.server.port} (API) is already in use; set PORT or server.port`) : e),
-        );
-      });
+      const s = createServer(
+        {
+          headersTimeout: config.server.headersTimeoutSeconds * 1000,
+          requestTimeout: config.server.requestTimeoutSeconds * 1000,
+          // How often those two are enforced (Node's default, 30 s, would let a slow client stay 3× longer).
+          connectionsCheckingInterval: 1000,
+        },
+        app,
+      );
+      s.on('clientError', answerClientError);
+      server = await listen(s, config.server.port, host, 'API', 'PORT or server.port');
     } catch (e) {
       health.stop();
       await steps.shutdown();
@@ -161,19 +155,24 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
 /** `/metrics` alone on a port of its own (a worker has no API port to serve it on). */
 function listenMetrics(metrics: Metrics, port: number, host: string): Promise<Server> {
   const handler = metricsHandler(metrics);
+  const s = createServer((req, res) => {
+    if (req.method === 'GET' && req.url?.split('?')[0] === '/metrics') {
+      handler(req as never, res as never, (e: unknown) => {
+        res.statusCode = 500;
+        res.end(String(e));
+      });
+      return;
+    }
+    res.statusCode = 404;
+    res.end();
+  });
+  return listen(s, port, host, 'metrics', 'METRICS_PORT or metrics.port');
+}
+
+/** Listens, turning a port in use into an error that says which setting moves it. */
+function listen(s: Server, port: number, host: string, what: string, setting: string): Promise<Server> {
   return new Promise<Server>((ok, fail) => {
-    const s = createServer((req, res) => {
-      if (req.method === 'GET' && req.url?.split('?')[0] === '/metrics') {
-        handler(req as never, res as never, (e: unknown) => {
-          res.statusCode = 500;
-          res.end(String(e));
-        });
-        return;
-      }
-      res.statusCode = 404;
-      res.end();
-    });
     s.listen(port, host, () => ok(s));
-    s.once('error', (e: NodeJS.ErrnoException) => fail(e.code === 'EADDRINUSE' ? new Error(`port ${port} (metrics) is already in use; set METRICS_PORT or metrics.port`) : e));
+    s.once('error', (e: NodeJS.ErrnoException) => fail(e.code === 'EADDRINUSE' ? new Error(`port ${port} (${what}) is already in use; set ${setting}`) : e));
   });
 }

@@ -7,25 +7,30 @@ import { Client } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import { OpenTelemetryWorkflowClientInterceptor } from '@temporalio/interceptors-opentelemetry';
 import { encryptionKeys, type Config } from '../config/load';
-import { dataConverterFor } from '../connectors/payloadCodec';
+import type { DataConverter } from '@temporalio/common';
+import { payloadEncryption, type AesGcmCodec } from '../connectors/payloadCodec';
 
 export interface TemporalHandles {
   native: NativeConnection;
   client: Client;
+  /** Payload encryption: the codec (null without keys) and the converter the workers use too. */
+  codec: AesGcmCodec | null;
+  dataConverter: DataConverter | undefined;
   close(): Promise<void>;
 }
 
 export async function connectTemporal(config: Config, address: string, tracing = false): Promise<TemporalHandles> {
   const t = config.temporal;
   const native = await NativeConnection.connect({ address, tls: t.tls || Boolean(t.apiKey) ? {} : undefined, apiKey: t.apiKey });
+  const { codec, dataConverter } = payloadEncryption(encryptionKeys(config));
   const client = new Client({
     connection: native,
     namespace: t.namespace,
-    dataConverter: dataConverterFor(encryptionKeys(config)),
+    dataConverter,
     // Starts (and queries, signals, updates) carry the caller's trace context in Temporal headers.
     ...(tracing ? { interceptors: { workflow: [new OpenTelemetryWorkflowClientInterceptor()] } } : {}),
   });
-  return { native, client, close: () => native.close() };
+  return { native, client, codec, dataConverter, close: () => native.close() };
 }
 
 /**

@@ -11,8 +11,8 @@ import type { Context as ActivityContext } from '@temporalio/activity';
 import { OpenTelemetryActivityInboundInterceptor, OpenTelemetryActivityOutboundInterceptor, makeWorkflowExporter, type OpenTelemetrySinks } from '@temporalio/interceptors-opentelemetry';
 import type { Tracing } from '../telemetry/tracing';
 import { createActivities, type ActivityDeps } from '../activities';
-import { encryptionKeys, type Config } from '../config/load';
-import { dataConverterFor } from '../connectors/payloadCodec';
+import type { DataConverter } from '@temporalio/common';
+import type { Config } from '../config/load';
 import type { LiveHub } from '../connectors/liveHub';
 import type { RunSinks } from '../workflows/sinks';
 import type { RunEvent } from '../domain/events';
@@ -52,6 +52,8 @@ export interface WorkerOptions {
   deps: ActivityDeps & { live: LiveHub; logger: Logger };
   /** A prebuilt workflow bundle (tests); default: bundle `src/workflows` at start. */
   workflowBundle?: WorkflowBundleOption;
+  /** The process's Temporal data converter (payload encryption), shared with its client. */
+  dataConverter?: DataConverter;
   /** Tracing on (see telemetry/tracing); its workflow interceptors need a bundle built here. */
   tracing?: Tracing | null;
 }
@@ -76,7 +78,7 @@ function workflowOptions(o: WorkerOptions) {
   };
   return {
     ...(o.workflowBundle ? { workflowBundle: o.workflowBundle } : { workflowsPath: require.resolve('../workflows') }),
-    dataConverter: dataConverterFor(encryptionKeys(o.config)),
+    dataConverter: o.dataConverter,
     sinks: o.tracing ? { ...sinks, exporter: makeWorkflowExporter(o.tracing.spanProcessor, o.tracing.resource) } : sinks,
     interceptors: { ...activityInterceptors(o), ...(o.tracing && !o.workflowBundle ? { workflowModules: [require.resolve('../workflows/tracing')] } : {}) },
     // A run's next workflow task goes to the worker that ran the last one; if that worker died,
@@ -106,7 +108,7 @@ export async function createLiveWorker(o: WorkerOptions, taskQueue: string): Pro
     connection: o.native,
     namespace: o.config.temporal.namespace,
     taskQueue,
-    dataConverter: dataConverterFor(encryptionKeys(o.config)),
+    dataConverter: o.dataConverter,
     interceptors: activityInterceptors(o),
     activities: { callModel },
     shutdownGraceTime: '5 seconds',

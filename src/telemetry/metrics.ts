@@ -23,7 +23,11 @@ export interface MetricsOptions {
   temporalUrl?: string;
   /** Process metrics (`process_*`, `nodejs_*`). Off in tests that run many systems in one process. */
   processMetrics?: boolean;
+  /** `metrics.enabled`; false: nothing is counted (and nothing serves it). */
+  enabled?: boolean;
 }
+
+const NOOP = { inc: () => undefined, dec: () => undefined, set: () => undefined, observe: () => undefined };
 
 export class Metrics {
   readonly registry = new Registry();
@@ -32,26 +36,44 @@ export class Metrics {
   /** Approvals this process's runs asked for and are waiting on, by run and approval id. */
   private readonly waiting = new Set<string>();
 
-  readonly httpRequests = new Counter({ name: 'mix2api_http_requests_total', help: 'HTTP requests answered, by route, model and status code.', labelNames: ['route', 'model', 'status'] as const, registers: [this.registry] });
-  readonly httpDuration = new Histogram({ name: 'mix2api_http_request_duration_seconds', help: 'From request to the end of the answer (a stream: its last byte), by route, model and whether it streamed.', labelNames: ['route', 'model', 'stream'] as const, buckets: LATENCY_BUCKETS, registers: [this.registry] });
-  readonly timeToFirstToken = new Histogram({ name: 'mix2api_time_to_first_token_seconds', help: 'From request to the first content a streaming client was sent, by model.', labelNames: ['model'] as const, buckets: LATENCY_BUCKETS, registers: [this.registry] });
-  readonly activeStreams = new Gauge({ name: 'mix2api_active_streams', help: 'SSE streams open on this API process.', registers: [this.registry] });
-  readonly activeRuns = new Gauge({ name: 'mix2api_active_runs', help: 'Runs this API process is answering a request for (streaming or not).', registers: [this.registry] });
-  readonly modelCalls = new Counter({ name: 'mix2api_model_calls_total', help: 'Upstream model calls (one per attempt and fallback target), by upstream and outcome.', labelNames: ['upstream', 'outcome'] as const, registers: [this.registry] });
-  readonly modelRetries = new Counter({ name: 'mix2api_model_retries_total', help: 'Model-step attempts after the first (Temporal retries of callModel), by upstream.', labelNames: ['upstream'] as const, registers: [this.registry] });
-  readonly modelFallbacks = new Counter({ name: 'mix2api_model_fallbacks_total', help: 'Model calls handed to the next fallback target, by the upstream that failed.', labelNames: ['upstream'] as const, registers: [this.registry] });
-  readonly modelTimeToFirstToken = new Histogram({ name: 'mix2api_model_time_to_first_token_seconds', help: 'From sending the upstream request to its first delta, by upstream.', labelNames: ['upstream'] as const, buckets: LATENCY_BUCKETS, registers: [this.registry] });
-  readonly modelTokens = new Counter({ name: 'mix2api_model_tokens_total', help: 'Tokens the upstreams reported, by upstream and type (prompt, completion, cached_prompt).', labelNames: ['upstream', 'type'] as const, registers: [this.registry] });
-  readonly toolCalls = new Counter({ name: 'mix2api_tool_calls_total', help: 'MCP tool calls (one per activity attempt), by server, tool and outcome.', labelNames: ['server', 'tool', 'outcome'] as const, registers: [this.registry] });
-  readonly toolDuration = new Histogram({ name: 'mix2api_tool_call_duration_seconds', help: 'MCP tool call duration, by server and tool.', labelNames: ['server', 'tool'] as const, buckets: LATENCY_BUCKETS, registers: [this.registry] });
-  readonly approvalsWaiting = new Gauge({ name: 'mix2api_approvals_waiting', help: 'Tool calls waiting for an approval in runs this worker process runs.', registers: [this.registry] });
-  readonly approvals = new Counter({ name: 'mix2api_approvals_total', help: 'Approval decisions, by decision (approved, denied, timeout).', labelNames: ['decision'] as const, registers: [this.registry] });
-  readonly compensations = new Counter({ name: 'mix2api_compensations_total', help: 'Compensating tool calls a failed or cancelled run made, by server and outcome.', labelNames: ['server', 'outcome'] as const, registers: [this.registry] });
+  readonly httpRequests: Counter<'route' | 'model' | 'status'>;
+  readonly httpDuration: Histogram<'route' | 'model' | 'stream'>;
+  readonly timeToFirstToken: Histogram<'model'>;
+  readonly activeStreams: Gauge<string>;
+  readonly activeRuns: Gauge<string>;
+  readonly modelCalls: Counter<'upstream' | 'outcome'>;
+  readonly modelRetries: Counter<'upstream'>;
+  readonly modelFallbacks: Counter<'upstream'>;
+  readonly modelTimeToFirstToken: Histogram<'upstream'>;
+  readonly modelTokens: Counter<'upstream' | 'type'>;
+  readonly toolCalls: Counter<'server' | 'tool' | 'outcome'>;
+  readonly toolDuration: Histogram<'server' | 'tool'>;
+  readonly approvalsWaiting: Gauge<string>;
+  readonly approvals: Counter<'decision'>;
+  readonly compensations: Counter<'server' | 'outcome'>;
 
   constructor(o: MetricsOptions = {}) {
+    // Off: every instrument is a no-op, so nothing is counted anywhere.
+    const registers = [this.registry];
+    const make = <T>(create: () => T): T => (o.enabled === false ? (NOOP as T) : create());
+    this.httpRequests = make(() => new Counter({ name: 'mix2api_http_requests_total', help: 'HTTP requests answered, by route, model and status code.', labelNames: ['route', 'model', 'status'] as const, registers }));
+    this.httpDuration = make(() => new Histogram({ name: 'mix2api_http_request_duration_seconds', help: 'From request to the end of the answer (a stream: its last byte), by route, model and whether it streamed.', labelNames: ['route', 'model', 'stream'] as const, buckets: LATENCY_BUCKETS, registers }));
+    this.timeToFirstToken = make(() => new Histogram({ name: 'mix2api_time_to_first_token_seconds', help: 'From request to the first content a streaming client was sent, by model.', labelNames: ['model'] as const, buckets: LATENCY_BUCKETS, registers }));
+    this.activeStreams = make(() => new Gauge({ name: 'mix2api_active_streams', help: 'SSE streams open on this API process.', registers }));
+    this.activeRuns = make(() => new Gauge({ name: 'mix2api_active_runs', help: 'Runs this API process is answering a request for (streaming or not).', registers }));
+    this.modelCalls = make(() => new Counter({ name: 'mix2api_model_calls_total', help: 'Upstream model calls (one per attempt and fallback target), by upstream and outcome.', labelNames: ['upstream', 'outcome'] as const, registers }));
+    this.modelRetries = make(() => new Counter({ name: 'mix2api_model_retries_total', help: 'Model-step attempts after the first (Temporal retries of callModel), by upstream.', labelNames: ['upstream'] as const, registers }));
+    this.modelFallbacks = make(() => new Counter({ name: 'mix2api_model_fallbacks_total', help: 'Model calls handed to the next fallback target, by the upstream that failed.', labelNames: ['upstream'] as const, registers }));
+    this.modelTimeToFirstToken = make(() => new Histogram({ name: 'mix2api_model_time_to_first_token_seconds', help: 'From sending the upstream request to its first delta, by upstream.', labelNames: ['upstream'] as const, buckets: LATENCY_BUCKETS, registers }));
+    this.modelTokens = make(() => new Counter({ name: 'mix2api_model_tokens_total', help: 'Tokens the upstreams reported, by upstream and type (prompt, completion, cached_prompt).', labelNames: ['upstream', 'type'] as const, registers }));
+    this.toolCalls = make(() => new Counter({ name: 'mix2api_tool_calls_total', help: 'MCP tool calls (one per activity attempt), by server, tool and outcome.', labelNames: ['server', 'tool', 'outcome'] as const, registers }));
+    this.toolDuration = make(() => new Histogram({ name: 'mix2api_tool_call_duration_seconds', help: 'MCP tool call duration, by server and tool.', labelNames: ['server', 'tool'] as const, buckets: LATENCY_BUCKETS, registers }));
+    this.approvalsWaiting = make(() => new Gauge({ name: 'mix2api_approvals_waiting', help: 'Tool calls waiting for an approval in runs this worker process runs.', registers }));
+    this.approvals = make(() => new Counter({ name: 'mix2api_approvals_total', help: 'Approval decisions, by decision (approved, denied, timeout).', labelNames: ['decision'] as const, registers }));
+    this.compensations = make(() => new Counter({ name: 'mix2api_compensations_total', help: 'Compensating tool calls a failed or cancelled run made, by server and outcome.', labelNames: ['server', 'outcome'] as const, registers }));
     this.models = new Set(o.models ?? []);
     this.temporalUrl = o.temporalUrl;
-    if (o.processMetrics) collectDefaultMetrics({ register: this.registry });
+    if (o.processMetrics && o.enabled !== false) collectDefaultMetrics({ register: this.registry });
   }
 
   /** The `model` label: a configured model id, or `other` (clients may send any string). */

@@ -24,7 +24,9 @@ import type { TracingConfig } from '../config/load';
 
 export { SpanKind, SpanStatusCode, type Span };
 
-export const tracer = (): Tracer => trace.getTracer('mix2api');
+/** A proxy: it is no-op until (and unless) `startTracing` registers a provider. */
+const TRACER: Tracer = trace.getTracer('mix2api');
+export const tracer = (): Tracer => TRACER;
 
 export interface Tracing {
   /** The processor and resource the Temporal workflow-span exporter sink needs. */
