@@ -16,6 +16,7 @@ import { resolveTools } from './tools';
 import { completionBody } from './chunks';
 import { ApiError, badRequest } from './errors';
 import { implicitRun } from './implicitKey';
+import { queryRun } from './query';
 import { relayRun } from './relay';
 import { streamRun } from './sse';
 import { runIdFor, sessionIdOf, sessionWorkflowId, startRun } from './startRun';
@@ -61,10 +62,7 @@ async function rejoinHidden(client: Client, messages: ChatMessage[], keyName: st
   const queue = [...runs];
   const worker = async () => {
     for (let run = queue.shift(); run !== undefined; run = queue.shift()) {
-      const state = await client.workflow
-        .getHandle(run)
-        .query<RunState>(STATE_QUERY)
-        .catch(() => null);
+      const state = await queryRun<RunState>(client, client.workflow.getHandle(run), STATE_QUERY).catch(() => null);
       // Another key's run is not ours to read, whatever ids the request carries.
       if (state?.result?.hidden && (state.keyName ?? 'anonymous') === keyName) hidden.set(run, state.result.hidden);
     }

@@ -17,6 +17,7 @@
 import { createHash } from 'node:crypto';
 import { WorkflowNotFoundError, type Client, type WorkflowExecutionDescription } from '@temporalio/client';
 import { TOOL_RESULTS_QUERY, type ReusableToolResult } from '../domain/run';
+import { queryRun } from './query';
 import { scoped } from './startRun';
 
 /** Runs per window and key; past it, requests get random ids again. */
@@ -77,10 +78,7 @@ export async function implicitRun(client: Client, keyName: string, body: unknown
   if (status === 'COMPLETED' && recent) return { runId: latest.id, existing: true };
   if (!next) return null;
   if (!recent) return { runId: next, existing: false };
-  const reuse = await client.workflow
-    .getHandle(latest.id)
-    .query<ReusableToolResult[]>(TOOL_RESULTS_QUERY)
-    .catch(() => [] as ReusableToolResult[]);
+  const reuse = await queryRun<ReusableToolResult[]>(client, client.workflow.getHandle(latest.id), TOOL_RESULTS_QUERY).catch(() => [] as ReusableToolResult[]);
   const fits = Buffer.byteLength(JSON.stringify(reuse)) <= MAX_REUSE_BYTES;
   return { runId: next, existing: false, ...(fits && reuse.length > 0 ? { reuse } : {}) };
 }

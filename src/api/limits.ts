@@ -15,6 +15,7 @@ import { WorkflowNotFoundError } from '@temporalio/client';
 import type { Config } from '../config/load';
 import { LEDGER_CHANGE_SIGNAL, LEDGER_QUERY, fits, type KeyLimits, type Lease, type LeaseKind, type LedgerChange, type LedgerInput, type LedgerView } from '../domain/limits';
 import { ApiError } from './errors';
+import { queryRun } from './query';
 import { scoped } from './startRun';
 
 /** A reading of the ledger younger than this is used as is; an older one is refreshed behind the request… */
@@ -194,7 +195,7 @@ export class KeyLimiter {
     v.reading ??= (async () => {
       const started = Date.now();
       try {
-        const l = await this.client.workflow.getHandle(this.ledgerOf(keyName)).query<LedgerView, [string]>(LEDGER_QUERY, this.holder);
+        const l = await queryRun<LedgerView, [string]>(this.client, this.client.workflow.getHandle(this.ledgerOf(keyName)), LEDGER_QUERY, this.holder);
         const held = new Set(l.mine);
         for (const [id, x] of v.mine) if (!held.has(id) && x.at < started - SETTLE_MS) v.mine.delete(id);
         // The others' share is what the ledger holds beyond this process's leases (by its own count:

@@ -20,6 +20,7 @@ import type { Position } from '../domain/positions';
 import type { StepProgress } from '../domain/stepLog';
 import { EVENTS_QUERY } from '../domain/run';
 import { ApiError } from './errors';
+import { queryRun } from './query';
 import { watchHistory, type HistoryWatch } from './historyWatch';
 import { Wakeup } from './wakeup';
 
@@ -92,7 +93,7 @@ export async function* relayRun(o: RelayOptions): AsyncGenerator<RunEvent> {
         const epoch = merger.beginRead();
         let events: RunEvent[];
         try {
-          events = await guarded(o.client, stop.signal, () => handle.query<RunEvent[], [Position, number]>(EVENTS_QUERY, merger.cursor, PAGE));
+          events = await guarded(o.client, stop.signal, () => queryRun<RunEvent[], [Position, number]>(o.client, handle, EVENTS_QUERY, merger.cursor, PAGE));
           failures = 0;
         } catch (e) {
           if (stop.signal.aborted) return;

@@ -11,6 +11,7 @@ import { parsePosition } from '../domain/positions';
 import { APPROVE_UPDATE, STATE_QUERY, type ApprovalDecision, type RunState } from '../domain/run';
 import { completionBody } from './chunks';
 import { ApiError, badRequest, fromRunFailure } from './errors';
+import { queryRun } from './query';
 import { relayRun } from './relay';
 import type { KeyLimiter } from './limits';
 import { streamRun } from './sse';
@@ -32,7 +33,7 @@ async function loadRun(d: RunsDeps, req: Request, res: Response) {
   if (!RUN_ID.test(id)) throw notFound(id);
   const handle = d.client.workflow.getHandle(id);
   try {
-    const [desc, state] = await Promise.all([handle.describe(), handle.query<RunState>(STATE_QUERY)]);
+    const [desc, state] = await Promise.all([handle.describe(), queryRun<RunState>(d.client, handle, STATE_QUERY)]);
     const caller = String(res.locals.keyName ?? 'anonymous');
     // Runs started before keys were configured belong to `anonymous`, which no key is.
     if ((state.keyName ?? 'anonymous') !== caller) throw notFound(id);
