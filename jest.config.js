@@ -1,4 +1,4 @@
-/** Three tiers: pure unit tests; integration/e2e tests against one real Temporal dev server; the edge suite. */
+/** Four tiers: pure unit tests; integration/e2e tests against one real Temporal dev server; the edge suite; the cluster suite. */
 const tsJest = ['ts-jest', { tsconfig: 'tsconfig.json' }];
 module.exports = {
   testTimeout: 120000,
@@ -25,6 +25,13 @@ module.exports = {
       testEnvironment: 'node',
       globalSetup: '<rootDir>/test/support/globalSetup.ts',
       globalTeardown: '<rootDir>/test/support/globalTeardown.ts',
+    },
+    {
+      // `npm run test:cluster`: a Temporal server on PostgreSQL, two api and two worker processes (scripts/bootstrap-cluster.mjs).
+      displayName: 'cluster',
+      testMatch: ['<rootDir>/test/cluster/**/*.test.ts'],
+      transform: { '^.+\\.ts$': tsJest },
+      testEnvironment: 'node',
     },
   ],
 };

@@ -1,0 +1,208 @@
+/**
+ * The cluster topology for real: a Temporal server on PostgreSQL (./temporalCluster), two
+ * `mix2api api` replicas and two `mix2api worker` replicas, each its own process, sharing one
+ * task queue. The scripted upstream and a counting MCP server live in this process and outlive
+ * every kill.
+ * - both workers take work;
+ * - a stream started on api A resumes on api B with Last-Event-ID after A is SIGKILLed, every
+ *   event once;
+ * - a tool loop survives a SIGKILL of the worker running its tool: the other worker finishes it,
+ *   and the tool's side effect happens once.
+ * `npm run test:cluster`; TEMPORAL_ADDRESS runs it against another server.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { childMix2api, type ChildMix2api } from '../support/childMix2api';
+import { COUNT_TOOL, startCountingMcpServer, type CountingMcpServer } from '../support/countingMcpServer';
+import { EVERYTHING, freePort, stdioServer } from '../support/mcpServers';
+import { startScriptedUpstream, type RecordedRequest, type ScriptedUpstream } from '../support/scriptedUpstream';
+import { contentOf, sseEvents } from '../support/sse';
+import { startTemporalCluster, type TemporalCluster } from './temporalCluster';
+
+jest.setTimeout(240_000);
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const stamp = Date.now().toString(36);
+const LABEL = /cluster run (\S+)/;
+const userText = (label: string) => `cluster run ${label}`;
+const longText = (label: string) => Array.from({ length: 40 }, (_, k) => `${label}:${k} `).join('');
+
+let cluster: TemporalCluster;
+let dir: string;
+let upstream: ScriptedUpstream;
+let counter: CountingMcpServer;
+let temporal: Client;
+let connection: Connection;
+const apis: ChildMix2api[] = [];
+const workers: ChildMix2api[] = [];
+
+function labelOf(req: RecordedRequest): string {
+  const user = ((req.body.messages ?? []) as Array<{ role: string; content?: unknown }>).find((m) => m.role === 'user');
+  return LABEL.exec(typeof user?.content === 'string' ? user.content : '')?.[1] ?? '?';
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'mix2api-cluster-test-'));
+  [cluster, upstream, counter] = await Promise.all([startTemporalCluster(), startScriptedUpstream(), startCountingMcpServer({ workMs: 4000 })]);
+  upstream.setDefault((req) => {
+    const label = labelOf(req);
+    const tool = ((req.body.messages ?? []) as Array<{ role: string; content?: unknown }>).find((m) => m.role === 'tool');
+    if (label.startsWith('S')) return { steps: [{ kind: 'text', text: longText(label), chunks: 40, delayMs: 100 }] };
+    if (tool) return { steps: [{ kind: 'text', text: `${label} done: ${String(tool.content)}` }] };
+    if (label.startsWith('K')) return { steps: [{ kind: 'toolCalls', calls: [{ name: `counter__${COUNT_TOOL}`, arguments: JSON.stringify({ label }) }] }] };
+    return { steps: [{ kind: 'toolCalls', calls: [{ name: 'everything__echo', arguments: JSON.stringify({ message: label }) }] }] };
+  });
+  const config = {
+    temporal: { address: cluster.address, namespace: cluster.namespace, taskQueue: `cluster-${stamp}`, searchAttributes: true },
+    upstreams: [{ name: 'scripted', baseURL: upstream.url, retry: { maxAttempts: 3, initialIntervalSeconds: 0.2, maxIntervalSeconds: 1 } }],
+    mcpServers: [stdioServer('everything', EVERYTHING, ['stdio']), { name: 'counter', transport: 'http', url: counter.url, timeoutSeconds: 120 }],
+    models: [{ id: 'agent', upstream: 'scripted', model: 'scripted', mcpServers: ['everything', 'counter'] }],
+    stream: { heartbeatSeconds: 1 },
+  };
+  for (const [role, list] of [['worker', workers], ['api', apis]] as const)
+    for (const n of [0, 1]) list.push(childMix2api({ dir, port: await freePort(), config, configName: `${role}${n}.yaml`, role }));
+  // One at a time: each bundles or compiles on start, and the machine may have two cores.
+  for (const c of [...workers, ...apis]) await c.start(120_000);
+  connection = await Connection.connect({ address: cluster.address });
+  temporal = new Client({ connection, namespace: cluster.namespace });
+});
+
+afterAll(async () => {
+  await Promise.all([...apis, ...workers].map((c) => c.kill()));
+  await connection?.close();
+  await Promise.all([counter?.close(), upstream?.close()]);
+  await cluster?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+const identityOf = (c: ChildMix2api) => `${c.pid}@${hostname()}`;
+
+/** Who started each workflow task and activity task of a run, from its history. */
+async function identities(runId: string): Promise<Array<{ kind: 'workflow' | 'activity'; identity: string; activity?: string; attempt?: number }>> {
+  const h = await temporal.workflow.getHandle(runId).fetchHistory();
+  const scheduled = new Map<string, string>();
+  const out: Array<{ kind: 'workflow' | 'activity'; identity: string; activity?: string; attempt?: number }> = [];
+  for (const e of h.events ?? []) {
+    if (e.activityTaskScheduledEventAttributes) scheduled.set(String(e.eventId), e.activityTaskScheduledEventAttributes.activityType?.name ?? '?');
+    const w = e.workflowTaskStartedEventAttributes;
+    if (w?.identity) out.push({ kind: 'workflow', identity: w.identity });
+    const a = e.activityTaskStartedEventAttributes;
+    if (a?.identity) out.push({ kind: 'activity', identity: a.identity, activity: scheduled.get(String(a.scheduledEventId)), attempt: a.attempt ?? 1 });
+  }
+  return out;
+}
+
+async function chat(api: ChildMix2api, label: string): Promise<{ status: number; runId: string; content: string }> {
+  const res = await fetch(`${api.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'agent', messages: [{ role: 'user', content: userText(label) }] }),
+  });
+  const body = (await res.json()) as { choices?: Array<{ message: { content: string } }> };
+  return { status: res.status, runId: res.headers.get('x-run-id') ?? '', content: body.choices?.[0]?.message.content ?? JSON.stringify(body) };
+}
+
+test('both workers take work: tool loops through both api replicas run their workflow and activity tasks on both workers', async () => {
+  const labels = Array.from({ length: 12 }, (_, i) => `W${i}-${stamp}`);
+  const answers = await Promise.all(labels.map((l, i) => chat(apis[i % 2]!, l)));
+  for (const [i, a] of answers.entries()) {
+    expect(a.status).toBe(200);
+    expect(a.content).toContain(`${labels[i]} done:`);
+    expect(a.content).toContain(labels[i]); // the echo tool's output came back
+  }
+  const seen = (await Promise.all(answers.map((a) => identities(a.runId)))).flat();
+  const workerIds = workers.map(identityOf);
+  // Non-streamed runs call the model on the shared queue too: only workers start their tasks.
+  expect(new Set(seen.map((s) => s.identity))).toEqual(new Set(workerIds));
+  for (const id of workerIds) {
+    expect(seen.filter((s) => s.identity === id && s.kind === 'workflow').length).toBeGreaterThan(0);
+    expect(seen.filter((s) => s.identity === id && s.kind === 'activity').length).toBeGreaterThan(0);
+  }
+});
+
+test('a stream started on api A resumes on api B with Last-Event-ID after A is killed: every event once, the whole answer', async () => {
+  const [a, b] = apis as [ChildMix2api, ChildMix2api];
+  const label = `S0-${stamp}`;
+  const res = await fetch(`${a.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'agent', stream: true, messages: [{ role: 'user', content: userText(label) }] }),
+  });
+  expect(res.status).toBe(200);
+  const runId = res.headers.get('x-run-id')!;
+  const ids: string[] = [];
+  let content = '';
+  let done = false;
+  const read = async (r: Response, stopAfter?: number) => {
+    try {
+      for await (const e of sseEvents(r)) {
+        if (e.data === '[DONE]') {
+          done = true;
+          return;
+        }
+        expect((JSON.parse(e.data) as { error?: unknown }).error).toBeUndefined();
+        if (e.id) ids.push(e.id);
+        content += contentOf(e.data);
+        if (stopAfter !== undefined && ids.length >= stopAfter) return;
+      }
+    } catch {
+      // the connection died with its process
+    }
+  };
+  await read(res, 8);
+  expect(content.length).toBeGreaterThan(0);
+  const killedAt = await a.kill();
+  const before = content;
+
+  const deadline = Date.now() + 90_000;
+  let reconnects = 0;
+  while (!done) {
+    if (Date.now() > deadline) throw new Error(`the stream did not finish on api B; got ${JSON.stringify(content)}\n${b.tail(40)}`);
+    const r = await fetch(`${b.url}/v1/runs/${runId}/events`, { headers: { 'last-event-id': ids[ids.length - 1]! } });
+    expect(r.status).toBe(200);
+    reconnects++;
+    await read(r);
+    if (!done) await sleep(250);
+  }
+  console.log(`api A killed after ${before.length} of ${longText(label).length} characters; the stream ended on api B ${Date.now() - killedAt} ms later, after ${reconnects} reconnect(s)`);
+  expect(before.length).toBeLessThan(longText(label).length);
+  expect(content).toBe(longText(label));
+  expect(new Set(ids).size).toBe(ids.length);
+  expect(reconnects).toBeGreaterThanOrEqual(1);
+  // The step A was streaming ran again on a worker (A's live queue had no poller left).
+  const seen = await identities(runId);
+  const model = seen.filter((s) => s.activity === 'callModel');
+  expect(model.some((s) => workers.map(identityOf).includes(s.identity))).toBe(true);
+});
+
+test('a tool loop survives a SIGKILL of the worker running its tool: the other worker finishes it, the side effect happens once', async () => {
+  const api = apis[1]!;
+  const label = `K0-${stamp}`;
+  const answer = chat(api, label);
+  const deadline = Date.now() + 30_000;
+  while (counter.keysFor(label).length === 0 || counter.inFlight.size === 0) {
+    if (Date.now() > deadline) throw new Error('the tool call never reached the MCP server');
+    await sleep(50);
+  }
+  let runId: string | undefined;
+  for await (const w of temporal.workflow.list({ query: `WorkflowType = 'chatCompletionWorkflow' AND ExecutionStatus = 'Running'` })) runId ??= w.workflowId;
+  expect(runId).toBeDefined();
+  const d = await temporal.workflow.getHandle(runId!).describe();
+  const pending = d.raw.pendingActivities?.find((p) => p.activityType?.name === 'callTool');
+  const victim = workers.find((w) => identityOf(w) === pending?.lastWorkerIdentity);
+  expect(victim).toBeDefined();
+  const survivor = workers.find((w) => w !== victim)!;
+  const killedAt = await victim!.kill();
+
+  const a = await answer;
+  console.log(`worker killed mid-tool; the answer came ${Date.now() - killedAt} ms later`);
+  expect(a.status).toBe(200);
+  expect(a.runId).toBe(runId);
+  expect(a.content).toContain(`${label} done:`);
+  expect(counter.effectsFor(label)).toBe(1);
+  const tool = (await identities(runId!)).filter((s) => s.activity === 'callTool');
+  expect(tool.map((s) => s.identity)).toEqual([identityOf(survivor)]);
+  expect(tool[0]!.attempt).toBeGreaterThanOrEqual(2);
+});
