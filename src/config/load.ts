@@ -83,6 +83,7 @@ function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<
   if (env.TEMPORAL_TASK_QUEUE) section('temporal').taskQueue = env.TEMPORAL_TASK_QUEUE;
   if (env.TEMPORAL_API_KEY) section('temporal').apiKey = env.TEMPORAL_API_KEY;
   if (env.METRICS_PORT) section('metrics').port = Number(env.METRICS_PORT);
+  if (env.METRICS_HOST) section('metrics').host = env.METRICS_HOST;
   if (env.LOG_LEVEL) section('logging').level = env.LOG_LEVEL;
   if (env.LOG_FORMAT) section('logging').format = env.LOG_FORMAT;
   const upstreams = Array.isArray(out.upstreams) ? out.upstreams : [];

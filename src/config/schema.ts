@@ -220,6 +220,8 @@ export const MetricsSchema = z
     enabled: z.boolean().default(true),
     /** A listener of its own for `/metrics` (how a `mix2api worker` is scraped); none by default. */
     port: z.number().int().min(1).max(65535).optional(),
+    /** The address that listener binds (default: the API's, server.host or its default). /metrics holds no secrets, so no key is needed to bind it beyond loopback. */
+    host: z.string().min(1).optional(),
     /** Fold the Temporal SDK's worker metrics (`temporal_*`) into `/metrics`. */
     temporal: z.boolean().default(true),
   })

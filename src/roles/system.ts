@@ -131,7 +131,7 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
     apiUrl = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${addr.port}`;
   }
 
-  const metricsServer = config.metrics.enabled && config.metrics.port ? await listenMetrics(metrics, config.metrics.port, defaultHost(config)) : null;
+  const metricsServer = config.metrics.enabled && config.metrics.port ? await listenMetrics(metrics, config.metrics.port, config.metrics.host ?? defaultHost(config)) : null;
 
   let stopped: Promise<void> | null = null;
   const stop = () =>

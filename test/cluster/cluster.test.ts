@@ -37,6 +37,8 @@ let temporal: Client;
 let connection: Connection;
 const apis: ChildMix2api[] = [];
 const workers: ChildMix2api[] = [];
+/** Each worker's own /metrics listener (metrics.port). */
+const workerMetrics: string[] = [];
 
 function labelOf(req: RecordedRequest): string {
   const user = ((req.body.messages ?? []) as Array<{ role: string; content?: unknown }>).find((m) => m.role === 'user');
@@ -61,8 +63,12 @@ beforeAll(async () => {
     models: [{ id: 'agent', upstream: 'scripted', model: 'scripted', mcpServers: ['everything', 'counter'] }],
     stream: { heartbeatSeconds: 1 },
   };
-  for (const [role, list] of [['worker', workers], ['api', apis]] as const)
-    for (const n of [0, 1]) list.push(childMix2api({ dir, port: await freePort(), config, configName: `${role}${n}.yaml`, role }));
+  for (const n of [0, 1]) {
+    const metricsPort = await freePort();
+    workerMetrics.push(`http://127.0.0.1:${metricsPort}/metrics`);
+    workers.push(childMix2api({ dir, port: await freePort(), config: { ...config, metrics: { port: metricsPort, host: '127.0.0.1' } }, configName: `worker${n}.yaml`, role: 'worker' }));
+  }
+  for (const n of [0, 1]) apis.push(childMix2api({ dir, port: await freePort(), config, configName: `api${n}.yaml`, role: 'api' }));
   // One at a time: each bundles or compiles on start, and the machine may have two cores.
   for (const c of [...workers, ...apis]) await c.start(120_000);
   connection = await Connection.connect({ address: cluster.address });
@@ -120,6 +126,16 @@ test('both workers take work: tool loops through both api replicas run their wor
     expect(seen.filter((s) => s.identity === id && s.kind === 'workflow').length).toBeGreaterThan(0);
     expect(seen.filter((s) => s.identity === id && s.kind === 'activity').length).toBeGreaterThan(0);
   }
+  // Each worker's own /metrics counts the tool calls it ran; together, every run's one call.
+  const echoCalls = await Promise.all(
+    workerMetrics.map(async (url) => {
+      const text = await (await fetch(url)).text();
+      const line = text.split('\n').find((l) => l.startsWith('mix2api_tool_calls_total{') && l.includes('tool="echo"') && l.includes('outcome="ok"'));
+      return line ? Number(line.split(' ').pop()) : 0;
+    }),
+  );
+  expect(echoCalls.every((n) => n > 0)).toBe(true);
+  expect(echoCalls.reduce((a, b) => a + b, 0)).toBe(labels.length);
 });
 
 test('a stream started on api A resumes on api B with Last-Event-ID after A is killed: every event once, the whole answer', async () => {

@@ -98,6 +98,6 @@ test('encryption keys: 32 bytes of base64 each, ids unique; MIX2API_ENCRYPTION_K
 
 test('logging and metrics: defaults, and their environment overrides', () => {
   expect(parseConfig({}, {})).toMatchObject({ logging: { level: 'info', format: 'auto' }, metrics: { enabled: true, temporal: true } });
-  expect(parseConfig({}, { LOG_LEVEL: 'debug', LOG_FORMAT: 'json', METRICS_PORT: '9464' })).toMatchObject({ logging: { level: 'debug', format: 'json' }, metrics: { port: 9464 } });
+  expect(parseConfig({}, { LOG_LEVEL: 'debug', LOG_FORMAT: 'json', METRICS_PORT: '9464', METRICS_HOST: '0.0.0.0' })).toMatchObject({ logging: { level: 'debug', format: 'json' }, metrics: { port: 9464, host: '0.0.0.0' } });
   expect(() => parseConfig({}, { LOG_LEVEL: 'loud' })).toThrow(/logging\.level/);
 });
