@@ -23,7 +23,8 @@ import { runIdFor, sessionIdOf, sessionWorkflowId, startRun } from './startRun';
 import type { KeyLimiter } from './limits';
 import type { ModelRouter } from './routing';
 import type { Metrics } from '../telemetry/metrics';
-import { ChatCompletionRequestSchema, issueParam } from './schemas';
+import { ChatCompletionRequestSchema, issueParam, type ChatCompletionRequest } from './schemas';
+import type { RunEvent } from '../domain/events';
 
 export interface CompletionDeps {
   config: Config;
@@ -82,6 +83,103 @@ function checkContext(limit: number, trim: boolean, messages: ChatMessage[], bod
   throw new ApiError(400, contextLengthMessage(estimateTokens(messages) + fixed, limit, trim), 'invalid_request_error', 'context_length_exceeded', 'messages');
 }
 
+/** A started (or joined) run, and how to follow it. */
+export interface LaunchedRun {
+  runId: string;
+  /** The run's events when the request streams (its lease ends with the last one); null otherwise. */
+  events: AsyncGenerator<RunEvent> | null;
+  /** The run's result (non-streaming): a client that leaves stops this wait, not the run. */
+  result(): Promise<ChatCompletionResult>;
+}
+
+/**
+ * Routes, checks limits and starts (or joins) the run for a validated Chat Completions body:
+ * the engine every front door shares. `raw` is the body as the client sent it (what a
+ * gateway's retry repeats, for the implicit idempotency key).
+ */
+export async function launchRun(d: CompletionDeps, req: Request, res: Response, body: ChatCompletionRequest, raw: unknown): Promise<LaunchedRun> {
+  const route = d.router.resolve(body.model);
+  const tools = resolveTools(d.config, body);
+  const keyName = String(res.locals.keyName ?? 'anonymous');
+  const explicitKey = req.header('idempotency-key');
+  let runId = runIdFor(explicitKey, keyName);
+  const sessionId = sessionIdOf(req.header('x-session-id'), body.metadata);
+  // A gateway's retry of a tool-running request finds the earlier run (see implicitKey).
+  const implicitSeconds = d.config.idempotency.implicitSeconds;
+  const implicit = explicitKey === undefined && sessionId === null && tools.servers.length > 0 && implicitSeconds > 0 ? await implicitRun(d.client, keyName, raw, implicitSeconds) : null;
+  if (implicit) runId = implicit.runId;
+  const { model: _m, stream, stream_options: _o, tools: _t, metadata, ...rest } = body;
+  // `session_id` is for mix2api; other metadata goes upstream as sent.
+  const { session_id: _s, ...upstreamMetadata } = metadata ?? {};
+  if (Object.keys(upstreamMetadata).length > 0) Object.assign(rest, { metadata: upstreamMetadata });
+  const messages = await rejoinHidden(d.client, rest.messages, keyName);
+  if (route.contextTokens) checkContext(route.contextTokens, route.trim !== false, messages as ChatMessage[], rest, tools.clientTools);
+  // Limits, before anything starts: a stream slot here, then the key's run (and session) lease.
+  const abort = new AbortController();
+  res.on('close', () => abort.abort());
+  if (stream) res.once('close', d.limiter.openStream(keyName));
+  const ledger = await d.limiter.admit(keyName, runId, sessionId ? sessionWorkflowId(keyName, sessionId) : null);
+  const input: ChatCompletionInput = {
+    route,
+    body: { ...rest, messages, ...(tools.clientTools?.length ? { tools: tools.clientTools } : {}) },
+    mcpServers: tools.servers,
+    approvalTimeoutSeconds: d.config.loop.approvalTimeoutSeconds,
+    searchAttributes: d.config.temporal.searchAttributes === true,
+    liveTaskQueue: stream ? d.liveTaskQueue : undefined,
+    maxSteps: d.config.loop.maxSteps,
+    keyName,
+    ...(implicit?.reuse ? { reuseToolResults: implicit.reuse } : {}),
+  };
+
+  // A run with a fixed id may exist already (then it is joined, and its log read first).
+  const fresh = explicitKey === undefined && sessionId === null && !implicit?.existing;
+  // Subscribe before starting so the first live delta cannot be missed.
+  const events = stream ? relayRun({ client: d.client, live: d.live, runId, signal: abort.signal, fresh, heartbeatMs: d.config.stream.heartbeatSeconds * 1000 }) : null;
+  const first = stream && fresh && d.prestart ? firstStepRequest(runId, input) : null;
+  if (first) d.prestart!.start(first);
+  const handle = await startRun(d.config, d.client, {
+    runId,
+    input,
+    summary: `${body.model}: ${firstWords(body.messages)}`,
+    model: body.model,
+    keyName,
+    sessionId,
+    ledger,
+  }).catch((e: unknown) => {
+    abort.abort(); // drops the relay's live subscription
+    if (first) d.prestart!.cancel(runId);
+    d.limiter.ended(keyName, runId);
+    throw e;
+  });
+  res.setHeader('X-Run-Id', runId);
+  d.metrics.activeRuns.inc();
+  res.once('close', () => d.metrics.activeRuns.dec());
+
+  const result = async () => {
+    // The ledger's sweep ends the lease of a run whose client left.
+    const r = (await d.client.connection.withAbortSignal(abort.signal, () => handle.result()).catch((e: unknown) => {
+      if (!abort.signal.aborted) d.limiter.ended(keyName, runId);
+      throw e;
+    })) as ChatCompletionResult;
+    d.limiter.ended(keyName, runId);
+    return r;
+  };
+  if (!events) return { runId, events: null, result };
+  if (d.config.loop.onDisconnect === 'cancel') {
+    abort.signal.addEventListener('abort', () => {
+      if (!res.writableFinished) void handle.cancel().catch(() => undefined);
+    });
+  }
+  // The run's last event ends its lease; a client that leaves before it leaves that to the ledger's sweep.
+  const watched = (async function* () {
+    for await (const e of events) {
+      if (e.t === 'end' || e.t === 'error') d.limiter.ended(keyName, runId);
+      yield e;
+    }
+  })();
+  return { runId, events: watched, result };
+}
+
 export function createCompletionHandler(d: CompletionDeps) {
   return async (req: Request, res: Response): Promise<void> => {
     const since = performance.now();
@@ -92,85 +190,11 @@ export function createCompletionHandler(d: CompletionDeps) {
       throw badRequest(`${param ? `${param}: ` : ''}${issue.message}`, param);
     }
     const body = parsed.data;
-    const route = d.router.resolve(body.model);
-    const tools = resolveTools(d.config, body);
-    const keyName = String(res.locals.keyName ?? 'anonymous');
-    const explicitKey = req.header('idempotency-key');
-    let runId = runIdFor(explicitKey, keyName);
-    const sessionId = sessionIdOf(req.header('x-session-id'), body.metadata);
-    // A gateway's retry of a tool-running request finds the earlier run (see implicitKey).
-    const implicitSeconds = d.config.idempotency.implicitSeconds;
-    const implicit = explicitKey === undefined && sessionId === null && tools.servers.length > 0 && implicitSeconds > 0 ? await implicitRun(d.client, keyName, req.body, implicitSeconds) : null;
-    if (implicit) runId = implicit.runId;
-    const { model: _m, stream, stream_options, tools: _t, metadata, ...rest } = body;
-    // `session_id` is for mix2api; other metadata goes upstream as sent.
-    const { session_id: _s, ...upstreamMetadata } = metadata ?? {};
-    if (Object.keys(upstreamMetadata).length > 0) Object.assign(rest, { metadata: upstreamMetadata });
-    const messages = await rejoinHidden(d.client, rest.messages, keyName);
-    if (route.contextTokens) checkContext(route.contextTokens, route.trim !== false, messages as ChatMessage[], rest, tools.clientTools);
-    // Limits, before anything starts: a stream slot here, then the key's run (and session) lease.
-    const abort = new AbortController();
-    res.on('close', () => abort.abort());
-    if (stream) res.once('close', d.limiter.openStream(keyName));
-    const ledger = await d.limiter.admit(keyName, runId, sessionId ? sessionWorkflowId(keyName, sessionId) : null);
-    const input: ChatCompletionInput = {
-      route,
-      body: { ...rest, messages, ...(tools.clientTools?.length ? { tools: tools.clientTools } : {}) },
-      mcpServers: tools.servers,
-      approvalTimeoutSeconds: d.config.loop.approvalTimeoutSeconds,
-      searchAttributes: d.config.temporal.searchAttributes === true,
-      liveTaskQueue: stream ? d.liveTaskQueue : undefined,
-      maxSteps: d.config.loop.maxSteps,
-      keyName,
-      ...(implicit?.reuse ? { reuseToolResults: implicit.reuse } : {}),
-    };
-
-    // A run with a fixed id may exist already (then it is joined, and its log read first).
-    const fresh = explicitKey === undefined && sessionId === null && !implicit?.existing;
-    // Subscribe before starting so the first live delta cannot be missed.
-    const events = stream ? relayRun({ client: d.client, live: d.live, runId, signal: abort.signal, fresh, heartbeatMs: d.config.stream.heartbeatSeconds * 1000 }) : null;
-    const first = stream && fresh && d.prestart ? firstStepRequest(runId, input) : null;
-    if (first) d.prestart!.start(first);
-    const handle = await startRun(d.config, d.client, {
-      runId,
-      input,
-      summary: `${body.model}: ${firstWords(body.messages)}`,
-      model: body.model,
-      keyName,
-      sessionId,
-      ledger,
-    }).catch((e: unknown) => {
-      abort.abort(); // drops the relay's live subscription
-      if (first) d.prestart!.cancel(runId);
-      d.limiter.ended(keyName, runId);
-      throw e;
-    });
-    res.setHeader('X-Run-Id', runId);
-    d.metrics.activeRuns.inc();
-    res.once('close', () => d.metrics.activeRuns.dec());
-
-    if (!events) {
-      // A client that leaves stops this wait, not the run (whose lease the ledger's sweep then ends).
-      const result = (await d.client.connection.withAbortSignal(abort.signal, () => handle.result()).catch((e: unknown) => {
-        if (!abort.signal.aborted) d.limiter.ended(keyName, runId);
-        throw e;
-      })) as ChatCompletionResult;
-      d.limiter.ended(keyName, runId);
-      res.json(completionBody(result));
+    const run = await launchRun(d, req, res, body, req.body);
+    if (!run.events) {
+      res.json(completionBody(await run.result()));
       return;
     }
-    if (d.config.loop.onDisconnect === 'cancel') {
-      abort.signal.addEventListener('abort', () => {
-        if (!res.writableFinished) void handle.cancel().catch(() => undefined);
-      });
-    }
-    // The run's last event ends its lease; a client that leaves before it leaves that to the ledger's sweep.
-    const watched = (async function* () {
-      for await (const e of events) {
-        if (e.t === 'end' || e.t === 'error') d.limiter.ended(keyName, runId);
-        yield e;
-      }
-    })();
-    await streamRun(d.config, res, watched, { id: runId, created: Math.floor(Date.now() / 1000), model: body.model }, stream_options?.include_usage === true, { metrics: d.metrics, since });
+    await streamRun(d.config, res, run.events, { id: run.runId, created: Math.floor(Date.now() / 1000), model: body.model }, body.stream_options?.include_usage === true, { metrics: d.metrics, since });
   };
 }

@@ -1,0 +1,475 @@
+/**
+ * The Responses API front door (`POST /v1/responses`, `GET /v1/responses/{id}`): the request is
+ * translated into the Chat Completions body the run engine takes, the run is started through the
+ * same path (routes, tools, limits, idempotency, workflow), and its events are rendered as
+ * Responses output items and stream events. A response id is its run's id (`resp_<hex>` is
+ * `chatcmpl-<hex>`), so the Temporal UI, `/v1/runs/{id}` and the response are one thing.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Request, Response } from 'express';
+import { z } from 'zod';
+import { WorkflowNotFoundError } from '@temporalio/client';
+import type { ChatMessage, Usage } from '../domain/chat';
+import { deltaOf, type RunEvent, type WireError } from '../domain/events';
+import { STATE_QUERY, type ChatCompletionInput, type RunState } from '../domain/run';
+import { START } from '../domain/positions';
+import { launchRun, type CompletionDeps } from './chatCompletions';
+import { ApiError, badRequest, errorBody, toApiError } from './errors';
+import { queryRun } from './query';
+import { relayRun } from './relay';
+import { ChatCompletionRequestSchema, INPUT_BOUNDS, issueParam } from './schemas';
+
+const RUN_PREFIX = 'chatcmpl-';
+const RESP_PREFIX = 'resp_';
+const toResponseId = (runId: string) => (runId.startsWith(RUN_PREFIX) ? RESP_PREFIX + runId.slice(RUN_PREFIX.length) : runId);
+const toRunId = (responseId: string) => (/^resp_[0-9a-f]{32}$/.test(responseId) ? RUN_PREFIX + responseId.slice(RESP_PREFIX.length) : null);
+
+// ---- the request ----
+
+const TextPart = z.looseObject({ type: z.enum(['input_text', 'output_text']), text: z.string() });
+const ImagePart = z.looseObject({ type: z.literal('input_image'), image_url: z.string().optional(), detail: z.string().optional() });
+const MessageItem = z.looseObject({
+  type: z.literal('message').optional(),
+  role: z.enum(['user', 'assistant', 'system', 'developer']),
+  content: z.union([z.string(), z.array(z.union([TextPart, ImagePart])).max(INPUT_BOUNDS.contentParts)]),
+});
+const FunctionCallItem = z.looseObject({ type: z.literal('function_call'), call_id: z.string().min(1), name: z.string().min(1), arguments: z.string() });
+const FunctionCallOutputItem = z.looseObject({ type: z.literal('function_call_output'), call_id: z.string().min(1), output: z.union([z.string(), z.array(TextPart)]) });
+const InputItem = z.union([MessageItem, FunctionCallItem, FunctionCallOutputItem]);
+
+const FunctionTool = z.looseObject({
+  type: z.literal('function'),
+  name: z.string().regex(/^[a-zA-Z0-9_-]{1,64}$/, 'must match ^[a-zA-Z0-9_-]{1,64}$'),
+  description: z.string().nullish(),
+  parameters: z.record(z.string(), z.unknown()).nullish(),
+  strict: z.boolean().nullish(),
+});
+const McpTool = z.looseObject({
+  type: z.literal('mcp'),
+  server_label: z.string().min(1),
+  allowed_tools: z.union([z.array(z.string()), z.looseObject({ tool_names: z.array(z.string()).optional() })]).nullish(),
+  require_approval: z.union([z.enum(['never', 'always']), z.record(z.string(), z.unknown())]).nullish(),
+  server_url: z.string().optional(),
+});
+
+/** Every field the Responses API accepts that mix2api understands; anything else is a 400 naming it. */
+const ResponsesRequestSchema = z
+  .object({
+    model: z.string().min(1).max(INPUT_BOUNDS.modelChars),
+    input: z.union([z.string(), z.array(InputItem).min(1).max(INPUT_BOUNDS.messages)]),
+    instructions: z.string().nullish(),
+    tools: z.array(z.union([FunctionTool, McpTool])).max(INPUT_BOUNDS.tools).optional(),
+    tool_choice: z.union([z.enum(['auto', 'none', 'required']), z.looseObject({ type: z.literal('function'), name: z.string() })]).optional(),
+    parallel_tool_calls: z.boolean().nullish(),
+    stream: z.boolean().nullish(),
+    store: z.boolean().nullish(),
+    previous_response_id: z.string().nullish(),
+    temperature: z.number().nullish(),
+    top_p: z.number().nullish(),
+    max_output_tokens: z.number().int().positive().nullish(),
+    metadata: z.record(z.string().max(INPUT_BOUNDS.metadataKeyChars), z.string().max(INPUT_BOUNDS.metadataValueChars)).nullish(),
+    user: z.string().optional(),
+    reasoning: z.looseObject({ effort: z.enum(['minimal', 'low', 'medium', 'high']).nullish(), summary: z.string().nullish() }).nullish(),
+    text: z.looseObject({ format: z.looseObject({ type: z.enum(['text', 'json_object', 'json_schema']) }).optional() }).nullish(),
+  })
+  .strict();
+
+type ResponsesRequest = z.infer<typeof ResponsesRequestSchema>;
+
+function textOf(content: string | Array<{ type: string; text?: string }>): string {
+  return typeof content === 'string' ? content : content.map((p) => p.text ?? '').join('');
+}
+
+/** Responses input items as Chat Completions messages: consecutive function calls become one assistant turn. */
+function messagesOf(r: ResponsesRequest): ChatMessage[] {
+  const out: ChatMessage[] = [];
+  if (r.instructions) out.push({ role: 'system', content: r.instructions });
+  if (typeof r.input === 'string') return [...out, { role: 'user', content: r.input }];
+  for (const item of r.input) {
+    if (item.type === 'function_call') {
+      const call = { id: item.call_id, type: 'function', function: { name: item.name, arguments: item.arguments } };
+      const last = out[out.length - 1];
+      if (last?.role === 'assistant' && Array.isArray(last.tool_calls)) (last.tool_calls as unknown[]).push(call);
+      else out.push({ role: 'assistant', content: null, tool_calls: [call] });
+    } else if (item.type === 'function_call_output') {
+      out.push({ role: 'tool', tool_call_id: item.call_id, content: textOf(item.output) });
+    } else {
+      const content =
+        typeof item.content === 'string'
+          ? item.content
+          : item.content.map((p) => (p.type === 'input_image' ? { type: 'image_url', image_url: { url: p.image_url ?? '', ...(p.detail ? { detail: p.detail } : {}) } } : { type: 'text', text: p.text }));
+      out.push({ role: item.role, content });
+    }
+  }
+  return out;
+}
+
+/** The Chat Completions body this request means. */
+function chatBodyOf(r: ResponsesRequest, history: ChatMessage[]): Record<string, unknown> {
+  const tools = r.tools?.map((t) =>
+    t.type === 'function'
+      ? { type: 'function', function: { name: t.name, ...(t.description ? { description: t.description } : {}), ...(t.parameters ? { parameters: t.parameters } : {}), ...(t.strict != null ? { strict: t.strict } : {}) } }
+      : {
+          type: 'mcp',
+          server_label: t.server_label,
+          ...(t.allowed_tools ? { allowed_tools: Array.isArray(t.allowed_tools) ? t.allowed_tools : (t.allowed_tools.tool_names ?? []) } : {}),
+          ...(t.require_approval ? { require_approval: t.require_approval } : {}),
+        },
+  );
+  const format = r.text?.format;
+  return {
+    model: r.model,
+    messages: [...history, ...messagesOf(r)],
+    stream: true,
+    ...(tools ? { tools } : {}),
+    ...(r.tool_choice ? { tool_choice: typeof r.tool_choice === 'string' ? r.tool_choice : { type: 'function', function: { name: r.tool_choice.name } } } : {}),
+    ...(r.parallel_tool_calls != null ? { parallel_tool_calls: r.parallel_tool_calls } : {}),
+    ...(r.temperature != null ? { temperature: r.temperature } : {}),
+    ...(r.top_p != null ? { top_p: r.top_p } : {}),
+    ...(r.max_output_tokens != null ? { max_tokens: r.max_output_tokens } : {}),
+    ...(r.metadata ? { metadata: r.metadata } : {}),
+    ...(r.user ? { user: r.user } : {}),
+    ...(r.reasoning?.effort ? { reasoning_effort: r.reasoning.effort } : {}),
+    ...(format && format.type !== 'text' ? { response_format: format.type === 'json_object' ? { type: 'json_object' } : { type: 'json_schema', json_schema: { ...format, type: undefined } } } : {}),
+  };
+}
+
+/** The conversation a previous response ended: its run's input messages, then its answer. */
+async function previousConversation(d: CompletionDeps, responseId: string, keyName: string): Promise<ChatMessage[]> {
+  const runId = toRunId(responseId);
+  const notFound = () => new ApiError(404, `Previous response with id '${responseId}' not found.`, 'invalid_request_error', 'previous_response_not_found', 'previous_response_id');
+  if (!runId) throw notFound();
+  const handle = d.client.workflow.getHandle(runId);
+  let state: RunState;
+  try {
+    state = await queryRun<RunState>(d.client, handle, STATE_QUERY);
+  } catch (e) {
+    if (e instanceof WorkflowNotFoundError) throw notFound();
+    throw e;
+  }
+  if ((state.keyName ?? 'anonymous') !== keyName) throw notFound();
+  if (!state.result) throw new ApiError(409, `Previous response '${responseId}' has not completed.`, 'invalid_request_error', 'previous_response_in_progress', 'previous_response_id');
+  const input = await runInput(d, runId);
+  // The answer as the client saw it: when it ended with client calls, the engine's re-join puts the
+  // run's hidden server-side steps back in its place (as for a Chat Completions follow-up).
+  return [...(input.body.messages as ChatMessage[]), state.result.message as unknown as ChatMessage];
+}
+
+/** A run's input, from the first event of its history (decoded through the client's codec). */
+async function runInput(d: CompletionDeps, runId: string): Promise<ChatCompletionInput> {
+  const { decodeFromPayloadsAtIndex } = await import('@temporalio/common/lib/internal-non-workflow');
+  const h = await d.client.workflow.getHandle(runId).fetchHistory();
+  const started = h.events?.[0]?.workflowExecutionStartedEventAttributes;
+  return decodeFromPayloadsAtIndex<ChatCompletionInput>(d.client.options.loadedDataConverter, 0, started?.input?.payloads ?? []);
+}
+
+// ---- the response ----
+
+type OutputItem = Record<string, unknown> & { type: string; id: string };
+
+function wireUsage(u: Usage | undefined) {
+  if (!u) return null;
+  return {
+    input_tokens: u.prompt_tokens,
+    input_tokens_details: { cached_tokens: u.prompt_tokens_details?.cached_tokens ?? 0 },
+    output_tokens: u.completion_tokens,
+    output_tokens_details: { reasoning_tokens: u.completion_tokens_details?.reasoning_tokens ?? 0 },
+    total_tokens: u.total_tokens,
+  };
+}
+
+const itemId = (prefix: string) => `${prefix}_${randomUUID().replace(/-/g, '')}`;
+
+/**
+ * Turns a run's events into Responses output items, calling `emit` with each stream event
+ * (`response.output_item.added`, `….delta`, `….done`, …) as it goes.
+ */
+class ResponseBuilder {
+  readonly output: OutputItem[] = [];
+  status: 'in_progress' | 'completed' | 'incomplete' | 'failed' = 'in_progress';
+  usage: Usage | undefined;
+  error: WireError | null = null;
+  finishReason: string | null = null;
+  private text: { item: OutputItem; index: number; text: string } | null = null;
+  private calls = new Map<number, { item: OutputItem; index: number }>();
+  private mcp = new Map<string, { item: OutputItem; index: number }>();
+  private step = -1;
+
+  constructor(private readonly emit: (type: string, data: Record<string, unknown>) => void) {}
+
+  private add(item: OutputItem): number {
+    this.output.push(item);
+    const index = this.output.length - 1;
+    this.emit('response.output_item.added', { output_index: index, item: { ...item } });
+    return index;
+  }
+
+  private done(index: number): void {
+    const item = this.output[index]!;
+    item.status = item.status === 'failed' ? 'failed' : 'completed';
+    this.emit('response.output_item.done', { output_index: index, item: { ...item } });
+  }
+
+  private closeText(): void {
+    if (!this.text) return;
+    const { item, index, text } = this.text;
+    const part = { type: 'output_text', text, annotations: [] };
+    item.content = [part];
+    this.emit('response.output_text.done', { item_id: item.id, output_index: index, content_index: 0, text });
+    this.emit('response.content_part.done', { item_id: item.id, output_index: index, content_index: 0, part });
+    this.done(index);
+    this.text = null;
+  }
+
+  private closeCalls(): void {
+    for (const { item, index } of this.calls.values()) {
+      this.emit('response.function_call_arguments.done', { item_id: item.id, output_index: index, arguments: item.arguments });
+      this.done(index);
+    }
+    this.calls.clear();
+  }
+
+  private onStep(step: number): void {
+    if (step === this.step) return;
+    this.step = step;
+    this.closeText();
+    this.closeCalls();
+  }
+
+  take(e: RunEvent): void {
+    this.onStep(e.step);
+    switch (e.t) {
+      case 'deltas':
+        for (const raw of e.d) {
+          const d = deltaOf(raw);
+          if (d.content) {
+            if (!this.text) {
+              const item: OutputItem = { type: 'message', id: itemId('msg'), status: 'in_progress', role: 'assistant', content: [] };
+              this.text = { item, index: this.add(item), text: '' };
+              this.emit('response.content_part.added', { item_id: item.id, output_index: this.text.index, content_index: 0, part: { type: 'output_text', text: '', annotations: [] } });
+            }
+            this.text.text += d.content;
+            this.emit('response.output_text.delta', { item_id: this.text.item.id, output_index: this.text.index, content_index: 0, delta: d.content });
+          }
+          for (const c of d.tool_calls ?? []) {
+            let call = this.calls.get(c.index);
+            if (!call) {
+              this.closeText();
+              const item: OutputItem = { type: 'function_call', id: itemId('fc'), status: 'in_progress', call_id: c.id ?? '', name: c.function?.name ?? '', arguments: '' };
+              call = { item, index: this.add(item) };
+              this.calls.set(c.index, call);
+            }
+            const args = c.function?.arguments ?? '';
+            if (args) {
+              call.item.arguments = String(call.item.arguments) + args;
+              this.emit('response.function_call_arguments.delta', { item_id: call.item.id, output_index: call.index, delta: args });
+            }
+          }
+        }
+        return;
+      case 'tool_started': {
+        this.closeText();
+        const item: OutputItem = { type: 'mcp_call', id: itemId('mcp'), status: 'in_progress', server_label: e.server, name: e.tool, arguments: e.arguments, output: null, error: null };
+        const index = this.add(item);
+        this.mcp.set(e.callId, { item, index });
+        this.emit('response.mcp_call.in_progress', { item_id: item.id, output_index: index });
+        this.emit('response.mcp_call_arguments.done', { item_id: item.id, output_index: index, arguments: e.arguments });
+        return;
+      }
+      case 'tool_finished': {
+        const m = this.mcp.get(e.callId);
+        if (!m) return;
+        this.mcp.delete(e.callId);
+        if (e.isError) {
+          m.item.error = e.preview;
+          m.item.status = 'failed';
+        } else m.item.output = e.preview;
+        this.emit(e.isError ? 'response.mcp_call.failed' : 'response.mcp_call.completed', { item_id: m.item.id, output_index: m.index });
+        this.done(m.index);
+        return;
+      }
+      case 'approval_required':
+        this.closeText();
+        this.done(this.add({ type: 'mcp_approval_request', id: e.approvalId, server_label: e.server, name: e.tool, arguments: e.arguments }));
+        return;
+      case 'end': {
+        // The run's final message is authoritative for text its deltas did not carry (a joined run).
+        const finalText = e.message.content ?? '';
+        if (!this.text && finalText && !this.output.some((o) => o.type === 'message')) {
+          const item: OutputItem = { type: 'message', id: itemId('msg'), status: 'in_progress', role: 'assistant', content: [] };
+          this.text = { item, index: this.add(item), text: finalText };
+        }
+        this.closeText();
+        this.closeCalls();
+        this.usage = e.usage;
+        this.finishReason = e.finishReason;
+        this.status = e.finishReason === 'length' ? 'incomplete' : 'completed';
+        return;
+      }
+      case 'error':
+        this.closeText();
+        this.closeCalls();
+        this.usage = e.usage;
+        this.error = e.error;
+        this.status = 'failed';
+        return;
+      default:
+        return;
+    }
+  }
+}
+
+interface ResponseContext {
+  id: string;
+  created: number;
+  model: string;
+  request: Partial<ResponsesRequest>;
+}
+
+function responseObject(ctx: ResponseContext, b: ResponseBuilder | null) {
+  const r = ctx.request;
+  return {
+    id: ctx.id,
+    object: 'response' as const,
+    created_at: ctx.created,
+    status: b?.status ?? 'in_progress',
+    model: ctx.model,
+    output: b?.output ?? [],
+    usage: wireUsage(b?.usage),
+    error: b?.error ? { code: b.error.code ?? b.error.type, message: b.error.message } : null,
+    incomplete_details: b?.status === 'incomplete' ? { reason: 'max_output_tokens' } : null,
+    instructions: r.instructions ?? null,
+    metadata: r.metadata ?? {},
+    parallel_tool_calls: r.parallel_tool_calls ?? true,
+    previous_response_id: r.previous_response_id ?? null,
+    store: r.store ?? true,
+    temperature: r.temperature ?? null,
+    top_p: r.top_p ?? null,
+    max_output_tokens: r.max_output_tokens ?? null,
+    tool_choice: r.tool_choice ?? 'auto',
+    tools: r.tools ?? [],
+    text: r.text ?? { format: { type: 'text' } },
+    reasoning: r.reasoning ?? null,
+    background: false,
+  };
+}
+
+// ---- the handlers ----
+
+interface Issue {
+  path: PropertyKey[];
+  message: string;
+  code?: string;
+  errors?: Issue[][];
+}
+
+/** For a union that matched no branch, the branch issue that got furthest into the value. */
+function deepest(issue: Issue, base: PropertyKey[] = []): { path: PropertyKey[]; message: string } {
+  const path = [...base, ...issue.path];
+  if (issue.code !== 'invalid_union' || !issue.errors?.length) return { path, message: issue.message };
+  let best = { path, message: issue.message };
+  for (const branch of issue.errors)
+    for (const i of branch) {
+      const d = deepest(i, path);
+      if (d.path.length > best.path.length) best = d;
+    }
+  return best;
+}
+
+export function createResponsesHandler(d: CompletionDeps) {
+  return async (req: Request, res: Response): Promise<void> => {
+    const parsed = ResponsesRequestSchema.safeParse(req.body);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      if (issue.code === 'unrecognized_keys') {
+        const key = issue.keys[0]!;
+        throw badRequest(`Unsupported parameter: '${key}' is not supported by this server's Responses API.`, key, 'unsupported_parameter');
+      }
+      const why = deepest(issue);
+      const param = issueParam(why.path);
+      throw badRequest(`${param ? `${param}: ` : ''}${why.message}`, param);
+    }
+    const r = parsed.data;
+    const keyName = String(res.locals.keyName ?? 'anonymous');
+    const history = r.previous_response_id ? await previousConversation(d, r.previous_response_id, keyName) : [];
+    const chat = ChatCompletionRequestSchema.safeParse(chatBodyOf(r, history));
+    if (!chat.success) {
+      const issue = chat.error.issues[0]!;
+      throw badRequest(`${issue.message} (${issueParam(issue.path) ?? 'request'}, after translation)`, 'input');
+    }
+    const run = await launchRun(d, req, res, chat.data, req.body);
+    const ctx: ResponseContext = { id: toResponseId(run.runId), created: Math.floor(Date.now() / 1000), model: r.model, request: r };
+    if (!r.stream) {
+      const b = new ResponseBuilder(() => undefined);
+      for await (const e of run.events!) b.take(e);
+      if (b.error && b.output.length === 0) throw new ApiError(b.error.status, b.error.message, b.error.type, b.error.code, b.error.param);
+      res.json(responseObject(ctx, b));
+      return;
+    }
+    await streamResponse(res, run.events!, ctx);
+  };
+}
+
+/** Writes the Responses stream: `event: <type>` and `data: {type, sequence_number, …}` per event. */
+async function streamResponse(res: Response, events: AsyncGenerator<RunEvent>, ctx: ResponseContext): Promise<void> {
+  let seq = 0;
+  let started = false;
+  const write = (type: string, data: Record<string, unknown>) => {
+    if (!started) {
+      started = true;
+      res.status(200).setHeader('Content-Type', 'text/event-stream; charset=utf-8');
+      res.setHeader('Cache-Control', 'no-cache');
+      res.flushHeaders();
+    }
+    res.write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...data })}\n\n`);
+  };
+  const b = new ResponseBuilder(write);
+  write('response.created', { response: responseObject(ctx, null) });
+  write('response.in_progress', { response: responseObject(ctx, null) });
+  try {
+    for await (const e of events) {
+      if (res.destroyed) return;
+      b.take(e);
+    }
+  } catch (e) {
+    const err = toApiError(e);
+    b.error = { status: err.status, message: err.message, type: err.type, code: err.code, param: err.param };
+    b.status = 'failed';
+  }
+  if (b.status === 'failed' && b.error) {
+    write('error', { ...errorBody(b.error).error });
+    write('response.failed', { response: responseObject(ctx, b) });
+  } else write(b.status === 'incomplete' ? 'response.incomplete' : 'response.completed', { response: responseObject(ctx, b) });
+  res.end();
+}
+
+/** GET /v1/responses/{id}: the response of a run of the caller's key, rebuilt from its event log. */
+export function createGetResponseHandler(d: CompletionDeps) {
+  return async (req: Request, res: Response): Promise<void> => {
+    const id = String(req.params.id);
+    const runId = toRunId(id);
+    const notFound = () => new ApiError(404, `Response with id '${id}' not found.`, 'invalid_request_error', 'response_not_found', 'id');
+    if (!runId) throw notFound();
+    const handle = d.client.workflow.getHandle(runId);
+    let state: RunState;
+    let desc: Awaited<ReturnType<typeof handle.describe>>;
+    try {
+      [desc, state] = await Promise.all([handle.describe(), queryRun<RunState>(d.client, handle, STATE_QUERY)]);
+    } catch (e) {
+      if (e instanceof WorkflowNotFoundError) throw notFound();
+      throw e;
+    }
+    if ((state.keyName ?? 'anonymous') !== String(res.locals.keyName ?? 'anonymous')) throw notFound();
+    const ctx: ResponseContext = { id, created: Math.floor(desc.startTime.getTime() / 1000), model: state.model, request: {} };
+    // A run whose answer is in (its workflow may still be closing) is read back from its log.
+    if (desc.status.name === 'RUNNING' && !state.result) {
+      res.json(responseObject(ctx, null));
+      return;
+    }
+    const abort = new AbortController();
+    res.on('close', () => abort.abort());
+    const b = new ResponseBuilder(() => undefined);
+    for await (const e of relayRun({ client: d.client, live: d.live, runId, from: START, signal: abort.signal, heartbeatMs: d.config.stream.heartbeatSeconds * 1000 })) b.take(e);
+    res.json(responseObject(ctx, b));
+  };
+}

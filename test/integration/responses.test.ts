@@ -1,0 +1,151 @@
+/**
+ * The Responses API front door through the real `openai` client (`responses.create`,
+ * `responses.stream`, `responses.retrieve`): text, a client function tool and its follow-up, a
+ * server-side MCP loop, `previous_response_id`, usage, and refused fields, on the same run engine
+ * as Chat Completions (each response is a run: `resp_<hex>` is `chatcmpl-<hex>`).
+ */
+import OpenAI from 'openai';
+import { EVERYTHING, stdioServer } from '../support/mcpServers';
+import { startStack, type Stack } from '../support/stack';
+
+let s: Stack;
+beforeAll(async () => {
+  s = await startStack({
+    config: () => ({
+      mcpServers: [stdioServer('everything', EVERYTHING, ['stdio'])],
+      models: [{ id: 'test-model', upstream: 'scripted', model: 'scripted' }],
+    }),
+  });
+});
+afterAll(async () => {
+  await s?.stop();
+});
+beforeEach(() => s.upstream.reset());
+
+type Msg = { role: string; content?: unknown; tool_calls?: Array<{ id: string; function: { name: string } }>; tool_call_id?: string };
+const messagesOf = (i: number) => s.upstream.requests[i]!.body.messages as Msg[];
+
+test('text: responses.create answers with an output_text message, usage in Responses terms, and the run behind it', async () => {
+  s.upstream.enqueue({ steps: [{ kind: 'text', text: 'Hello from a run.' }], usage: { prompt_tokens: 11, completion_tokens: 4 } });
+  const r = await s.openai.responses.create({ model: 'test-model', instructions: 'Be brief.', input: 'Say hello' });
+  expect(r.object).toBe('response');
+  expect(r.status).toBe('completed');
+  expect(r.id).toMatch(/^resp_[0-9a-f]{32}$/);
+  expect(r.output_text).toBe('Hello from a run.');
+  expect(r.output).toEqual([expect.objectContaining({ type: 'message', role: 'assistant', status: 'completed', content: [expect.objectContaining({ type: 'output_text', text: 'Hello from a run.' })] })]);
+  expect(r.usage).toMatchObject({ input_tokens: 11, output_tokens: 4, total_tokens: 15, input_tokens_details: { cached_tokens: 0 }, output_tokens_details: { reasoning_tokens: 0 } });
+  expect(messagesOf(0)).toEqual([
+    { role: 'system', content: 'Be brief.' },
+    { role: 'user', content: 'Say hello' },
+  ]);
+  // The same run, seen from the runs API and in Temporal.
+  const runId = r.id.replace('resp_', 'chatcmpl-');
+  await s.temporal.workflow.getHandle(runId).result();
+  const run = await fetch(`${s.apiUrl}/v1/runs/${runId}`);
+  expect(((await run.json()) as { status: string }).status).toBe('completed');
+  const again = await s.openai.responses.retrieve(r.id);
+  expect(again.output_text).toBe('Hello from a run.');
+  expect(again.status).toBe('completed');
+});
+
+test('stream: responses.stream gets the Responses events in order with growing sequence numbers', async () => {
+  s.upstream.enqueue({ steps: [{ kind: 'text', text: 'one two three', chunks: 3, delayMs: 10 }], usage: { prompt_tokens: 5, completion_tokens: 3 } });
+  const stream = s.openai.responses.stream({ model: 'test-model', input: [{ role: 'user', content: [{ type: 'input_text', text: 'count' }] }] });
+  const types: string[] = [];
+  const seqs: number[] = [];
+  let deltas = '';
+  for await (const e of stream) {
+    types.push(e.type);
+    seqs.push(e.sequence_number);
+    if (e.type === 'response.output_text.delta') deltas += e.delta;
+  }
+  const final = await stream.finalResponse();
+  expect(deltas).toBe('one two three');
+  expect(final.output_text).toBe('one two three');
+  expect(final.usage?.output_tokens).toBe(3);
+  expect(types[0]).toBe('response.created');
+  expect(types[1]).toBe('response.in_progress');
+  expect(types.at(-1)).toBe('response.completed');
+  expect(types).toEqual(expect.arrayContaining(['response.output_item.added', 'response.content_part.added', 'response.output_text.done', 'response.content_part.done', 'response.output_item.done']));
+  expect(types.filter((t) => t === 'response.output_text.delta').length).toBe(3);
+  expect(seqs).toEqual(seqs.map((_, i) => i));
+});
+
+test('client function tool: a function_call item, then function_call_output with previous_response_id continues the conversation', async () => {
+  const tools = [{ type: 'function' as const, name: 'get_weather', description: 'Weather for a city', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] }, strict: false }];
+  s.upstream.enqueue({ steps: [{ kind: 'toolCalls', calls: [{ id: 'call_w1', name: 'get_weather', arguments: '{"city":"Oslo"}' }] }] });
+  const stream = s.openai.responses.stream({ model: 'test-model', input: 'Weather in Oslo?', tools });
+  const argDeltas: string[] = [];
+  stream.on('response.function_call_arguments.delta', (e) => argDeltas.push(e.delta));
+  const first = await stream.finalResponse();
+  const call = first.output.find((o) => o.type === 'function_call');
+  expect(call).toMatchObject({ type: 'function_call', name: 'get_weather', arguments: '{"city":"Oslo"}', status: 'completed' });
+  expect(argDeltas.join('')).toBe('{"city":"Oslo"}');
+  expect((s.upstream.requests[0]!.body.tools as Array<{ function: { name: string } }>).map((t) => t.function.name)).toEqual(['get_weather']);
+
+  s.upstream.enqueue({ steps: [{ kind: 'text', text: 'It is 3 degrees in Oslo.' }] });
+  const second = await s.openai.responses.create({
+    model: 'test-model',
+    previous_response_id: first.id,
+    input: [{ type: 'function_call_output', call_id: (call as { call_id: string }).call_id, output: '{"celsius":3}' }],
+    tools,
+  });
+  expect(second.output_text).toBe('It is 3 degrees in Oslo.');
+  expect(second.previous_response_id).toBe(first.id);
+  const sent = messagesOf(1);
+  expect(sent.map((m) => m.role)).toEqual(['user', 'assistant', 'tool']);
+  expect(sent[0]!.content).toBe('Weather in Oslo?');
+  expect(sent[1]!.tool_calls?.[0]?.function.name).toBe('get_weather');
+  // The upstream sees its own call id answered.
+  expect(sent[2]!.tool_call_id).toBe(sent[1]!.tool_calls?.[0]?.id);
+  expect(sent[2]!.content).toBe('{"celsius":3}');
+});
+
+test('mcp tool: a server-side loop on a configured server shows as an mcp_call item, then the answer', async () => {
+  s.upstream.enqueue(
+    { steps: [{ kind: 'toolCalls', calls: [{ name: 'everything__echo', arguments: '{"message":"via responses"}' }] }], usage: { prompt_tokens: 20, completion_tokens: 5 } },
+    { steps: [{ kind: 'text', text: 'The echo said: via responses' }], usage: { prompt_tokens: 30, completion_tokens: 6 } },
+  );
+  const stream = s.openai.responses.stream({ model: 'test-model', input: 'echo it', tools: [{ type: 'mcp', server_label: 'everything', require_approval: 'never' }] });
+  const types: string[] = [];
+  for await (const e of stream) types.push(e.type);
+  const r = await stream.finalResponse();
+  expect(r.output.map((o) => o.type)).toEqual(['mcp_call', 'message']);
+  expect(r.output[0]).toMatchObject({ type: 'mcp_call', server_label: 'everything', name: 'echo', arguments: '{"message":"via responses"}', error: null });
+  expect(String((r.output[0] as { output: string }).output)).toContain('via responses');
+  expect(r.output_text).toBe('The echo said: via responses');
+  expect(types).toEqual(expect.arrayContaining(['response.mcp_call.in_progress', 'response.mcp_call_arguments.done', 'response.mcp_call.completed']));
+  // Usage summed over the run's two model calls.
+  expect(r.usage).toMatchObject({ input_tokens: 50, output_tokens: 11 });
+  expect(messagesOf(1).find((m) => m.role === 'tool')?.content).toContain('via responses');
+});
+
+test('previous_response_id: the next turn carries the earlier one; another key cannot continue it', async () => {
+  s.upstream.enqueue({ steps: [{ kind: 'text', text: 'Noted: blue.' }] });
+  const first = await s.openai.responses.create({ model: 'test-model', input: 'My favourite colour is blue.' });
+  s.upstream.enqueue({ steps: [{ kind: 'text', text: 'Blue.' }] });
+  const second = await s.openai.responses.create({ model: 'test-model', input: 'What is it?', previous_response_id: first.id });
+  expect(second.output_text).toBe('Blue.');
+  expect(messagesOf(1)).toEqual([
+    { role: 'user', content: 'My favourite colour is blue.' },
+    expect.objectContaining({ role: 'assistant', content: 'Noted: blue.' }),
+    { role: 'user', content: 'What is it?' },
+  ]);
+  const missing = await s.openai.responses.create({ model: 'test-model', input: 'x', previous_response_id: 'resp_' + '0'.repeat(32) }).catch((e: unknown) => e);
+  expect(missing).toBeInstanceOf(OpenAI.APIError);
+  expect((missing as InstanceType<typeof OpenAI.APIError>).status).toBe(404);
+  expect((missing as InstanceType<typeof OpenAI.APIError>).code).toBe('previous_response_not_found');
+});
+
+test('refused: an unsupported field is a 400 naming it; a bad input is a 400 with its param', async () => {
+  const post = (body: unknown) => fetch(`${s.apiUrl}/v1/responses`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const unknown = await post({ model: 'test-model', input: 'hi', background: true });
+  expect(unknown.status).toBe(400);
+  expect(await unknown.json()).toEqual({ error: { message: expect.stringContaining("'background'"), type: 'invalid_request_error', param: 'background', code: 'unsupported_parameter' } });
+  const bad = await post({ model: 'test-model', input: [{ role: 'user', content: 7 }] });
+  expect(bad.status).toBe(400);
+  expect(((await bad.json()) as { error: { param: string } }).error.param).toMatch(/^input\[0\]/);
+  const none = await fetch(`${s.apiUrl}/v1/responses/resp_${'f'.repeat(32)}`);
+  expect(none.status).toBe(404);
+  expect(s.upstream.requests).toHaveLength(0);
+});
