@@ -200,11 +200,17 @@ export class Generator {
         headers['content-encoding'] = enc;
         if (enc === 'gzip' && this.chance(0.5)) body = gzipSync(body);
       }
-      const path = this.chance(0.8) ? '/v1/chat/completions' : this.pick(['/v1/chat/completions/', '/v1/chat/completions?x=%zz', '//v1/chat/completions', '/v1/completions']);
+      // The same bodies at the Responses front door too: mostly refusals, none of them a 5xx.
+      const path = this.chance(0.8) ? this.pick(['/v1/chat/completions', '/v1/chat/completions', '/v1/chat/completions', '/v1/responses']) : this.pick(['/v1/chat/completions/', '/v1/chat/completions?x=%zz', '//v1/chat/completions', '/v1/completions', '/v1/responses/']);
       return { method: this.chance(0.9) ? 'POST' : this.pick(['PUT', 'GET', 'PATCH']), path, headers, body, caller, what: `completion: ${what}` };
     }
     if (route < 9) {
       const { id, foreign } = this.runId(caller);
+      if (this.chance(0.15)) {
+        // A response is its run: the other key's runs must stay out of reach here as well.
+        const rid = id.replace(/^chatcmpl-/, 'resp_');
+        return { method: this.pick(['GET', 'GET', 'DELETE']), path: `/v1/responses/${rid}`, headers, caller, foreignRun: foreign, what: 'response route' };
+      }
       const sub = this.pick(['', '/events', '/events?after=0:0', '/events?include_usage=true&after=zz', '/cancel', '/approvals/apr_0_0', '/approvals/%E0%A4%A']);
       const post = sub === '/cancel' || sub.startsWith('/approvals');
       let body: Buffer | undefined;
