@@ -9,7 +9,7 @@ import { createAuth, keyResolver } from './auth';
 import { jsonBody } from './body';
 import { localOnly } from './localOnly';
 import { createCompletionHandler, type CompletionDeps } from './chatCompletions';
-import { createGetResponseHandler, createResponsesHandler } from './responses';
+import { createCancelResponseHandler, createGetResponseHandler, createResponsesHandler } from './responses';
 import { ApiError, errorMiddleware, sendError, temporalUnavailable } from './errors';
 import { createRunsRouter } from './runs';
 import { createCodecRouter } from './codec';
@@ -68,7 +68,8 @@ export function createHandler(d: AppDeps): RequestListener {
 function routeOf(url: string | undefined): string {
   const path = url?.split('?')[0] ?? '';
   if (path === '/v1/responses') return path;
-  if (/^\/v1\/responses\/[^/]+$/.test(path)) return '/v1/responses/{id}';
+  const response = /^\/v1\/responses\/[^/]+(\/cancel)?$/.exec(path);
+  if (response) return `/v1/responses/{id}${response[1] ?? ''}`;
   if (path === '/v1/chat/completions' || path === '/v1/models' || path === '/metrics' || path === '/healthz' || path === '/readyz' || path === '/codec/encode' || path === '/codec/decode') return path;
   const run = /^\/v1\/runs\/[^/]+(\/events|\/cancel|\/approvals\/[^/]+)?$/.exec(path);
   if (run) return `/v1/runs/{id}${run[1]?.startsWith('/approvals') ? '/approvals/{approval_id}' : (run[1] ?? '')}`;
@@ -147,6 +148,7 @@ function createApp(d: AppDeps): express.Express {
   v1.post('/chat/completions', needsTemporal, createCompletionHandler(d));
   v1.post('/responses', needsTemporal, createResponsesHandler(d));
   v1.get('/responses/:id', needsTemporal, createGetResponseHandler(d));
+  v1.post('/responses/:id/cancel', needsTemporal, createCancelResponseHandler(d));
   v1.use('/runs', needsTemporal);
   v1.use(createRunsRouter(d));
   app.use('/v1', v1);

@@ -5,7 +5,6 @@
  * Responses output items and stream events. A response id is its run's id (`resp_<hex>` is
  * `chatcmpl-<hex>`), so the Temporal UI, `/v1/runs/{id}` and the response are one thing.
  */
-import { randomUUID } from 'node:crypto';
 import type { Request, Response } from 'express';
 import { z } from 'zod';
 import { WorkflowNotFoundError } from '@temporalio/client';
@@ -62,6 +61,7 @@ const ResponsesRequestSchema = z
     tool_choice: z.union([z.enum(['auto', 'none', 'required']), z.looseObject({ type: z.literal('function'), name: z.string() })]).optional(),
     parallel_tool_calls: z.boolean().nullish(),
     stream: z.boolean().nullish(),
+    background: z.boolean().nullish(),
     store: z.boolean().nullish(),
     previous_response_id: z.string().nullish(),
     temperature: z.number().nullish(),
@@ -178,7 +178,6 @@ function wireUsage(u: Usage | undefined) {
   };
 }
 
-const itemId = (prefix: string) => `${prefix}_${randomUUID().replace(/-/g, '')}`;
 
 /**
  * Turns a run's events into Responses output items, calling `emit` with each stream event
@@ -186,7 +185,7 @@ const itemId = (prefix: string) => `${prefix}_${randomUUID().replace(/-/g, '')}`
  */
 class ResponseBuilder {
   readonly output: OutputItem[] = [];
-  status: 'in_progress' | 'completed' | 'incomplete' | 'failed' = 'in_progress';
+  status: 'in_progress' | 'completed' | 'incomplete' | 'failed' | 'cancelled' = 'in_progress';
   usage: Usage | undefined;
   error: WireError | null = null;
   finishReason: string | null = null;
@@ -195,7 +194,18 @@ class ResponseBuilder {
   private mcp = new Map<string, { item: OutputItem; index: number }>();
   private step = -1;
 
-  constructor(private readonly emit: (type: string, data: Record<string, unknown>) => void) {}
+  /**
+   * `hex` is the run's: item ids are `<kind>_<hex>_<output index>`, the same on every reading of
+   * the run, so a resumed stream and `GET` name the items the first stream named.
+   */
+  constructor(
+    private readonly hex: string,
+    private readonly emit: (type: string, data: Record<string, unknown>) => void,
+  ) {}
+
+  private itemId(prefix: string): string {
+    return `${prefix}_${this.hex}_${this.output.length}`;
+  }
 
   private add(item: OutputItem): number {
     this.output.push(item);
@@ -244,7 +254,7 @@ class ResponseBuilder {
           const d = deltaOf(raw);
           if (d.content) {
             if (!this.text) {
-              const item: OutputItem = { type: 'message', id: itemId('msg'), status: 'in_progress', role: 'assistant', content: [] };
+              const item: OutputItem = { type: 'message', id: this.itemId('msg'), status: 'in_progress', role: 'assistant', content: [] };
               this.text = { item, index: this.add(item), text: '' };
               this.emit('response.content_part.added', { item_id: item.id, output_index: this.text.index, content_index: 0, part: { type: 'output_text', text: '', annotations: [] } });
             }
@@ -255,7 +265,7 @@ class ResponseBuilder {
             let call = this.calls.get(c.index);
             if (!call) {
               this.closeText();
-              const item: OutputItem = { type: 'function_call', id: itemId('fc'), status: 'in_progress', call_id: c.id ?? '', name: c.function?.name ?? '', arguments: '' };
+              const item: OutputItem = { type: 'function_call', id: this.itemId('fc'), status: 'in_progress', call_id: c.id ?? '', name: c.function?.name ?? '', arguments: '' };
               call = { item, index: this.add(item) };
               this.calls.set(c.index, call);
             }
@@ -269,7 +279,7 @@ class ResponseBuilder {
         return;
       case 'tool_started': {
         this.closeText();
-        const item: OutputItem = { type: 'mcp_call', id: itemId('mcp'), status: 'in_progress', server_label: e.server, name: e.tool, arguments: e.arguments, output: null, error: null };
+        const item: OutputItem = { type: 'mcp_call', id: this.itemId('mcp'), status: 'in_progress', server_label: e.server, name: e.tool, arguments: e.arguments, output: null, error: null };
         const index = this.add(item);
         this.mcp.set(e.callId, { item, index });
         this.emit('response.mcp_call.in_progress', { item_id: item.id, output_index: index });
@@ -296,7 +306,7 @@ class ResponseBuilder {
         // The run's final message is authoritative for text its deltas did not carry (a joined run).
         const finalText = e.message.content ?? '';
         if (!this.text && finalText && !this.output.some((o) => o.type === 'message')) {
-          const item: OutputItem = { type: 'message', id: itemId('msg'), status: 'in_progress', role: 'assistant', content: [] };
+          const item: OutputItem = { type: 'message', id: this.itemId('msg'), status: 'in_progress', role: 'assistant', content: [] };
           this.text = { item, index: this.add(item), text: finalText };
         }
         this.closeText();
@@ -311,7 +321,7 @@ class ResponseBuilder {
         this.closeCalls();
         this.usage = e.usage;
         this.error = e.error;
-        this.status = 'failed';
+        this.status = e.error.code === 'run_cancelled' ? 'cancelled' : 'failed';
         return;
       default:
         return;
@@ -321,6 +331,8 @@ class ResponseBuilder {
 
 interface ResponseContext {
   id: string;
+  /** The run's 32 hex digits (item ids derive from them). */
+  hex: string;
   created: number;
   model: string;
   request: Partial<ResponsesRequest>;
@@ -350,7 +362,7 @@ function responseObject(ctx: ResponseContext, b: ResponseBuilder | null) {
     tools: r.tools ?? [],
     text: r.text ?? { format: { type: 'text' } },
     reasoning: r.reasoning ?? null,
-    background: false,
+    background: r.background ?? false,
   };
 }
 
@@ -398,9 +410,15 @@ export function createResponsesHandler(d: CompletionDeps) {
       throw badRequest(`${issue.message} (${issueParam(issue.path) ?? 'request'}, after translation)`, 'input');
     }
     const run = await launchRun(d, req, res, chat.data, req.body);
-    const ctx: ResponseContext = { id: toResponseId(run.runId), created: Math.floor(Date.now() / 1000), model: r.model, request: r };
+    const id = toResponseId(run.runId);
+    const ctx: ResponseContext = { id, hex: id.slice(RESP_PREFIX.length), created: Math.floor(Date.now() / 1000), model: r.model, request: r };
+    if (r.background && !r.stream) {
+      // The run goes on without this request: GET /v1/responses/{id} (with ?stream=true) follows it.
+      res.json(responseObject(ctx, null));
+      return;
+    }
     if (!r.stream) {
-      const b = new ResponseBuilder(() => undefined);
+      const b = new ResponseBuilder(ctx.hex, () => undefined);
       for await (const e of run.events!) b.take(e);
       if (b.error && b.output.length === 0) throw new ApiError(b.error.status, b.error.message, b.error.type, b.error.code, b.error.param);
       res.json(responseObject(ctx, b));
@@ -410,11 +428,19 @@ export function createResponsesHandler(d: CompletionDeps) {
   };
 }
 
-/** Writes the Responses stream: `event: <type>` and `data: {type, sequence_number, …}` per event. */
-async function streamResponse(res: Response, events: AsyncGenerator<RunEvent>, ctx: ResponseContext): Promise<void> {
+/**
+ * Writes the Responses stream: `event: <type>` and `data: {type, sequence_number, …}` per event.
+ * The events of a run and their numbers are the same on every reading of its log, so a reader
+ * that resumes `after` a sequence number is sent only what follows it.
+ */
+async function streamResponse(res: Response, events: AsyncGenerator<RunEvent>, ctx: ResponseContext, after = -1): Promise<void> {
   let seq = 0;
   let started = false;
   const write = (type: string, data: Record<string, unknown>) => {
+    if (seq <= after) {
+      seq++;
+      return;
+    }
     if (!started) {
       started = true;
       res.status(200).setHeader('Content-Type', 'text/event-stream; charset=utf-8');
@@ -423,7 +449,7 @@ async function streamResponse(res: Response, events: AsyncGenerator<RunEvent>, c
     }
     res.write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...data })}\n\n`);
   };
-  const b = new ResponseBuilder(write);
+  const b = new ResponseBuilder(ctx.hex, write);
   write('response.created', { response: responseObject(ctx, null) });
   write('response.in_progress', { response: responseObject(ctx, null) });
   try {
@@ -436,39 +462,70 @@ async function streamResponse(res: Response, events: AsyncGenerator<RunEvent>, c
     b.error = { status: err.status, message: err.message, type: err.type, code: err.code, param: err.param };
     b.status = 'failed';
   }
-  if (b.status === 'failed' && b.error) {
+  if (b.status === 'cancelled') write('response.cancelled', { response: responseObject(ctx, b) });
+  else if (b.status === 'failed' && b.error) {
     write('error', { ...errorBody(b.error).error });
     write('response.failed', { response: responseObject(ctx, b) });
   } else write(b.status === 'incomplete' ? 'response.incomplete' : 'response.completed', { response: responseObject(ctx, b) });
   res.end();
 }
 
-/** GET /v1/responses/{id}: the response of a run of the caller's key, rebuilt from its event log. */
+/** A response of the caller's key: its run's handle, description and state (404 otherwise). */
+async function loadResponse(d: CompletionDeps, req: Request, res: Response) {
+  const id = String(req.params.id);
+  const runId = toRunId(id);
+  const notFound = () => new ApiError(404, `Response with id '${id}' not found.`, 'invalid_request_error', 'response_not_found', 'response_id');
+  if (!runId) throw notFound();
+  const handle = d.client.workflow.getHandle(runId);
+  try {
+    const [desc, state] = await Promise.all([handle.describe(), queryRun<RunState>(d.client, handle, STATE_QUERY)]);
+    if ((state.keyName ?? 'anonymous') !== String(res.locals.keyName ?? 'anonymous')) throw notFound();
+    const ctx: ResponseContext = { id, hex: id.slice(RESP_PREFIX.length), created: Math.floor(desc.startTime.getTime() / 1000), model: state.model, request: {} };
+    return { runId, handle, desc, state, ctx };
+  } catch (e) {
+    if (e instanceof WorkflowNotFoundError) throw notFound();
+    throw e;
+  }
+}
+
+/**
+ * GET /v1/responses/{id}: the response rebuilt from its run's event log (`in_progress` while it
+ * runs); with `?stream=true` its stream from the start, or after `starting_after`, live to its end.
+ */
 export function createGetResponseHandler(d: CompletionDeps) {
   return async (req: Request, res: Response): Promise<void> => {
-    const id = String(req.params.id);
-    const runId = toRunId(id);
-    const notFound = () => new ApiError(404, `Response with id '${id}' not found.`, 'invalid_request_error', 'response_not_found', 'id');
-    if (!runId) throw notFound();
-    const handle = d.client.workflow.getHandle(runId);
-    let state: RunState;
-    let desc: Awaited<ReturnType<typeof handle.describe>>;
-    try {
-      [desc, state] = await Promise.all([handle.describe(), queryRun<RunState>(d.client, handle, STATE_QUERY)]);
-    } catch (e) {
-      if (e instanceof WorkflowNotFoundError) throw notFound();
-      throw e;
+    const { runId, desc, state, ctx } = await loadResponse(d, req, res);
+    const abort = new AbortController();
+    res.on('close', () => abort.abort());
+    const events = () => relayRun({ client: d.client, live: d.live, runId, from: START, signal: abort.signal, heartbeatMs: d.config.stream.heartbeatSeconds * 1000 });
+    if (req.query.stream === 'true') {
+      const raw = req.query.starting_after;
+      const after = raw === undefined ? -1 : Number(raw);
+      if (!Number.isInteger(after) || after < -1) throw badRequest('starting_after must be a sequence number (an integer from 0)', 'starting_after');
+      res.once('close', d.limiter.openStream(String(res.locals.keyName ?? 'anonymous')));
+      await streamResponse(res, events(), ctx, after);
+      return;
     }
-    if ((state.keyName ?? 'anonymous') !== String(res.locals.keyName ?? 'anonymous')) throw notFound();
-    const ctx: ResponseContext = { id, created: Math.floor(desc.startTime.getTime() / 1000), model: state.model, request: {} };
     // A run whose answer is in (its workflow may still be closing) is read back from its log.
     if (desc.status.name === 'RUNNING' && !state.result) {
       res.json(responseObject(ctx, null));
       return;
     }
+    const b = new ResponseBuilder(ctx.hex, () => undefined);
+    for await (const e of events()) b.take(e);
+    res.json(responseObject(ctx, b));
+  };
+}
+
+/** POST /v1/responses/{id}/cancel: cancels the run (its compensations run); the response as it ends. */
+export function createCancelResponseHandler(d: CompletionDeps) {
+  return async (req: Request, res: Response): Promise<void> => {
+    const { runId, handle, desc, ctx } = await loadResponse(d, req, res);
+    if (desc.status.name !== 'RUNNING') throw new ApiError(409, `Response '${ctx.id}' is not in progress (${desc.status.name.toLowerCase()}).`, 'invalid_request_error', 'response_not_in_progress', 'response_id');
+    await handle.cancel();
     const abort = new AbortController();
     res.on('close', () => abort.abort());
-    const b = new ResponseBuilder(() => undefined);
+    const b = new ResponseBuilder(ctx.hex, () => undefined);
     for await (const e of relayRun({ client: d.client, live: d.live, runId, from: START, signal: abort.signal, heartbeatMs: d.config.stream.heartbeatSeconds * 1000 })) b.take(e);
     res.json(responseObject(ctx, b));
   };

@@ -137,11 +137,60 @@ test('previous_response_id: the next turn carries the earlier one; another key c
   expect((missing as InstanceType<typeof OpenAI.APIError>).code).toBe('previous_response_not_found');
 });
 
+test('background: the POST answers at once, the run goes on, retrieve sees it complete', async () => {
+  s.upstream.enqueue({ steps: [{ kind: 'text', text: 'done in the background', chunks: 4, delayMs: 100 }] });
+  const r = await s.openai.responses.create({ model: 'test-model', input: 'work', background: true });
+  expect(r.background).toBe(true);
+  expect(r.status).toBe('in_progress');
+  expect(r.output).toEqual([]);
+  let seen = r;
+  for (let i = 0; i < 100 && seen.status === 'in_progress'; i++) {
+    await new Promise((ok) => setTimeout(ok, 100));
+    seen = await s.openai.responses.retrieve(r.id);
+  }
+  expect(seen.status).toBe('completed');
+  expect(seen.output_text).toBe('done in the background');
+});
+
+test('background stream: a client that disconnects resumes with starting_after on the same sequence, every event once', async () => {
+  const words = Array.from({ length: 12 }, (_, i) => `w${i} `);
+  s.upstream.enqueue({ steps: [{ kind: 'text', text: words.join(''), chunks: 12, delayMs: 80 }] });
+  const first = await s.openai.responses.create({ model: 'test-model', input: 'stream it', stream: true, background: true });
+  const seen: Array<{ type: string; sequence_number: number; delta?: string }> = [];
+  let id = '';
+  for await (const e of first) {
+    seen.push(e as never);
+    if (e.type === 'response.created') id = e.response.id;
+    if (e.type === 'response.output_text.delta' && seen.filter((x) => x.type === 'response.output_text.delta').length === 3) break; // the client goes away
+  }
+  const lastSeq = seen.at(-1)!.sequence_number;
+  const rest = await s.openai.responses.retrieve(id, { stream: true, starting_after: lastSeq });
+  for await (const e of rest) seen.push(e as never);
+  expect(seen.map((e) => e.sequence_number)).toEqual(seen.map((_, i) => i));
+  expect(seen.at(-1)!.type).toBe('response.completed');
+  expect(seen.filter((e) => e.type === 'response.output_text.delta').map((e) => e.delta).join('')).toBe(words.join(''));
+  // A reading from the start, once the run is over, is the same stream event for event.
+  const replay: Array<{ type: string; sequence_number: number }> = [];
+  for await (const e of await s.openai.responses.retrieve(id, { stream: true })) replay.push(e as never);
+  expect(replay.map((e) => `${e.sequence_number} ${e.type}`)).toEqual(seen.map((e) => `${e.sequence_number} ${e.type}`));
+});
+
+test('cancel: POST /v1/responses/{id}/cancel stops a background run; the response ends cancelled', async () => {
+  s.upstream.enqueue({ steps: [{ kind: 'text', text: 'x'.repeat(40), chunks: 40, delayMs: 200 }] });
+  const r = await s.openai.responses.create({ model: 'test-model', input: 'long', background: true });
+  await new Promise((ok) => setTimeout(ok, 500));
+  const cancelled = await s.openai.responses.cancel(r.id);
+  expect(cancelled.status).toBe('cancelled');
+  expect((await s.openai.responses.retrieve(r.id)).status).toBe('cancelled');
+  const again = await s.openai.responses.cancel(r.id).catch((e: unknown) => e);
+  expect((again as InstanceType<typeof OpenAI.APIError>).status).toBe(409);
+});
+
 test('refused: an unsupported field is a 400 naming it; a bad input is a 400 with its param', async () => {
   const post = (body: unknown) => fetch(`${s.apiUrl}/v1/responses`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  const unknown = await post({ model: 'test-model', input: 'hi', background: true });
+  const unknown = await post({ model: 'test-model', input: 'hi', truncation: 'auto' });
   expect(unknown.status).toBe(400);
-  expect(await unknown.json()).toEqual({ error: { message: expect.stringContaining("'background'"), type: 'invalid_request_error', param: 'background', code: 'unsupported_parameter' } });
+  expect(await unknown.json()).toEqual({ error: { message: expect.stringContaining("'truncation'"), type: 'invalid_request_error', param: 'truncation', code: 'unsupported_parameter' } });
   const bad = await post({ model: 'test-model', input: [{ role: 'user', content: 7 }] });
   expect(bad.status).toBe(400);
   expect(((await bad.json()) as { error: { param: string } }).error.param).toMatch(/^input\[0\]/);
