@@ -15,13 +15,26 @@ import { START } from '../domain/positions';
 import { launchRun, type CompletionDeps } from './chatCompletions';
 import { ApiError, badRequest, errorBody, toApiError } from './errors';
 import { queryRun } from './query';
+import { decideApproval } from './runs';
 import { relayRun } from './relay';
 import { ChatCompletionRequestSchema, INPUT_BOUNDS, issueParam } from './schemas';
 
 const RUN_PREFIX = 'chatcmpl-';
-const RESP_PREFIX = 'resp_';
-const toResponseId = (runId: string) => (runId.startsWith(RUN_PREFIX) ? RESP_PREFIX + runId.slice(RUN_PREFIX.length) : runId);
-const toRunId = (responseId: string) => (/^resp_[0-9a-f]{32}$/.test(responseId) ? RUN_PREFIX + responseId.slice(RESP_PREFIX.length) : null);
+/**
+ * A run answers as one response, or as several when it stops for approvals: the Responses API
+ * ends a response at an `mcp_approval_request`, and the client's `mcp_approval_response` comes in
+ * a new request. Segment 0 is `resp_<hex>`, the part after the k-th approval `resp_<hex>_<k>`.
+ */
+interface ResponseRef {
+  runId: string;
+  hex: string;
+  segment: number;
+}
+const responseIdOf = (hex: string, segment: number) => `resp_${hex}${segment > 0 ? `_${segment}` : ''}`;
+function refOf(responseId: string): ResponseRef | null {
+  const m = /^resp_([0-9a-f]{32})(?:_([1-9]\d{0,3}))?$/.exec(responseId);
+  return m ? { runId: RUN_PREFIX + m[1]!, hex: m[1]!, segment: m[2] ? Number(m[2]) : 0 } : null;
+}
 
 // ---- the request ----
 
@@ -34,7 +47,8 @@ const MessageItem = z.looseObject({
 });
 const FunctionCallItem = z.looseObject({ type: z.literal('function_call'), call_id: z.string().min(1), name: z.string().min(1), arguments: z.string() });
 const FunctionCallOutputItem = z.looseObject({ type: z.literal('function_call_output'), call_id: z.string().min(1), output: z.union([z.string(), z.array(TextPart)]) });
-const InputItem = z.union([MessageItem, FunctionCallItem, FunctionCallOutputItem]);
+const ApprovalResponseItem = z.looseObject({ type: z.literal('mcp_approval_response'), approval_request_id: z.string().min(1), approve: z.boolean(), reason: z.string().nullish() });
+const InputItem = z.union([MessageItem, FunctionCallItem, FunctionCallOutputItem, ApprovalResponseItem]);
 
 const FunctionTool = z.looseObject({
   type: z.literal('function'),
@@ -93,6 +107,8 @@ function messagesOf(r: ResponsesRequest): ChatMessage[] {
       else out.push({ role: 'assistant', content: null, tool_calls: [call] });
     } else if (item.type === 'function_call_output') {
       out.push({ role: 'tool', tool_call_id: item.call_id, content: textOf(item.output) });
+    } else if (item.type === 'mcp_approval_response') {
+      continue; // decided on the waiting run, not sent upstream (see continueAfterApproval)
     } else {
       const content =
         typeof item.content === 'string'
@@ -136,9 +152,10 @@ function chatBodyOf(r: ResponsesRequest, history: ChatMessage[]): Record<string,
 
 /** The conversation a previous response ended: its run's input messages, then its answer. */
 async function previousConversation(d: CompletionDeps, responseId: string, keyName: string): Promise<ChatMessage[]> {
-  const runId = toRunId(responseId);
+  const ref = refOf(responseId);
   const notFound = () => new ApiError(404, `Previous response with id '${responseId}' not found.`, 'invalid_request_error', 'previous_response_not_found', 'previous_response_id');
-  if (!runId) throw notFound();
+  if (!ref) throw notFound();
+  const runId = ref.runId;
   const handle = d.client.workflow.getHandle(runId);
   let state: RunState;
   try {
@@ -193,18 +210,24 @@ class ResponseBuilder {
   private calls = new Map<number, { item: OutputItem; index: number }>();
   private mcp = new Map<string, { item: OutputItem; index: number }>();
   private step = -1;
+  /** Approval requests seen: the run's events before the segment's own are not this response's. */
+  private approvals = 0;
+  /** The response has ended (its run's end, or an approval request that ends the segment). */
+  over = false;
 
   /**
-   * `hex` is the run's: item ids are `<kind>_<hex>_<output index>`, the same on every reading of
-   * the run, so a resumed stream and `GET` name the items the first stream named.
+   * `hex` and `segment` are the response's: item ids are `<kind>_<hex>[_<segment>]_<output index>`,
+   * the same on every reading of the run, so a resumed stream and `GET` name the items the first
+   * stream named.
    */
   constructor(
     private readonly hex: string,
+    private readonly segment: number,
     private readonly emit: (type: string, data: Record<string, unknown>) => void,
   ) {}
 
   private itemId(prefix: string): string {
-    return `${prefix}_${this.hex}_${this.output.length}`;
+    return `${prefix}_${this.hex}${this.segment > 0 ? `_${this.segment}` : ''}_${this.output.length}`;
   }
 
   private add(item: OutputItem): number {
@@ -247,6 +270,12 @@ class ResponseBuilder {
   }
 
   take(e: RunEvent): void {
+    if (this.over) return;
+    if (this.approvals < this.segment) {
+      if (e.t === 'approval_required') this.approvals++;
+      // An earlier response's part of the run; its end is this one's too.
+      if (e.t !== 'end' && e.t !== 'error') return;
+    }
     this.onStep(e.step);
     switch (e.t) {
       case 'deltas':
@@ -299,8 +328,12 @@ class ResponseBuilder {
         return;
       }
       case 'approval_required':
+        // The response ends here; the client's mcp_approval_response continues the run in a new one.
         this.closeText();
+        this.closeCalls();
         this.done(this.add({ type: 'mcp_approval_request', id: e.approvalId, server_label: e.server, name: e.tool, arguments: e.arguments }));
+        this.status = 'completed';
+        this.over = true;
         return;
       case 'end': {
         // The run's final message is authoritative for text its deltas did not carry (a joined run).
@@ -314,6 +347,7 @@ class ResponseBuilder {
         this.usage = e.usage;
         this.finishReason = e.finishReason;
         this.status = e.finishReason === 'length' ? 'incomplete' : 'completed';
+        this.over = true;
         return;
       }
       case 'error':
@@ -322,6 +356,7 @@ class ResponseBuilder {
         this.usage = e.usage;
         this.error = e.error;
         this.status = e.error.code === 'run_cancelled' ? 'cancelled' : 'failed';
+        this.over = true;
         return;
       default:
         return;
@@ -331,8 +366,9 @@ class ResponseBuilder {
 
 interface ResponseContext {
   id: string;
-  /** The run's 32 hex digits (item ids derive from them). */
+  /** The run's 32 hex digits and the response's segment of it (item ids derive from them). */
   hex: string;
+  segment: number;
   created: number;
   model: string;
   request: Partial<ResponsesRequest>;
@@ -388,6 +424,70 @@ function deepest(issue: Issue, base: PropertyKey[] = []): { path: PropertyKey[];
   return best;
 }
 
+/** Reads a response's events into `b` (no stream), until the response is over. */
+async function collect(events: AsyncGenerator<RunEvent>, b: ResponseBuilder): Promise<ResponseBuilder> {
+  for await (const e of events) {
+    b.take(e);
+    if (b.over) break;
+  }
+  return b;
+}
+
+/** The run's events from its start, for as long as the request lasts. */
+function runEvents(d: CompletionDeps, res: Response, runId: string): AsyncGenerator<RunEvent> {
+  const abort = new AbortController();
+  res.on('close', () => abort.abort());
+  return relayRun({ client: d.client, live: d.live, runId, from: START, signal: abort.signal, heartbeatMs: d.config.stream.heartbeatSeconds * 1000 });
+}
+
+/** Answers a response as JSON or as its stream. */
+async function answer(res: Response, events: AsyncGenerator<RunEvent>, ctx: ResponseContext, stream: boolean): Promise<void> {
+  if (stream) return streamResponse(res, events, ctx);
+  const b = await collect(events, new ResponseBuilder(ctx.hex, ctx.segment, () => undefined));
+  if (b.error && b.output.length === 0) throw new ApiError(b.error.status, b.error.message, b.error.type, b.error.code, b.error.param);
+  res.json(responseObject(ctx, b));
+}
+
+/**
+ * A request that answers the previous response's approval requests (`mcp_approval_response`
+ * items): the decisions go to the run that waits for them, and this response is the run's next
+ * segment, from those decisions on.
+ */
+async function continueAfterApproval(d: CompletionDeps, req: Request, res: Response, r: ResponsesRequest): Promise<void> {
+  const items = Array.isArray(r.input) ? r.input : [];
+  const decisions = items.filter((i) => i.type === 'mcp_approval_response');
+  if (decisions.length !== items.length) throw badRequest('input: mcp_approval_response items cannot be mixed with other input (the run they answer is waiting for them alone)', 'input', 'invalid_approval_input');
+  if (!r.previous_response_id) throw badRequest('mcp_approval_response needs previous_response_id: the response whose mcp_approval_request it answers', 'previous_response_id');
+  const keyName = String(res.locals.keyName ?? 'anonymous');
+  const ref = refOf(r.previous_response_id);
+  const notFound = () => new ApiError(404, `Previous response with id '${r.previous_response_id}' not found.`, 'invalid_request_error', 'previous_response_not_found', 'previous_response_id');
+  if (!ref) throw notFound();
+  const handle = d.client.workflow.getHandle(ref.runId);
+  let state: RunState;
+  try {
+    state = await queryRun<RunState>(d.client, handle, STATE_QUERY);
+  } catch (e) {
+    if (e instanceof WorkflowNotFoundError) throw notFound();
+    throw e;
+  }
+  if ((state.keyName ?? 'anonymous') !== keyName) throw notFound();
+  for (const item of decisions) {
+    await decideApproval(handle, ref.runId, { approvalId: item.approval_request_id, approve: item.approve, ...(item.reason ? { reason: item.reason } : {}) });
+  }
+  const segment = ref.segment + 1;
+  const ctx: ResponseContext = { id: responseIdOf(ref.hex, segment), hex: ref.hex, segment, created: Math.floor(Date.now() / 1000), model: state.model, request: r };
+  res.setHeader('X-Run-Id', ref.runId);
+  const events = runEvents(d, res, ref.runId);
+  // This request follows the run to its end: the run's lease ends with it, as a first request's would.
+  const watched = (async function* () {
+    for await (const e of events) {
+      if (e.t === 'end' || e.t === 'error') d.limiter.ended(keyName, ref.runId);
+      yield e;
+    }
+  })();
+  await answer(res, watched, ctx, r.stream === true);
+}
+
 export function createResponsesHandler(d: CompletionDeps) {
   return async (req: Request, res: Response): Promise<void> => {
     const parsed = ResponsesRequestSchema.safeParse(req.body);
@@ -402,6 +502,7 @@ export function createResponsesHandler(d: CompletionDeps) {
       throw badRequest(`${param ? `${param}: ` : ''}${why.message}`, param);
     }
     const r = parsed.data;
+    if (Array.isArray(r.input) && r.input.some((i) => i.type === 'mcp_approval_response')) return continueAfterApproval(d, req, res, r);
     const keyName = String(res.locals.keyName ?? 'anonymous');
     const history = r.previous_response_id ? await previousConversation(d, r.previous_response_id, keyName) : [];
     const chat = ChatCompletionRequestSchema.safeParse(chatBodyOf(r, history));
@@ -410,21 +511,14 @@ export function createResponsesHandler(d: CompletionDeps) {
       throw badRequest(`${issue.message} (${issueParam(issue.path) ?? 'request'}, after translation)`, 'input');
     }
     const run = await launchRun(d, req, res, chat.data, req.body);
-    const id = toResponseId(run.runId);
-    const ctx: ResponseContext = { id, hex: id.slice(RESP_PREFIX.length), created: Math.floor(Date.now() / 1000), model: r.model, request: r };
+    const hex = run.runId.slice(RUN_PREFIX.length);
+    const ctx: ResponseContext = { id: responseIdOf(hex, 0), hex, segment: 0, created: Math.floor(Date.now() / 1000), model: r.model, request: r };
     if (r.background && !r.stream) {
       // The run goes on without this request: GET /v1/responses/{id} (with ?stream=true) follows it.
       res.json(responseObject(ctx, null));
       return;
     }
-    if (!r.stream) {
-      const b = new ResponseBuilder(ctx.hex, () => undefined);
-      for await (const e of run.events!) b.take(e);
-      if (b.error && b.output.length === 0) throw new ApiError(b.error.status, b.error.message, b.error.type, b.error.code, b.error.param);
-      res.json(responseObject(ctx, b));
-      return;
-    }
-    await streamResponse(res, run.events!, ctx);
+    await answer(res, run.events!, ctx, r.stream === true);
   };
 }
 
@@ -449,13 +543,14 @@ async function streamResponse(res: Response, events: AsyncGenerator<RunEvent>, c
     }
     res.write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...data })}\n\n`);
   };
-  const b = new ResponseBuilder(ctx.hex, write);
+  const b = new ResponseBuilder(ctx.hex, ctx.segment, write);
   write('response.created', { response: responseObject(ctx, null) });
   write('response.in_progress', { response: responseObject(ctx, null) });
   try {
     for await (const e of events) {
       if (res.destroyed) return;
       b.take(e);
+      if (b.over) break;
     }
   } catch (e) {
     const err = toApiError(e);
@@ -473,15 +568,15 @@ async function streamResponse(res: Response, events: AsyncGenerator<RunEvent>, c
 /** A response of the caller's key: its run's handle, description and state (404 otherwise). */
 async function loadResponse(d: CompletionDeps, req: Request, res: Response) {
   const id = String(req.params.id);
-  const runId = toRunId(id);
+  const ref = refOf(id);
   const notFound = () => new ApiError(404, `Response with id '${id}' not found.`, 'invalid_request_error', 'response_not_found', 'response_id');
-  if (!runId) throw notFound();
-  const handle = d.client.workflow.getHandle(runId);
+  if (!ref) throw notFound();
+  const handle = d.client.workflow.getHandle(ref.runId);
   try {
     const [desc, state] = await Promise.all([handle.describe(), queryRun<RunState>(d.client, handle, STATE_QUERY)]);
     if ((state.keyName ?? 'anonymous') !== String(res.locals.keyName ?? 'anonymous')) throw notFound();
-    const ctx: ResponseContext = { id, hex: id.slice(RESP_PREFIX.length), created: Math.floor(desc.startTime.getTime() / 1000), model: state.model, request: {} };
-    return { runId, handle, desc, state, ctx };
+    const ctx: ResponseContext = { id, hex: ref.hex, segment: ref.segment, created: Math.floor(desc.startTime.getTime() / 1000), model: state.model, request: {} };
+    return { runId: ref.runId, handle, desc, state, ctx };
   } catch (e) {
     if (e instanceof WorkflowNotFoundError) throw notFound();
     throw e;
@@ -495,25 +590,21 @@ async function loadResponse(d: CompletionDeps, req: Request, res: Response) {
 export function createGetResponseHandler(d: CompletionDeps) {
   return async (req: Request, res: Response): Promise<void> => {
     const { runId, desc, state, ctx } = await loadResponse(d, req, res);
-    const abort = new AbortController();
-    res.on('close', () => abort.abort());
-    const events = () => relayRun({ client: d.client, live: d.live, runId, from: START, signal: abort.signal, heartbeatMs: d.config.stream.heartbeatSeconds * 1000 });
     if (req.query.stream === 'true') {
       const raw = req.query.starting_after;
       const after = raw === undefined ? -1 : Number(raw);
       if (!Number.isInteger(after) || after < -1) throw badRequest('starting_after must be a sequence number (an integer from 0)', 'starting_after');
       res.once('close', d.limiter.openStream(String(res.locals.keyName ?? 'anonymous')));
-      await streamResponse(res, events(), ctx, after);
+      await streamResponse(res, runEvents(d, res, runId), ctx, after);
       return;
     }
-    // A run whose answer is in (its workflow may still be closing) is read back from its log.
-    if (desc.status.name === 'RUNNING' && !state.result) {
+    // A run whose answer is in (its workflow may still be closing), or that waits for an
+    // approval this response asked for, is read back from its log.
+    if (desc.status.name === 'RUNNING' && !state.result && state.pendingApprovals.length === 0) {
       res.json(responseObject(ctx, null));
       return;
     }
-    const b = new ResponseBuilder(ctx.hex, () => undefined);
-    for await (const e of events()) b.take(e);
-    res.json(responseObject(ctx, b));
+    res.json(responseObject(ctx, await collect(runEvents(d, res, runId), new ResponseBuilder(ctx.hex, ctx.segment, () => undefined))));
   };
 }
 
@@ -523,10 +614,6 @@ export function createCancelResponseHandler(d: CompletionDeps) {
     const { runId, handle, desc, ctx } = await loadResponse(d, req, res);
     if (desc.status.name !== 'RUNNING') throw new ApiError(409, `Response '${ctx.id}' is not in progress (${desc.status.name.toLowerCase()}).`, 'invalid_request_error', 'response_not_in_progress', 'response_id');
     await handle.cancel();
-    const abort = new AbortController();
-    res.on('close', () => abort.abort());
-    const b = new ResponseBuilder(ctx.hex, () => undefined);
-    for await (const e of relayRun({ client: d.client, live: d.live, runId, from: START, signal: abort.signal, heartbeatMs: d.config.stream.heartbeatSeconds * 1000 })) b.take(e);
-    res.json(responseObject(ctx, b));
+    res.json(responseObject(ctx, await collect(runEvents(d, res, runId), new ResponseBuilder(ctx.hex, ctx.segment, () => undefined))));
   };
 }

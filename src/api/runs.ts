@@ -4,7 +4,7 @@
  * pending tool approvals. A run is visible only to the API key that started it.
  */
 import { Router, type Request, type Response } from 'express';
-import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import type { Config } from '../config/load';
 import type { LiveHub } from '../connectors/liveHub';
 import { parsePosition } from '../domain/positions';
@@ -102,22 +102,27 @@ export function createRunsRouter(d: RunsDeps): Router {
     const { id, handle, desc } = await loadRun(d, req, res);
     if (desc.status.name !== 'RUNNING') throw new ApiError(404, `Run '${id}' has no pending approvals (${desc.status.name.toLowerCase()}).`, 'invalid_request_error', 'approval_not_found', 'approval_id');
     const decision: ApprovalDecision = { approvalId: String(req.params.approvalId), approve: body.approve, ...(body.reason ? { reason: body.reason } : {}) };
-    try {
-      const out = await handle.executeUpdate<ApprovalDecision & { by: string }, [ApprovalDecision]>(APPROVE_UPDATE, { args: [decision] });
-      res.json({ id: out.approvalId, object: 'mix2api.approval', run_id: id, approve: out.approve, reason: out.reason ?? null });
-    } catch (e) {
-      // The run closed between the check above and the update.
-      if (!(e instanceof WorkflowUpdateFailedError) && (await handle.describe()).status.name !== 'RUNNING') {
-        throw new ApiError(404, `Run '${id}' has no pending approvals (it has closed).`, 'invalid_request_error', 'approval_not_found', 'approval_id');
-      }
-      if (e instanceof WorkflowUpdateFailedError) {
-        const msg = e.cause?.message ?? e.message;
-        const already = /already decided/.test(msg);
-        throw new ApiError(already ? 409 : 404, msg, 'invalid_request_error', already ? 'approval_already_decided' : 'approval_not_found', 'approval_id');
-      }
-      throw e;
-    }
+    const out = await decideApproval(handle, id, decision);
+    res.json({ id: out.approvalId, object: 'mix2api.approval', run_id: id, approve: out.approve, reason: out.reason ?? null });
   });
 
   return r;
+}
+
+/** Decides one of a running run's pending approvals: 404 when it has none by that id, 409 when decided already. */
+export async function decideApproval(handle: WorkflowHandle, id: string, decision: ApprovalDecision): Promise<ApprovalDecision & { by: string }> {
+  try {
+    return await handle.executeUpdate<ApprovalDecision & { by: string }, [ApprovalDecision]>(APPROVE_UPDATE, { args: [decision] });
+  } catch (e) {
+    // The run closed between the caller's check and the update.
+    if (!(e instanceof WorkflowUpdateFailedError) && (await handle.describe()).status.name !== 'RUNNING') {
+      throw new ApiError(404, `Run '${id}' has no pending approvals (it has closed).`, 'invalid_request_error', 'approval_not_found', 'approval_id');
+    }
+    if (e instanceof WorkflowUpdateFailedError) {
+      const msg = e.cause?.message ?? e.message;
+      const already = /already decided/.test(msg);
+      throw new ApiError(already ? 409 : 404, msg, 'invalid_request_error', already ? 'approval_already_decided' : 'approval_not_found', 'approval_id');
+    }
+    throw e;
+  }
 }

@@ -120,6 +120,34 @@ test('mcp tool: a server-side loop on a configured server shows as an mcp_call i
   expect(messagesOf(1).find((m) => m.role === 'tool')?.content).toContain('via responses');
 });
 
+test('approval: the response ends at an mcp_approval_request; an mcp_approval_response continues the waiting run in the next response', async () => {
+  s.upstream.enqueue(
+    { steps: [{ kind: 'toolCalls', calls: [{ name: 'everything__echo', arguments: '{"message":"approved echo"}' }] }], usage: { prompt_tokens: 9, completion_tokens: 2 } },
+    { steps: [{ kind: 'text', text: 'Echoed after approval.' }], usage: { prompt_tokens: 14, completion_tokens: 3 } },
+  );
+  const tools = [{ type: 'mcp' as const, server_label: 'everything', require_approval: 'always' as const }];
+  const first = await s.openai.responses.stream({ model: 'test-model', input: 'echo, with my approval', tools }).finalResponse();
+  expect(first.status).toBe('completed');
+  expect(first.output.map((o) => o.type)).toEqual(['mcp_approval_request']);
+  const ask = first.output[0] as { id: string; server_label: string; name: string; arguments: string };
+  expect(ask).toMatchObject({ server_label: 'everything', name: 'echo', arguments: '{"message":"approved echo"}' });
+  expect(s.upstream.requests).toHaveLength(1); // the run waits; the tool has not run
+
+  const second = await s.openai.responses.create({ model: 'test-model', previous_response_id: first.id, input: [{ type: 'mcp_approval_response', approval_request_id: ask.id, approve: true }], tools });
+  expect(second.id).toBe(`${first.id}_1`);
+  expect(second.output.map((o) => o.type)).toEqual(['mcp_call', 'message']);
+  expect(String((second.output[0] as { output: string }).output)).toContain('approved echo');
+  expect(second.output_text).toBe('Echoed after approval.');
+  expect(second.usage).toMatchObject({ input_tokens: 23, output_tokens: 5 });
+  expect(messagesOf(1).find((m) => m.role === 'tool')?.content).toContain('approved echo');
+  // Both parts read back, and the decision cannot be made twice.
+  expect((await s.openai.responses.retrieve(first.id)).output.map((o) => o.type)).toEqual(['mcp_approval_request']);
+  expect((await s.openai.responses.retrieve(second.id)).output_text).toBe('Echoed after approval.');
+  const twice = await s.openai.responses.create({ model: 'test-model', previous_response_id: first.id, input: [{ type: 'mcp_approval_response', approval_request_id: ask.id, approve: false }] }).catch((e: unknown) => e);
+  expect((twice as InstanceType<typeof OpenAI.APIError>).status).toBeGreaterThanOrEqual(404);
+  expect((twice as InstanceType<typeof OpenAI.APIError>).status).toBeLessThan(500);
+});
+
 test('previous_response_id: the next turn carries the earlier one; another key cannot continue it', async () => {
   s.upstream.enqueue({ steps: [{ kind: 'text', text: 'Noted: blue.' }] });
   const first = await s.openai.responses.create({ model: 'test-model', input: 'My favourite colour is blue.' });
