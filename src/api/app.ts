@@ -9,6 +9,7 @@ import { createAuth, keyResolver } from './auth';
 import { jsonBody } from './body';
 import { localOnly } from './localOnly';
 import { createCompletionHandler, type CompletionDeps } from './chatCompletions';
+import { createMcpGateway } from './mcpGateway';
 import { createCancelResponseHandler, createGetResponseHandler, createResponsesHandler } from './responses';
 import { ApiError, errorMiddleware, sendError, temporalUnavailable } from './errors';
 import { createRunsRouter } from './runs';
@@ -67,7 +68,7 @@ export function createHandler(d: AppDeps): RequestListener {
 /** The `route` label: the API's own routes, nothing a client can invent. */
 function routeOf(url: string | undefined): string {
   const path = url?.split('?')[0] ?? '';
-  if (path === '/v1/responses') return path;
+  if (path === '/v1/responses' || path === '/mcp') return path;
   const response = /^\/v1\/responses\/[^/]+(\/cancel)?$/.exec(path);
   if (response) return `/v1/responses/{id}${response[1] ?? ''}`;
   if (path === '/v1/chat/completions' || path === '/v1/models' || path === '/metrics' || path === '/healthz' || path === '/readyz' || path === '/codec/encode' || path === '/codec/decode') return path;
@@ -152,6 +153,15 @@ function createApp(d: AppDeps): express.Express {
   v1.use('/runs', needsTemporal);
   v1.use(createRunsRouter(d));
   app.use('/v1', v1);
+  if (d.config.mcpGateway.enabled) {
+    const mcp = express.Router();
+    if (apiKeys.length === 0 && !allowUnauthenticated) mcp.use(localOnly());
+    mcp.use(createAuth(apiKeys));
+    mcp.use(jsonBody(d.config.server.maxRequestBytes));
+    mcp.use(needsTemporal);
+    mcp.use(createMcpGateway(d));
+    app.use('/mcp', mcp);
+  }
   if (d.codec) {
     const { encryption, server } = d.config;
     const origins = new Set([...encryption.codecCorsOrigins, ...d.codec.origins]);

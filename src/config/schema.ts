@@ -257,6 +257,15 @@ export const EncryptionSchema = z
   })
   .strict();
 
+export const McpGatewaySchema = z
+  .object({
+    /** `/mcp`: the configured MCP servers' tools for any MCP client, behind the API keys. */
+    enabled: z.boolean().default(true),
+    /** Browser origins allowed to call `/mcp` (a request with another Origin is refused: DNS rebinding). */
+    allowedOrigins: z.array(z.string().min(1)).default([]),
+  })
+  .strict();
+
 export const ConfigFileSchema = z
   .object({
     server: ServerSchema.default(ServerSchema.parse({})),
@@ -271,6 +280,7 @@ export const ConfigFileSchema = z
     metrics: MetricsSchema.default(MetricsSchema.parse({})),
     logging: LoggingSchema.default(LoggingSchema.parse({})),
     encryption: EncryptionSchema.default(EncryptionSchema.parse({})),
+    mcpGateway: McpGatewaySchema.default(McpGatewaySchema.parse({})),
   })
   .strict();
 

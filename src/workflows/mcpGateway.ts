@@ -1,0 +1,41 @@
+/**
+ * The MCP gateway's workflows (api/mcpGateway): one run per `tools/call`, so a gateway call is
+ * as durable and as visible in the Temporal UI as a chat run's tool step, with the same retry,
+ * heartbeat and idempotency key; and the catalog read behind `tools/list`, run where the MCP
+ * servers are (the workers).
+ */
+import * as wf from '@temporalio/workflow';
+import type { ListToolsInput, RunMcpServer, ToolOutcome } from '../domain/run';
+import type { CatalogEntry } from '../domain/toolNames';
+import { toolActivities } from './toolStep';
+
+export interface GatewayCallInput {
+  server: RunMcpServer;
+  tool: string;
+  arguments: string;
+  inputSchema: Record<string, unknown>;
+  keyName: string;
+}
+
+export async function mcpToolCallWorkflow(input: GatewayCallInput): Promise<ToolOutcome> {
+  const id = wf.workflowInfo().workflowId;
+  // The workflow id is the idempotency key: a client's retry with the same `_meta` key joins this run.
+  const out = await toolActivities(`mcp ${input.server.name}/${input.tool}`, input.server.timeoutSeconds).callTool({
+    runId: id,
+    callId: id,
+    idempotencyKey: id,
+    server: input.server.name,
+    tool: input.tool,
+    arguments: input.arguments,
+    inputSchema: input.inputSchema,
+    timeoutSeconds: input.server.timeoutSeconds,
+    maxOutputBytes: input.server.maxOutputBytes,
+  });
+  // A tool that finished before it heard of the cancel still ends a cancelled call as cancelled.
+  if (wf.CancellationScope.current().consideredCancelled) throw new wf.CancelledFailure('the MCP client cancelled the call');
+  return out;
+}
+
+export async function mcpListToolsWorkflow(input: ListToolsInput): Promise<CatalogEntry[]> {
+  return toolActivities('mcp tools/list', 30).listTools(input);
+}
