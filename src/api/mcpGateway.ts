@@ -4,14 +4,15 @@
  * (`<server>__<tool>`) and each server's allow/deny rules; `tools/call` runs as a durable workflow
  * per call (`mcpToolCallWorkflow`, in the Temporal UI as `mcp <server>/<tool>`), with the same
  * retries, heartbeats and idempotency key as a chat run's tool step. Sessions belong to the API
- * key that opened them; a browser Origin must be listed in `mcpGateway.allowedOrigins`.
+ * key that opened them; a browser Origin must be a loopback one or listed in
+ * `mcpGateway.allowedOrigins`.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import express, { type Request, type Response } from 'express';
 import type { Client } from '@temporalio/client';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
-import { CallToolRequestSchema, ErrorCode, isInitializeRequest, ListToolsRequestSchema, McpError, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { CallToolRequestSchema, ErrorCode, isInitializeRequest, ListToolsRequestSchema, McpError, SetLevelRequestSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { Config } from '../config/load';
 import type { RunMcpServer, ToolOutcome } from '../domain/run';
 import type { CatalogEntry } from '../domain/toolNames';
@@ -61,7 +62,9 @@ export function createMcpGateway(d: GatewayDeps): express.Router {
   };
 
   const serverFor = (keyName: string): Server => {
-    const server = new Server({ name: 'mix2api', version: '1' }, { capabilities: { tools: { listChanged: false } } });
+    const server = new Server({ name: 'mix2api', version: '1' }, { capabilities: { tools: { listChanged: false }, logging: {} } });
+    // The gateway logs nothing to its clients (its log is the process's); the level is accepted as asked.
+    server.setRequestHandler(SetLevelRequestSchema, async () => ({}));
     server.setRequestHandler(ListToolsRequestSchema, async () => ({
       tools: (await entries()).map((e) => ({ name: e.name, description: e.description, inputSchema: { type: 'object' as const, ...e.inputSchema }, ...(e.annotations ? { annotations: e.annotations } : {}) })),
     }));
@@ -108,12 +111,21 @@ export function createMcpGateway(d: GatewayDeps): express.Router {
 
   const sessions = new Map<string, { transport: StreamableHTTPServerTransport; keyName: string }>();
   const allowedOrigins = new Set(d.config.mcpGateway.allowedOrigins);
+  const originAllowed = (origin: string) => {
+    if (allowedOrigins.has(origin)) return true;
+    // Pages served from this machine itself (an IDE's local web view) are as trusted as its processes.
+    try {
+      return ['localhost', '127.0.0.1', '[::1]'].includes(new URL(origin).hostname);
+    } catch {
+      return false;
+    }
+  };
   const r = express.Router();
   // The MCP spec's security rules: a browser's Origin must be one the operator allows (DNS
   // rebinding), and a session is only ever used by the key that opened it.
   r.use((req, _res, next) => {
     const origin = req.header('origin');
-    next(origin !== undefined && !allowedOrigins.has(origin) ? new ApiError(403, `Origin ${origin} is not allowed (mcpGateway.allowedOrigins)`, 'invalid_request_error', 'origin_not_allowed') : undefined);
+    next(origin !== undefined && !originAllowed(origin) ? new ApiError(403, `Origin ${origin} is not allowed (mcpGateway.allowedOrigins)`, 'invalid_request_error', 'origin_not_allowed') : undefined);
   });
   r.all('/', async (req: Request, res: Response) => {
     const keyName = String(res.locals.keyName ?? 'anonymous');
