@@ -522,6 +522,18 @@ export function createResponsesHandler(d: CompletionDeps) {
   };
 }
 
+function drainOrClose(res: Response): Promise<void> {
+  return new Promise((ok) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      ok();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
 /**
  * Writes the Responses stream: `event: <type>` and `data: {type, sequence_number, …}` per event.
  * The events of a run and their numbers are the same on every reading of its log, so a reader
@@ -551,6 +563,8 @@ async function streamResponse(res: Response, events: AsyncGenerator<RunEvent>, c
       if (res.destroyed) return;
       b.take(e);
       if (b.over) break;
+      // At the client's pace: nothing more is read from the run while its socket is full.
+      if (res.writableNeedDrain) await drainOrClose(res);
     }
   } catch (e) {
     const err = toApiError(e);
