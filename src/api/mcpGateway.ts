@@ -9,12 +9,12 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import express, { type Request, type Response } from 'express';
-import type { Client } from '@temporalio/client';
+import { WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { CallToolRequestSchema, ErrorCode, isInitializeRequest, ListToolsRequestSchema, McpError, SetLevelRequestSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { Config } from '../config/load';
-import type { RunMcpServer, ToolOutcome } from '../domain/run';
+import { APPROVE_UPDATE, GATEWAY_APPROVAL_ID, type ApprovalDecision, type RunMcpServer, type ToolOutcome } from '../domain/run';
 import type { CatalogEntry } from '../domain/toolNames';
 import { ApiError } from './errors';
 
@@ -33,6 +33,7 @@ export interface GatewayDeps {
 function runServers(config: Config): RunMcpServer[] {
   return config.mcpServers.map((cfg) => ({
     name: cfg.name,
+    approval: cfg.approval === 'always' ? ['*'] : cfg.approval === 'never' ? [] : cfg.approval.tools,
     timeoutSeconds: cfg.timeoutSeconds,
     maxOutputBytes: cfg.maxOutputBytes,
     ...(cfg.tools?.allow ? { allow: cfg.tools.allow } : {}),
@@ -81,8 +82,9 @@ export function createMcpGateway(d: GatewayDeps): express.Router {
         workflowId,
         workflowIdConflictPolicy: 'USE_EXISTING',
         staticSummary: `mcp ${entry.server}/${entry.tool}`,
-        args: [{ server: run, tool: entry.tool, arguments: JSON.stringify(request.params.arguments ?? {}), inputSchema: entry.inputSchema, keyName }],
+        args: [{ server: run, tool: entry.tool, arguments: JSON.stringify(request.params.arguments ?? {}), inputSchema: entry.inputSchema, keyName, approvalTimeoutSeconds: d.config.loop.approvalTimeoutSeconds }],
       });
+      if ((run.approval ?? []).some((t) => t === '*' || t === entry.tool)) void askApproval(server, handle, entry, request.params.arguments, extra.signal);
       const token = request.params._meta?.progressToken;
       const started = Date.now();
       const ticker =
@@ -107,6 +109,38 @@ export function createMcpGateway(d: GatewayDeps): express.Router {
       }
     });
     return server;
+  };
+
+  /**
+   * A call that needs approval asks the client (MCP elicitation) when it can answer one; the
+   * answer decides the run's approval. Otherwise the run waits for a decision from the Temporal
+   * UI/CLI (the approve signal) or its timeout, which denies.
+   */
+  const askApproval = async (server: Server, handle: WorkflowHandle, entry: CatalogEntry, args: unknown, signal: AbortSignal): Promise<void> => {
+    if (!server.getClientCapabilities()?.elicitation) return;
+    try {
+      const answer = await server.elicitInput(
+        {
+          message: `Allow ${entry.server}/${entry.tool} with ${JSON.stringify(args ?? {}).slice(0, 500)}?`,
+          requestedSchema: { type: 'object', properties: { approve: { type: 'boolean', title: 'Approve', description: 'Run this tool call' } }, required: ['approve'] },
+        },
+        { signal },
+      );
+      const approve = answer.action === 'accept' && answer.content?.approve === true;
+      const decision: ApprovalDecision = { approvalId: GATEWAY_APPROVAL_ID, approve, ...(approve ? {} : { reason: `the client answered ${answer.action}` }) };
+      // The run registers its approval a moment after it starts: until then the update is refused.
+      for (let i = 0; i < 50; i++) {
+        try {
+          await handle.executeUpdate(APPROVE_UPDATE, { args: [decision] });
+          return;
+        } catch (e) {
+          if (!(e instanceof WorkflowUpdateFailedError) || !/no pending approval/.test(e.cause?.message ?? '')) return;
+          await new Promise((ok) => setTimeout(ok, 100));
+        }
+      }
+    } catch {
+      // The client could not answer (or left): the run's own timeout decides.
+    }
   };
 
   const sessions = new Map<string, { transport: StreamableHTTPServerTransport; keyName: string }>();

@@ -244,6 +244,9 @@ export interface CallToolInput {
   maxOutputBytes: number;
 }
 
+/** The id of an MCP gateway call's one approval (a call asks at most once). */
+export const GATEWAY_APPROVAL_ID = 'apr_0_0';
+
 export interface ToolOutcome {
   text: string;
   isError: boolean;

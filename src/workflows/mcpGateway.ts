@@ -5,8 +5,9 @@
  * servers are (the workers).
  */
 import * as wf from '@temporalio/workflow';
-import type { ListToolsInput, RunMcpServer, ToolOutcome } from '../domain/run';
+import { GATEWAY_APPROVAL_ID, type ListToolsInput, type RunMcpServer, type ToolOutcome } from '../domain/run';
 import type { CatalogEntry } from '../domain/toolNames';
+import { Approvals } from './approvals';
 import { toolActivities } from './toolStep';
 
 export interface GatewayCallInput {
@@ -15,10 +16,18 @@ export interface GatewayCallInput {
   arguments: string;
   inputSchema: Record<string, unknown>;
   keyName: string;
+  approvalTimeoutSeconds: number;
 }
+
 
 export async function mcpToolCallWorkflow(input: GatewayCallInput): Promise<ToolOutcome> {
   const id = wf.workflowInfo().workflowId;
+  const approvals = new Approvals();
+  if (Approvals.needed(input.server, input.tool)) {
+    // Decided by the gateway (the client's answer to an elicitation), the Temporal UI/CLI (signal), or the timeout (denies).
+    const d = await approvals.wait({ approvalId: GATEWAY_APPROVAL_ID, callId: id, server: input.server.name, tool: input.tool, arguments: input.arguments }, input.approvalTimeoutSeconds);
+    if (!d.approve) return { text: `The call was not approved (${d.by})${d.reason ? `: ${d.reason}` : ''}; the tool did not run.`, isError: true, truncated: false, ms: 0 };
+  }
   // The workflow id is the idempotency key: a client's retry with the same `_meta` key joins this run.
   const out = await toolActivities(`mcp ${input.server.name}/${input.tool}`, input.server.timeoutSeconds).callTool({
     runId: id,

@@ -6,6 +6,7 @@
  */
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { COUNT_TOOL, startCountingMcpServer, type CountingMcpServer } from '../support/countingMcpServer';
 import { EVERYTHING, stdioServer } from '../support/mcpServers';
 import { startStack, type Stack } from '../support/stack';
@@ -19,7 +20,7 @@ beforeAll(async () => {
   s = await startStack({
     config: () => ({
       server: { port: 0, apiKeys: [{ name: 'a', key: 'sk-a' }, { name: 'b', key: 'sk-b' }] },
-      mcpServers: [{ ...stdioServer('everything', EVERYTHING, ['stdio']), tools: { deny: ['get-env'] } }, { name: 'counter', transport: 'http', url: counter.url, timeoutSeconds: 60 }],
+      mcpServers: [{ ...stdioServer('everything', EVERYTHING, ['stdio']), tools: { deny: ['get-env'] }, approval: { tools: ['get-sum'] } }, { name: 'counter', transport: 'http', url: counter.url, timeoutSeconds: 60 }],
       mcpGateway: { allowedOrigins: ['https://ide.example'] },
     }),
   });
@@ -30,9 +31,10 @@ afterAll(async () => {
   await counter?.close();
 });
 
-async function connect(key: string, headers: Record<string, string> = {}): Promise<{ client: Client; transport: StreamableHTTPClientTransport }> {
+async function connect(key: string, headers: Record<string, string> = {}, approve?: (message: string) => boolean): Promise<{ client: Client; transport: StreamableHTTPClientTransport }> {
   const transport = new StreamableHTTPClientTransport(new URL(`${s.apiUrl}/mcp`), { requestInit: { headers: { authorization: `Bearer ${key}`, ...headers } } });
-  const client = new Client({ name: 'gateway-test', version: '1.0.0' });
+  const client = new Client({ name: 'gateway-test', version: '1.0.0' }, approve ? { capabilities: { elicitation: {} } } : {});
+  if (approve) client.setRequestHandler(ElicitRequestSchema, async (r) => ({ action: 'accept', content: { approve: approve(r.params.message) } }));
   await client.connect(transport);
   clients.push(client);
   return { client, transport };
@@ -92,6 +94,27 @@ test('cancellation: a client that cancels its call cancels the workflow', async 
     await new Promise((ok) => setTimeout(ok, 100));
   }
   expect(status).toBe('CANCELLED');
+});
+
+test('approval: a tool the server guards asks the client (elicitation); its answer decides, in the run', async () => {
+  const asked: string[] = [];
+  let answer = true;
+  const { client } = await connect('sk-a', {}, (m) => (asked.push(m), answer));
+  const yes = await client.callTool({ name: 'everything__get-sum', arguments: { a: 2, b: 3 } });
+  expect(yes.isError).toBe(false);
+  expect(text(yes)).toContain('5');
+  expect(asked[0]).toMatch(/everything\/get-sum/);
+  answer = false;
+  const no = await client.callTool({ name: 'everything__get-sum', arguments: { a: 1, b: 1 } });
+  expect(no.isError).toBe(true);
+  expect(text(no)).toMatch(/not approved/);
+  expect(asked).toHaveLength(2);
+  // Unguarded tools ask nothing.
+  await client.callTool({ name: 'everything__echo', arguments: { message: 'no question' } });
+  expect(asked).toHaveLength(2);
+  const hist = await s.temporal.workflow.getHandle((no._meta as Record<string, string>)['mix2api/runId']!).fetchHistory();
+  expect(hist.events?.some((e) => e.workflowExecutionUpdateAcceptedEventAttributes)).toBe(true);
+  expect(hist.events?.some((e) => e.activityTaskScheduledEventAttributes)).toBe(false); // the tool never ran
 });
 
 test('security: keys required, a session belongs to its key, foreign Origins refused', async () => {
