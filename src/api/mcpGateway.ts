@@ -63,7 +63,7 @@ export function createMcpGateway(d: GatewayDeps): express.Router {
   };
 
   const serverFor = (keyName: string): Server => {
-    const server = new Server({ name: 'mix2api', version: '1' }, { capabilities: { tools: { listChanged: false }, logging: {} } });
+    const server = new Server({ name: 'mix2api', version: '1' }, { capabilities: { tools: { listChanged: true }, logging: {} } });
     // The gateway logs nothing to its clients (its log is the process's); the level is accepted as asked.
     server.setRequestHandler(SetLevelRequestSchema, async () => ({}));
     server.setRequestHandler(ListToolsRequestSchema, async () => ({
@@ -143,7 +143,32 @@ export function createMcpGateway(d: GatewayDeps): express.Router {
     }
   };
 
-  const sessions = new Map<string, { transport: StreamableHTTPServerTransport; keyName: string }>();
+  const sessions = new Map<string, { transport: StreamableHTTPServerTransport; keyName: string; server: Server }>();
+  // While sessions are open: read the catalog again now and then, and tell them when its names changed.
+  const pollMs = d.config.mcpGateway.listChangedPollSeconds * 1000;
+  let poller: NodeJS.Timeout | null = null;
+  let known: string | null = null;
+  const namesOf = (list: CatalogEntry[]) => list.map((e) => e.name).sort().join('\n');
+  const poll = async () => {
+    try {
+      const now = namesOf(await entries(true));
+      if (known !== null && now !== known) for (const s of sessions.values()) void s.server.sendToolListChanged().catch(() => undefined);
+      known = now;
+    } catch {
+      // the servers are away this time; the next poll tries again
+    }
+  };
+  const watchSessions = () => {
+    if (pollMs > 0 && sessions.size > 0 && !poller) {
+      void poll();
+      poller = setInterval(() => void poll(), pollMs);
+      poller.unref();
+    } else if (sessions.size === 0 && poller) {
+      clearInterval(poller);
+      poller = null;
+      known = null;
+    }
+  };
   const allowedOrigins = new Set(d.config.mcpGateway.allowedOrigins);
   const originAllowed = (origin: string) => {
     if (allowedOrigins.has(origin)) return true;
@@ -170,17 +195,20 @@ export function createMcpGateway(d: GatewayDeps): express.Router {
       return void (await s.transport.handleRequest(req, res, req.body));
     }
     if (req.method !== 'POST' || !isInitializeRequest(req.body)) return void rpcError(res, 400, -32000, 'Bad Request: no valid session id (send initialize first)');
+    const server = serverFor(keyName);
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
       onsessioninitialized: (id) => {
-        sessions.set(id, { transport, keyName });
+        sessions.set(id, { transport, keyName, server });
         if (sessions.size > MAX_SESSIONS) void sessions.values().next().value?.transport.close();
+        watchSessions();
       },
     });
     transport.onclose = () => {
       if (transport.sessionId) sessions.delete(transport.sessionId);
+      watchSessions();
     };
-    await serverFor(keyName).connect(transport);
+    await server.connect(transport);
     await transport.handleRequest(req, res, req.body);
   });
   return r;

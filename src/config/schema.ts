@@ -263,6 +263,8 @@ export const McpGatewaySchema = z
     enabled: z.boolean().default(true),
     /** Browser origins allowed to call `/mcp` (a request with another Origin is refused: DNS rebinding). */
     allowedOrigins: z.array(z.string().min(1)).default([]),
+    /** While sessions are open, the catalog is read again at this pace; a changed tool list is announced to them (notifications/tools/list_changed). 0: never. */
+    listChangedPollSeconds: z.number().min(0).default(30),
   })
   .strict();
 

@@ -6,7 +6,7 @@
  */
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { COUNT_TOOL, startCountingMcpServer, type CountingMcpServer } from '../support/countingMcpServer';
 import { EVERYTHING, stdioServer } from '../support/mcpServers';
 import { startStack, type Stack } from '../support/stack';
@@ -21,7 +21,7 @@ beforeAll(async () => {
     config: () => ({
       server: { port: 0, apiKeys: [{ name: 'a', key: 'sk-a' }, { name: 'b', key: 'sk-b' }] },
       mcpServers: [{ ...stdioServer('everything', EVERYTHING, ['stdio']), tools: { deny: ['get-env'] }, approval: { tools: ['get-sum'] } }, { name: 'counter', transport: 'http', url: counter.url, timeoutSeconds: 60 }],
-      mcpGateway: { allowedOrigins: ['https://ide.example'] },
+      mcpGateway: { allowedOrigins: ['https://ide.example'], listChangedPollSeconds: 0.5 },
     }),
   });
 });
@@ -115,6 +115,22 @@ test('approval: a tool the server guards asks the client (elicitation); its answ
   const hist = await s.temporal.workflow.getHandle((no._meta as Record<string, string>)['mix2api/runId']!).fetchHistory();
   expect(hist.events?.some((e) => e.workflowExecutionUpdateAcceptedEventAttributes)).toBe(true);
   expect(hist.events?.some((e) => e.activityTaskScheduledEventAttributes)).toBe(false); // the tool never ran
+});
+
+test('notifications/tools/list_changed: a tool added on a server reaches the gateway client, and its list', async () => {
+  const { client } = await connect('sk-a');
+  let changed = 0;
+  client.setNotificationHandler(ToolListChangedNotificationSchema, async () => {
+    changed++;
+  });
+  expect((await client.listTools()).tools.map((t) => t.name)).not.toContain('counter__added_later');
+  await new Promise((ok) => setTimeout(ok, 1000)); // the poller has read the list once
+  counter.addTool('added_later');
+  const deadline = Date.now() + 15_000;
+  while (changed === 0 && Date.now() < deadline) await new Promise((ok) => setTimeout(ok, 100));
+  expect(changed).toBeGreaterThanOrEqual(1);
+  expect((await client.listTools()).tools.map((t) => t.name)).toContain('counter__added_later');
+  expect(text(await client.callTool({ name: 'counter__added_later', arguments: {} }))).toBe('added_later ok');
 });
 
 test('security: keys required, a session belongs to its key, foreign Origins refused', async () => {

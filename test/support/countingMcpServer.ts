@@ -33,6 +33,8 @@ export interface CountingMcpServer {
   metas: Array<Record<string, unknown>>;
   /** The W3C `traceparent` header of each tools/call request (undefined when none was sent). */
   traceparents: Array<string | undefined>;
+  /** Adds a tool (answering `<name> ok`) to every session, which announces notifications/tools/list_changed. */
+  addTool(name: string): void;
   /** Keys called with `label`. */
   keysFor(label: string): string[];
   /** Side effects for `label`, over all keys. */
@@ -77,8 +79,11 @@ export async function startCountingMcpServer(opts: { workMs?: number } = {}): Pr
       .finally(() => inFlight.delete(key));
   };
 
+  const extraTools: string[] = [];
+  const registerExtra = (mcp: McpServer, name: string) => mcp.registerTool(name, { description: `A tool added later (${name})` }, async () => ({ content: [{ type: 'text' as const, text: `${name} ok` }] }));
   const newMcp = () => {
     const mcp = new McpServer({ name: 'counting', version: '1.0.0' });
+    for (const name of extraTools) registerExtra(mcp, name);
     mcp.registerTool(
       COUNT_TOOL,
       { description: 'Counts one side effect for the label, slowly (~3 s); idempotent per _meta idempotency key', inputSchema: { label: z.string() } },
@@ -146,6 +151,10 @@ export async function startCountingMcpServer(opts: { workMs?: number } = {}): Pr
     traceparents,
     metas,
     keysFor,
+    addTool: (name) => {
+      extraTools.push(name);
+      for (const { mcp } of sessions.values()) registerExtra(mcp, name);
+    },
     effectsFor: (label) => keysFor(label).reduce((n, k) => n + (sideEffects.get(k) ?? 0), 0),
     close: async () => {
       closing.abort();
