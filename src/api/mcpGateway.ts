@@ -36,6 +36,7 @@ function runServers(config: Config): RunMcpServer[] {
     approval: cfg.approval === 'always' ? ['*'] : cfg.approval === 'never' ? [] : cfg.approval.tools,
     timeoutSeconds: cfg.timeoutSeconds,
     maxOutputBytes: cfg.maxOutputBytes,
+    ...(Object.keys(cfg.compensations).length > 0 ? { compensations: cfg.compensations } : {}),
     ...(cfg.tools?.allow ? { allow: cfg.tools.allow } : {}),
     ...(cfg.tools?.deny ? { deny: cfg.tools.deny } : {}),
   }));
@@ -62,16 +63,24 @@ export function createMcpGateway(d: GatewayDeps): express.Router {
     return catalog.entries;
   };
 
+  /** The servers a key sees through the gateway: its `gatewayServers`, else all. */
+  const visibleTo = (keyName: string): ((e: CatalogEntry) => boolean) => {
+    const only = d.config.server.apiKeys.find((k) => k.name === keyName)?.gatewayServers;
+    return only ? (e) => only.includes(e.server) : () => true;
+  };
+
   const serverFor = (keyName: string): Server => {
+    const visible = visibleTo(keyName);
     const server = new Server({ name: 'mix2api', version: '1' }, { capabilities: { tools: { listChanged: true }, logging: {} } });
     // The gateway logs nothing to its clients (its log is the process's); the level is accepted as asked.
     server.setRequestHandler(SetLevelRequestSchema, async () => ({}));
     server.setRequestHandler(ListToolsRequestSchema, async () => ({
-      tools: (await entries()).map((e) => ({ name: e.name, description: e.description, inputSchema: { type: 'object' as const, ...e.inputSchema }, ...(e.annotations ? { annotations: e.annotations } : {}) })),
+      tools: (await entries()).filter(visible).map((e) => ({ name: e.name, description: e.description, inputSchema: { type: 'object' as const, ...e.inputSchema }, ...(e.annotations ? { annotations: e.annotations } : {}) })),
     }));
     server.setRequestHandler(CallToolRequestSchema, async (request, extra): Promise<CallToolResult> => {
       const name = request.params.name;
-      const entry = (await entries()).find((e) => e.name === name) ?? (await entries(true)).find((e) => e.name === name);
+      const find = (list: CatalogEntry[]) => list.find((e) => e.name === name && visible(e));
+      const entry = find(await entries()) ?? find(await entries(true));
       if (!entry) throw new McpError(ErrorCode.InvalidParams, `Unknown tool: ${name}`);
       const run = servers.find((s) => s.name === entry.server)!;
       // A client's idempotency key (`_meta.idempotencyKey`) makes a retry join the first call's run.

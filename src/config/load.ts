@@ -123,6 +123,11 @@ function crossCheck(cfg: ConfigFile): string[] {
   const ids = new Set<string>();
   const servers = new Set(cfg.mcpServers.map((s) => s.name));
   if (servers.size !== cfg.mcpServers.length) problems.push('mcpServers: names must be unique');
+  cfg.server.apiKeys.forEach((k, i) =>
+    k.gatewayServers?.forEach((name, j) => {
+      if (!servers.has(name)) problems.push(`server.apiKeys[${i}].gatewayServers[${j}]: no mcpServers entry named "${name}"`);
+    }),
+  );
   cfg.models.forEach((m, i) => {
     if (!upstreams.has(m.upstream)) problems.push(`models[${i}].upstream: no upstream named "${m.upstream}"`);
     m.fallbacks.forEach((f, j) => {

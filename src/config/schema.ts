@@ -30,6 +30,8 @@ export const ApiKeySchema = z.object({
     .refine((k) => !k.startsWith('sha256:') || /^sha256:[0-9a-f]{64}$/i.test(k), 'sha256: must be followed by 64 hex digits'),
   /** This key's own limits, over `server.limits`. */
   limits: LimitsSchema.partial().optional(),
+  /** The MCP servers this key sees through the MCP gateway (`/mcp`); default: every configured one. */
+  gatewayServers: z.array(z.string().min(1)).optional(),
 });
 
 export const ServerSchema = z

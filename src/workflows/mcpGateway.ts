@@ -8,6 +8,7 @@ import * as wf from '@temporalio/workflow';
 import { GATEWAY_APPROVAL_ID, type ListToolsInput, type RunMcpServer, type ToolOutcome } from '../domain/run';
 import type { CatalogEntry } from '../domain/toolNames';
 import { Approvals } from './approvals';
+import { Saga } from './saga';
 import { toolActivities } from './toolStep';
 
 export interface GatewayCallInput {
@@ -40,8 +41,14 @@ export async function mcpToolCallWorkflow(input: GatewayCallInput): Promise<Tool
     timeoutSeconds: input.server.timeoutSeconds,
     maxOutputBytes: input.server.maxOutputBytes,
   });
-  // A tool that finished before it heard of the cancel still ends a cancelled call as cancelled.
-  if (wf.CancellationScope.current().consideredCancelled) throw new wf.CancelledFailure('the MCP client cancelled the call');
+  // A tool that finished before it heard of the cancel still ends a cancelled call as cancelled,
+  // and its declared undo runs (the saga of a one-step run).
+  if (wf.CancellationScope.current().consideredCancelled) {
+    const saga = new Saga();
+    saga.record(input.server, input.tool, id, input.arguments, out);
+    await saga.compensate(id, () => undefined);
+    throw new wf.CancelledFailure('the MCP client cancelled the call');
+  }
   return out;
 }
 

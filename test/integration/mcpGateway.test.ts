@@ -17,10 +17,11 @@ const clients: Client[] = [];
 
 beforeAll(async () => {
   counter = await startCountingMcpServer({ workMs: 3000 });
+  counter.addTool('undo_count');
   s = await startStack({
     config: () => ({
-      server: { port: 0, apiKeys: [{ name: 'a', key: 'sk-a' }, { name: 'b', key: 'sk-b' }] },
-      mcpServers: [{ ...stdioServer('everything', EVERYTHING, ['stdio']), tools: { deny: ['get-env'] }, approval: { tools: ['get-sum'] } }, { name: 'counter', transport: 'http', url: counter.url, timeoutSeconds: 60 }],
+      server: { port: 0, apiKeys: [{ name: 'a', key: 'sk-a' }, { name: 'b', key: 'sk-b' }, { name: 'c', key: 'sk-c', gatewayServers: ['everything'] }] },
+      mcpServers: [{ ...stdioServer('everything', EVERYTHING, ['stdio']), tools: { deny: ['get-env'] }, approval: { tools: ['get-sum'] } }, { name: 'counter', transport: 'http', url: counter.url, timeoutSeconds: 60, compensations: { [COUNT_TOOL]: { tool: 'undo_count', args: { label: '$.args.label' } } } }],
       mcpGateway: { allowedOrigins: ['https://ide.example'], listChangedPollSeconds: 0.5 },
     }),
   });
@@ -49,6 +50,16 @@ test('tools/list: every configured server under mix2api names, deny rules applie
   expect(names).toEqual(expect.arrayContaining(['everything__echo', 'everything__get-sum', `counter__${COUNT_TOOL}`]));
   expect(names).not.toContain('everything__get-env');
   expect(tools.find((t) => t.name === 'everything__echo')!.inputSchema).toMatchObject({ type: 'object', properties: { message: expect.anything() } });
+});
+
+test('a key limited to some servers (gatewayServers) lists and calls only their tools', async () => {
+  const { client } = await connect('sk-c');
+  const names = (await client.listTools()).tools.map((t) => t.name);
+  expect(names).toContain('everything__echo');
+  expect(names.filter((n) => n.startsWith('counter__'))).toEqual([]);
+  const r = await client.callTool({ name: `counter__${COUNT_TOOL}`, arguments: { label: 'not for c' } }).catch((e: unknown) => e);
+  expect(String(r)).toMatch(/Unknown tool/);
+  expect(counter.keysFor('not for c')).toEqual([]);
 });
 
 test('tools/call: one workflow per call, in Temporal, with the tool result', async () => {
@@ -94,6 +105,11 @@ test('cancellation: a client that cancels its call cancels the workflow', async 
     await new Promise((ok) => setTimeout(ok, 100));
   }
   expect(status).toBe('CANCELLED');
+  // The tool had finished its work by then: its declared undo ran, in the same run.
+  const hist = await s.temporal.workflow.getHandle(runId).fetchHistory();
+  const scheduled = (hist.events ?? []).map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name).filter(Boolean);
+  expect(scheduled).toEqual(['callTool', 'callTool']);
+  expect(counter.addedCalls).toContainEqual({ tool: 'undo_count', args: { label: 'gw-cancel' } });
 });
 
 test('approval: a tool the server guards asks the client (elicitation); its answer decides, in the run', async () => {

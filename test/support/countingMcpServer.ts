@@ -35,6 +35,8 @@ export interface CountingMcpServer {
   traceparents: Array<string | undefined>;
   /** Adds a tool (answering `<name> ok`) to every session, which announces notifications/tools/list_changed. */
   addTool(name: string): void;
+  /** Calls of the added tools, with their arguments. */
+  addedCalls: Array<{ tool: string; args: Record<string, unknown> }>;
   /** Keys called with `label`. */
   keysFor(label: string): string[];
   /** Side effects for `label`, over all keys. */
@@ -80,7 +82,12 @@ export async function startCountingMcpServer(opts: { workMs?: number } = {}): Pr
   };
 
   const extraTools: string[] = [];
-  const registerExtra = (mcp: McpServer, name: string) => mcp.registerTool(name, { description: `A tool added later (${name})` }, async () => ({ content: [{ type: 'text' as const, text: `${name} ok` }] }));
+  const addedCalls: Array<{ tool: string; args: Record<string, unknown> }> = [];
+  const registerExtra = (mcp: McpServer, name: string) =>
+    mcp.registerTool(name, { description: `A tool added later (${name})`, inputSchema: { label: z.string().optional() } }, async (args) => {
+      addedCalls.push({ tool: name, args });
+      return { content: [{ type: 'text' as const, text: `${name} ok` }] };
+    });
   const newMcp = () => {
     const mcp = new McpServer({ name: 'counting', version: '1.0.0' });
     for (const name of extraTools) registerExtra(mcp, name);
@@ -151,6 +158,7 @@ export async function startCountingMcpServer(opts: { workMs?: number } = {}): Pr
     traceparents,
     metas,
     keysFor,
+    addedCalls,
     addTool: (name) => {
       extraTools.push(name);
       for (const { mcp } of sessions.values()) registerExtra(mcp, name);

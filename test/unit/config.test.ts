@@ -101,3 +101,8 @@ test('logging and metrics: defaults, and their environment overrides', () => {
   expect(parseConfig({}, { LOG_LEVEL: 'debug', LOG_FORMAT: 'json', METRICS_PORT: '9464', METRICS_HOST: '0.0.0.0' })).toMatchObject({ logging: { level: 'debug', format: 'json' }, metrics: { port: 9464, host: '0.0.0.0' } });
   expect(() => parseConfig({}, { LOG_LEVEL: 'loud' })).toThrow(/logging\.level/);
 });
+
+test('an API key\'s gatewayServers must name configured MCP servers', () => {
+  const raw = { server: { apiKeys: [{ name: 'a', key: 'sk-a', gatewayServers: ['nowhere'] }] }, mcpServers: [{ name: 'fs', transport: 'stdio', command: 'x' }] };
+  expect(() => parseConfig(raw, {})).toThrow(/server\.apiKeys\[0\]\.gatewayServers\[0\]: no mcpServers entry named "nowhere"/);
+});
