@@ -150,13 +150,12 @@ function chatBodyOf(r: ResponsesRequest, history: ChatMessage[]): Record<string,
   };
 }
 
-/** The conversation a previous response ended: its run's input messages, then its answer. */
-async function previousConversation(d: CompletionDeps, responseId: string, keyName: string): Promise<ChatMessage[]> {
+/** The run behind `previous_response_id`, when it is the caller's (404 `previous_response_not_found` otherwise). */
+async function loadPrevious(d: CompletionDeps, responseId: string, keyName: string) {
   const ref = refOf(responseId);
   const notFound = () => new ApiError(404, `Previous response with id '${responseId}' not found.`, 'invalid_request_error', 'previous_response_not_found', 'previous_response_id');
   if (!ref) throw notFound();
-  const runId = ref.runId;
-  const handle = d.client.workflow.getHandle(runId);
+  const handle = d.client.workflow.getHandle(ref.runId);
   let state: RunState;
   try {
     state = await queryRun<RunState>(d.client, handle, STATE_QUERY);
@@ -165,6 +164,13 @@ async function previousConversation(d: CompletionDeps, responseId: string, keyNa
     throw e;
   }
   if ((state.keyName ?? 'anonymous') !== keyName) throw notFound();
+  return { ref, handle, state };
+}
+
+/** The conversation a previous response ended: its run's input messages, then its answer. */
+async function previousConversation(d: CompletionDeps, responseId: string, keyName: string): Promise<ChatMessage[]> {
+  const { ref, state } = await loadPrevious(d, responseId, keyName);
+  const runId = ref.runId;
   if (!state.result) throw new ApiError(409, `Previous response '${responseId}' has not completed.`, 'invalid_request_error', 'previous_response_in_progress', 'previous_response_id');
   const input = await runInput(d, runId);
   // The answer as the client saw it: when it ended with client calls, the engine's re-join puts the
@@ -459,18 +465,7 @@ async function continueAfterApproval(d: CompletionDeps, req: Request, res: Respo
   if (decisions.length !== items.length) throw badRequest('input: mcp_approval_response items cannot be mixed with other input (the run they answer is waiting for them alone)', 'input', 'invalid_approval_input');
   if (!r.previous_response_id) throw badRequest('mcp_approval_response needs previous_response_id: the response whose mcp_approval_request it answers', 'previous_response_id');
   const keyName = String(res.locals.keyName ?? 'anonymous');
-  const ref = refOf(r.previous_response_id);
-  const notFound = () => new ApiError(404, `Previous response with id '${r.previous_response_id}' not found.`, 'invalid_request_error', 'previous_response_not_found', 'previous_response_id');
-  if (!ref) throw notFound();
-  const handle = d.client.workflow.getHandle(ref.runId);
-  let state: RunState;
-  try {
-    state = await queryRun<RunState>(d.client, handle, STATE_QUERY);
-  } catch (e) {
-    if (e instanceof WorkflowNotFoundError) throw notFound();
-    throw e;
-  }
-  if ((state.keyName ?? 'anonymous') !== keyName) throw notFound();
+  const { ref, handle, state } = await loadPrevious(d, r.previous_response_id, keyName);
   for (const item of decisions) {
     await decideApproval(handle, ref.runId, { approvalId: item.approval_request_id, approve: item.approve, ...(item.reason ? { reason: item.reason } : {}) });
   }
