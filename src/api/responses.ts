@@ -8,6 +8,7 @@
 import type { Request, Response } from 'express';
 import { z } from 'zod';
 import { WorkflowNotFoundError } from '@temporalio/client';
+import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
 import type { ChatMessage, Usage } from '../domain/chat';
 import { deltaOf, type RunEvent, type WireError } from '../domain/events';
 import { STATE_QUERY, type ChatCompletionInput, type RunState } from '../domain/run';
@@ -180,7 +181,6 @@ async function previousConversation(d: CompletionDeps, responseId: string, keyNa
 
 /** A run's input, from the first event of its history (decoded through the client's codec). */
 async function runInput(d: CompletionDeps, runId: string): Promise<ChatCompletionInput> {
-  const { decodeFromPayloadsAtIndex } = await import('@temporalio/common/lib/internal-non-workflow');
   const h = await d.client.workflow.getHandle(runId).fetchHistory();
   const started = h.events?.[0]?.workflowExecutionStartedEventAttributes;
   return decodeFromPayloadsAtIndex<ChatCompletionInput>(d.client.options.loadedDataConverter, 0, started?.input?.payloads ?? []);
