@@ -170,14 +170,15 @@ export async function launchRun(d: CompletionDeps, req: Request, res: Response, 
       if (!res.writableFinished) void handle.cancel().catch(() => undefined);
     });
   }
-  // The run's last event ends its lease; a client that leaves before it leaves that to the ledger's sweep.
-  const watched = (async function* () {
-    for await (const e of events) {
-      if (e.t === 'end' || e.t === 'error') d.limiter.ended(keyName, runId);
-      yield e;
-    }
-  })();
-  return { runId, events: watched, result };
+  return { runId, events: endingLease(events, d.limiter, keyName, runId), result };
+}
+
+/** A run's events that end its lease with its last one; a client that leaves before it leaves that to the ledger's sweep. */
+export async function* endingLease(events: AsyncGenerator<RunEvent>, limiter: KeyLimiter, keyName: string, runId: string): AsyncGenerator<RunEvent> {
+  for await (const e of events) {
+    if (e.t === 'end' || e.t === 'error') limiter.ended(keyName, runId);
+    yield e;
+  }
 }
 
 export function createCompletionHandler(d: CompletionDeps) {

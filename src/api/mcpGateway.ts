@@ -14,9 +14,10 @@ import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { CallToolRequestSchema, ErrorCode, isInitializeRequest, ListToolsRequestSchema, McpError, SetLevelRequestSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { Config } from '../config/load';
-import { APPROVE_UPDATE, GATEWAY_APPROVAL_ID, type ApprovalDecision, type RunMcpServer, type ToolOutcome } from '../domain/run';
+import { APPROVE_UPDATE, GATEWAY_APPROVAL_ID, approvalNeeded, type ApprovalDecision, type ToolOutcome } from '../domain/run';
 import type { CatalogEntry } from '../domain/toolNames';
 import { ApiError } from './errors';
+import { runMcpServer } from './tools';
 
 /** How long a tools/list answer is reused before the servers are asked again. */
 export const CATALOG_TTL_MS = 10_000;
@@ -30,22 +31,10 @@ export interface GatewayDeps {
   client: Client;
 }
 
-function runServers(config: Config): RunMcpServer[] {
-  return config.mcpServers.map((cfg) => ({
-    name: cfg.name,
-    approval: cfg.approval === 'always' ? ['*'] : cfg.approval === 'never' ? [] : cfg.approval.tools,
-    timeoutSeconds: cfg.timeoutSeconds,
-    maxOutputBytes: cfg.maxOutputBytes,
-    ...(Object.keys(cfg.compensations).length > 0 ? { compensations: cfg.compensations } : {}),
-    ...(cfg.tools?.allow ? { allow: cfg.tools.allow } : {}),
-    ...(cfg.tools?.deny ? { deny: cfg.tools.deny } : {}),
-  }));
-}
-
 const rpcError = (res: Response, status: number, code: number, message: string) => res.status(status).json({ jsonrpc: '2.0', error: { code, message }, id: null });
 
 export function createMcpGateway(d: GatewayDeps): express.Router {
-  const servers = runServers(d.config);
+  const servers = d.config.mcpServers.map((cfg) => runMcpServer(cfg, { allow: cfg.tools?.allow, deny: cfg.tools?.deny }));
   const taskQueue = d.config.temporal.taskQueue;
   let catalog: { at: number; entries: Promise<CatalogEntry[]> } | null = null;
   const entries = (fresh = false): Promise<CatalogEntry[]> => {
@@ -93,7 +82,7 @@ export function createMcpGateway(d: GatewayDeps): express.Router {
         staticSummary: `mcp ${entry.server}/${entry.tool}`,
         args: [{ server: run, tool: entry.tool, arguments: JSON.stringify(request.params.arguments ?? {}), inputSchema: entry.inputSchema, keyName, approvalTimeoutSeconds: d.config.loop.approvalTimeoutSeconds }],
       });
-      if ((run.approval ?? []).some((t) => t === '*' || t === entry.tool)) void askApproval(server, handle, entry, request.params.arguments, extra.signal);
+      if (approvalNeeded(run, entry.tool)) void askApproval(server, handle, entry, request.params.arguments, extra.signal);
       const token = request.params._meta?.progressToken;
       const started = Date.now();
       const ticker =

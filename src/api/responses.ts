@@ -13,7 +13,7 @@ import type { ChatMessage, Usage } from '../domain/chat';
 import { deltaOf, type RunEvent, type WireError } from '../domain/events';
 import { STATE_QUERY, type ChatCompletionInput, type RunState } from '../domain/run';
 import { START } from '../domain/positions';
-import { launchRun, type CompletionDeps } from './chatCompletions';
+import { endingLease, launchRun, type CompletionDeps } from './chatCompletions';
 import { ApiError, badRequest, errorBody, toApiError } from './errors';
 import { queryRun } from './query';
 import { decideApproval } from './runs';
@@ -472,15 +472,8 @@ async function continueAfterApproval(d: CompletionDeps, req: Request, res: Respo
   const segment = ref.segment + 1;
   const ctx: ResponseContext = { id: responseIdOf(ref.hex, segment), hex: ref.hex, segment, created: Math.floor(Date.now() / 1000), model: state.model, request: r };
   res.setHeader('X-Run-Id', ref.runId);
-  const events = runEvents(d, res, ref.runId);
   // This request follows the run to its end: the run's lease ends with it, as a first request's would.
-  const watched = (async function* () {
-    for await (const e of events) {
-      if (e.t === 'end' || e.t === 'error') d.limiter.ended(keyName, ref.runId);
-      yield e;
-    }
-  })();
-  await answer(res, watched, ctx, r.stream === true);
+  await answer(res, endingLease(runEvents(d, res, ref.runId), d.limiter, keyName, ref.runId), ctx, r.stream === true);
 }
 
 export function createResponsesHandler(d: CompletionDeps) {

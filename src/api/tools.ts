@@ -39,21 +39,24 @@ export function resolveTools(config: Config, body: ChatCompletionRequest): Reque
     }
     wanted.set(t.server_label, { allow: t.allowed_tools, approval: requestedApproval(t.require_approval) });
   });
-  const servers = [...wanted.entries()].map(([name, w]): RunMcpServer => {
-    const cfg = config.mcpServers.find((s) => s.name === name)!;
-    // The config's policy is a floor: a request can ask for more approvals, never fewer.
-    const fromConfig = cfg.approval === 'always' ? ['*'] : cfg.approval === 'never' ? [] : cfg.approval.tools;
-    const approval = [...new Set([...fromConfig, ...(w.approval ?? [])])];
-    return {
-      name,
-      timeoutSeconds: cfg.timeoutSeconds,
-      maxOutputBytes: cfg.maxOutputBytes,
-      ...(w.allow ? { allow: w.allow } : {}),
-      ...(approval.length > 0 ? { approval } : {}),
-      ...(Object.keys(cfg.compensations).length > 0 ? { compensations: cfg.compensations } : {}),
-    };
-  });
+  const servers = [...wanted.entries()].map(([name, w]) => runMcpServer(config.mcpServers.find((s) => s.name === name)!, w));
   return { servers, clientTools: body.tools ? clientTools : undefined };
+}
+
+/** A configured MCP server as a run uses it, with what a request adds (its `allowed_tools`, more approvals). */
+export function runMcpServer(cfg: Config['mcpServers'][number], add: { allow?: string[]; deny?: string[]; approval?: string[] } = {}): RunMcpServer {
+  // The config's policy is a floor: a request can ask for more approvals, never fewer.
+  const fromConfig = cfg.approval === 'always' ? ['*'] : cfg.approval === 'never' ? [] : cfg.approval.tools;
+  const approval = [...new Set([...fromConfig, ...(add.approval ?? [])])];
+  return {
+    name: cfg.name,
+    timeoutSeconds: cfg.timeoutSeconds,
+    maxOutputBytes: cfg.maxOutputBytes,
+    ...(add.allow ? { allow: add.allow } : {}),
+    ...(add.deny ? { deny: add.deny } : {}),
+    ...(approval.length > 0 ? { approval } : {}),
+    ...(Object.keys(cfg.compensations).length > 0 ? { compensations: cfg.compensations } : {}),
+  };
 }
 
 /** OpenAI's `require_approval`: "always" | "never" | { always: { tool_names } }. */

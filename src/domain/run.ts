@@ -244,6 +244,11 @@ export interface CallToolInput {
   maxOutputBytes: number;
 }
 
+/** Whether a call of `tool` on `server` waits for a human decision first. */
+export function approvalNeeded(server: Pick<RunMcpServer, 'approval'>, tool: string): boolean {
+  return (server.approval ?? []).some((t) => t === '*' || t === tool);
+}
+
 /** The id of an MCP gateway call's one approval (a call asks at most once). */
 export const GATEWAY_APPROVAL_ID = 'apr_0_0';
 

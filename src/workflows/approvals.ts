@@ -4,7 +4,7 @@
  * the timeout, which denies.
  */
 import * as wf from '@temporalio/workflow';
-import { APPROVE_SIGNAL, APPROVE_UPDATE, type ApprovalDecision, type PendingApproval, type RunMcpServer } from '../domain/run';
+import { APPROVE_SIGNAL, APPROVE_UPDATE, approvalNeeded, type ApprovalDecision, type PendingApproval, type RunMcpServer } from '../domain/run';
 
 export type Decision = ApprovalDecision & { by: 'api' | 'signal' | 'timeout' };
 
@@ -30,7 +30,7 @@ export class Approvals {
   }
 
   static needed(server: RunMcpServer, tool: string): boolean {
-    return (server.approval ?? []).some((t) => t === '*' || t === tool);
+    return approvalNeeded(server, tool);
   }
 
   private decide(d: ApprovalDecision, by: Decision['by']): void {
