@@ -16,9 +16,43 @@ export interface StepProgress {
   events: RunEvent[];
 }
 
+/**
+ * What a process's lease says of a step it streams: how far it got (`n`, its first free
+ * position) and a digest of what is at positions 0..n-1 (`h`). It is all that outlives a
+ * process killed mid-step: a retry elsewhere uses it to tell whether its answer repeats what
+ * clients hold (see domain/stepAttempt), without the step's text ever being written anywhere.
+ */
+export interface StepTrace {
+  step: number;
+  n: number;
+  h: string;
+}
+
+/** FNV-1a, two 32-bit lanes: incremental, so a trace costs nothing to take at any moment. */
+export class TraceHash {
+  private a = 0x811c9dc5;
+  private b = 0x01000193 ^ 0x5bd1e995;
+  add(s: string): void {
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      this.a = Math.imul(this.a ^ c, 16777619);
+      this.b = Math.imul(this.b ^ c, 2246822519);
+    }
+    this.a = Math.imul(this.a ^ 0xff, 16777619);
+  }
+  get value(): string {
+    return (this.a >>> 0).toString(16).padStart(8, '0') + (this.b >>> 0).toString(16).padStart(8, '0');
+  }
+}
+
+/** One position's item as the trace hashes it. */
+export const traceItem = (d: DeltaItem | RunEvent): string => (typeof d === 'string' ? d : JSON.stringify(d));
+
 export class StepLog {
   readonly events: RunEvent[] = [];
   private next = 0;
+  /** The digest of positions 0..next-1 while they are contiguous from 0; null once a gap or another attempt's event breaks them. */
+  private hash: TraceHash | null = new TraceHash();
 
   constructor(
     readonly step: number,
@@ -29,6 +63,13 @@ export class StepLog {
       this.events.push(e.t === 'deltas' ? { ...e, d: [...e.d] } : e);
       this.next = Math.max(this.next, nextSeq(e));
     }
+    // A seeded log's digest would need its positions in order; a trace of it is not needed.
+    if (this.events.length > 0) this.hash = null;
+  }
+
+  /** Where the step is and a digest of what it holds, or null when the positions are not one attempt's run from 0. */
+  trace(): StepTrace | null {
+    return this.hash ? { step: this.step, n: this.next, h: this.hash.value } : null;
   }
 
   /** The first free position. */
@@ -41,6 +82,7 @@ export class StepLog {
     const last = this.events[this.events.length - 1];
     if (last?.t === 'deltas' && last.seq0 + last.d.length === this.next) last.d.push(item);
     else this.events.push({ t: 'deltas', step: this.step, seq0: this.next, d: [item] });
+    this.hash?.add(traceItem(item));
     this.next++;
   }
 
@@ -48,11 +90,13 @@ export class StepLog {
   event(make: (seq: number) => RunEvent): RunEvent {
     const e = make(this.next++);
     this.events.push(e);
+    this.hash = null;
     return e;
   }
 
   /** Leaves positions up to `seq` unused (they may be held by clients of an earlier attempt). */
   skipTo(seq: number): void {
+    if (seq > this.next) this.hash = null;
     this.next = Math.max(this.next, seq);
   }
 

@@ -2,7 +2,7 @@
 import type { RunEvent } from '../../src/domain/events';
 import { START, after, continues, parsePosition } from '../../src/domain/positions';
 import { RESTART_GAP, StepAttempt } from '../../src/domain/stepAttempt';
-import { StepLog } from '../../src/domain/stepLog';
+import { StepLog, type StepTrace } from '../../src/domain/stepLog';
 
 const words = (text: string) => text.match(/\S+\s*/g) ?? [];
 /** Streams `text` word by word as one attempt into `log`; returns the log's events. */
@@ -134,4 +134,38 @@ test('a fallback attempt that differs from the log jumps past it and announces t
   stream(short, 'a b c ');
   stream(short, 'a b ');
   expect(short.events.some((e) => e.t === 'retry')).toBe(true);
+});
+
+/** The trace of `text` streamed word by word, taken after its first `n` words (all when omitted). */
+function traceOf(text: string, n?: number): StepTrace | null {
+  const log = new StepLog(0);
+  for (const w of words(text).slice(0, n)) log.delta({ content: w });
+  return log.trace();
+}
+
+test('a step trace is a digest of positions 0..n-1: the same output gives the same trace, taken at any point', () => {
+  const text = 'the quick brown fox jumps over the lazy dog';
+  expect(traceOf(text)).toEqual(traceOf(text));
+  expect(traceOf(text)!.n).toBe(9);
+  // Taken mid-step, it is the trace of a step that streamed only that far: a retry can compare once it gets there.
+  expect(traceOf(text, 4)).toEqual(traceOf('the quick brown fox '));
+  // Another answer, another chunking of the same text, or a non-content delta: another trace.
+  expect(traceOf('the quick brown cat')!.h).not.toBe(traceOf('the quick brown fox')!.h);
+  expect(traceOf('the quick brownfox ')!.h).not.toBe(traceOf('the quick brown fox')!.h);
+  const reasoning = new StepLog(0);
+  reasoning.delta({ reasoning_content: 'the ' });
+  expect(reasoning.trace()!.h).not.toBe(traceOf('the ')!.h);
+});
+
+test('a step trace exists only while the log is one attempt written from 0', () => {
+  const retried = new StepLog(0);
+  retried.delta({ content: 'a' });
+  retried.event((seq) => ({ t: 'retry', step: 0, seq, attempt: 2, reason: 'restart' }));
+  expect(retried.trace()).toBeNull();
+  const skipped = new StepLog(0);
+  skipped.delta({ content: 'a' });
+  skipped.skipTo(RESTART_GAP);
+  expect(skipped.trace()).toBeNull();
+  expect(new StepLog(0, [{ t: 'deltas', step: 0, seq0: 0, d: ['a'] }]).trace()).toBeNull();
+  expect(new StepLog(3).trace()).toEqual({ step: 3, n: 0, h: new StepLog(0).trace()!.h });
 });
