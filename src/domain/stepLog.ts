@@ -45,6 +45,9 @@ export class TraceHash {
   }
 }
 
+/** How the log stores a delta: plain content as a string. */
+export const deltaItem = (d: Delta): DeltaItem => (d.content !== undefined && Object.keys(d).length === 1 ? d.content : d);
+
 /** One position's item as the trace hashes it. */
 export const traceItem = (d: DeltaItem | RunEvent): string => (typeof d === 'string' ? d : JSON.stringify(d));
 
@@ -78,7 +81,7 @@ export class StepLog {
   }
 
   delta(d: Delta): void {
-    const item: DeltaItem = d.content !== undefined && Object.keys(d).length === 1 ? d.content : d;
+    const item = deltaItem(d);
     const last = this.events[this.events.length - 1];
     if (last?.t === 'deltas' && last.seq0 + last.d.length === this.next) last.d.push(item);
     else this.events.push({ t: 'deltas', step: this.step, seq0: this.next, d: [item] });

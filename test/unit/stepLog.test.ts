@@ -6,8 +6,8 @@ import { StepLog, type StepTrace } from '../../src/domain/stepLog';
 
 const words = (text: string) => text.match(/\S+\s*/g) ?? [];
 /** Streams `text` word by word as one attempt into `log`; returns the log's events. */
-function stream(log: StepLog, text: string, o: { attempt?: number; exact?: boolean; continuation?: 'none' | 'prefill' } = {}): StepAttempt {
-  const a = new StepAttempt(log, { attempt: o.attempt ?? 1, exact: o.exact ?? true, continuation: o.continuation ?? 'none' });
+function stream(log: StepLog, text: string, o: { attempt?: number; exact?: boolean; continuation?: 'none' | 'prefill'; trace?: StepTrace } = {}): StepAttempt {
+  const a = new StepAttempt(log, { attempt: o.attempt ?? 1, exact: o.exact ?? true, continuation: o.continuation ?? 'none', ...(o.trace ? { trace: o.trace } : {}) });
   for (const w of words(text)) a.add({ content: w });
   a.finish();
   return a;
@@ -168,4 +168,43 @@ test('a step trace exists only while the log is one attempt written from 0', () 
   expect(skipped.trace()).toBeNull();
   expect(new StepLog(0, [{ t: 'deltas', step: 0, seq0: 0, d: ['a'] }]).trace()).toBeNull();
   expect(new StepLog(3).trace()).toEqual({ step: 3, n: 0, h: new StepLog(0).trace()!.h });
+});
+
+/** A step streamed by a process that is then killed: what its lease said of it, after `n` words. */
+function deadAttempt(text: string, n: number): StepTrace {
+  const log = new StepLog(0);
+  const a = new StepAttempt(log, { attempt: 1, exact: true, continuation: 'none' });
+  for (const w of words(text).slice(0, n)) a.add({ content: w });
+  return log.trace()!;
+}
+
+test('a retry seeded only by a trace that repeats what clients hold takes the same positions: no seam, nothing twice', () => {
+  const text = 'one two three four five six';
+  const trace = deadAttempt(text, 3);
+  const log = new StepLog(0);
+  const a = new StepAttempt(log, { attempt: 2, exact: false, continuation: 'none', trace });
+  const heldBack = words(text).slice(0, 2);
+  for (const w of heldBack) a.add({ content: w });
+  expect(log.events).toEqual([]); // still comparing: nothing reaches readers yet
+  for (const w of words(text).slice(2)) a.add({ content: w });
+  a.finish();
+  const all = read(log.events);
+  expect(all).toMatchObject({ content: text, retries: 0 });
+  expect(all.ids).toEqual(['0:0', '0:1', '0:2', '0:3', '0:4', '0:5']);
+  // The dead process's client held 0:0..0:3 (one delta past its last renewal): it gets the rest once.
+  expect(read(log.events, { step: 0, seq: 3 }).content).toBe('five six');
+});
+
+test('a retry seeded only by a trace that differs, or is shorter, announces the restart past every held position and sends the whole new answer', () => {
+  const trace = deadAttempt('one two three four', 3);
+  const differs = new StepLog(0);
+  stream(differs, 'one two tree four', { attempt: 2, exact: false, trace });
+  const d = read(differs.events, { step: 0, seq: 2 + 5 });
+  expect(differs.events.find((e) => e.t === 'retry')).toMatchObject({ seq: 3 + RESTART_GAP, reason: 'restart' });
+  expect(d).toMatchObject({ retries: 1, content: 'one two tree four' });
+  const shorter = new StepLog(0);
+  const a = new StepAttempt(shorter, { attempt: 2, exact: false, continuation: 'none', trace });
+  a.add({ content: 'one ' });
+  a.finish();
+  expect(read(shorter.events, { step: 0, seq: 2 })).toMatchObject({ retries: 1, content: 'one ' });
 });
