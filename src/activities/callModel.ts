@@ -7,6 +7,7 @@
 import { CompleteAsyncError, Context } from '@temporalio/activity';
 import type { CallModelInput, CallModelResult } from '../domain/run';
 import type { ModelSteps } from './modelSteps';
+import { heldActivity } from './lease';
 
 export interface ModelDeps {
   steps: ModelSteps;
@@ -16,7 +17,7 @@ export function createModelActivities(deps: ModelDeps) {
   return {
     async callModel(input: CallModelInput): Promise<CallModelResult> {
       const { info } = Context.current();
-      deps.steps.claim(input, { attempt: info.attempt, taskToken: info.taskToken, heartbeatDetails: info.heartbeatDetails });
+      deps.steps.claim(input, { attempt: info.attempt, taskToken: info.taskToken, activity: heldActivity(), heartbeatDetails: info.heartbeatDetails });
       throw new CompleteAsyncError();
     },
   };

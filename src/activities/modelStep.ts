@@ -1,11 +1,14 @@
 /**
  * ModelStep: one attempt of one model step. It streams from the upstream into the step's
  * log (the LiveHub's, so readers in this process follow at once, placed by `StepAttempt`),
- * and reports to Temporal through the attempt's task token: heartbeats carrying the log so
- * far, then the result (the assembled message and the step's events) or the classified
- * failure. `callModel` completes asynchronously, so an open stream holds no activity slot and
- * no SDK activity state, only this object. An attempt can start before its activity task
- * exists (a prestart, see ./modelSteps): it streams into the log and settles once it has a token.
+ * and reports to Temporal through the attempt's task token: the result (the assembled message
+ * and the step's events) or the classified failure. It heartbeats nothing while it streams:
+ * its process's lease (./lease) proves it alive and names its trace; it heartbeats once to hear
+ * of a cancellation (`checkCancel`) and once before a retryable failure, so the retry, wherever
+ * it runs, knows what clients hold. `callModel` completes asynchronously, so an open stream
+ * holds no activity slot and no SDK activity state, only this object. An attempt can start
+ * before its activity task exists (a prestart, see ./modelSteps): it streams into the log and
+ * settles once it has a token.
  */
 import { ActivityCancelledError, ActivityNotFoundError, ActivityPausedError, ActivityResetError, type AsyncCompletionClient } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
@@ -19,6 +22,8 @@ import { contextLengthMessage, estimateTokens, fitToWindow, fixedCost } from '..
 import { stepEnd } from '../domain/stepRequest';
 import type { RunEvent } from '../domain/events';
 import type { StepLog } from '../domain/stepLog';
+import type { HeldEntry, LostStep } from '../domain/lease';
+import type { HeldActivity } from './lease';
 import { FailureType, wireError, type CallModelInput, type CallModelResult, type StoredResponse } from '../domain/run';
 import { StepAttempt } from '../domain/stepAttempt';
 import { ClientCallFilter, clientCallId } from '../domain/toolCalls';
@@ -28,13 +33,8 @@ export interface StepContext {
   hub: LiveHub;
   completion: AsyncCompletionClient;
   upstreams: ReadonlyMap<string, UpstreamClient>;
-  /** How often the step's progress is heartbeated (and cancellation noticed). */
-  heartbeatMs: number;
   metrics: Metrics;
 }
-
-/** Half the heartbeat timeout (8 s): a step with no new output still beats this often. */
-const IDLE_BEAT_MS = 4000;
 
 type Outcome = { ok: true; result: CallModelResult } | { ok: false; error: unknown };
 
@@ -83,8 +83,8 @@ function normUsage(u: Usage | null | undefined): Usage | undefined {
 }
 
 /**
- * Reports to Temporal, riding out a short outage; if it stays away, the attempt's heartbeat
- * timeout hands the step to another attempt.
+ * Reports to Temporal, riding out a short outage; if it stays away, the process's lease lapses
+ * and the step moves to another attempt.
  */
 async function reporting(fn: () => Promise<void>): Promise<void> {
   for (let i = 0; ; i++) {
@@ -100,12 +100,9 @@ async function reporting(fn: () => Promise<void>): Promise<void> {
 export class ModelStep {
   private readonly abort = new AbortController();
   private token: Uint8Array | null = null;
+  private activity: HeldActivity | null = null;
   private outcome: Outcome | null = null;
   private settled = false;
-  private beat: NodeJS.Timeout | null = null;
-  /** The log's `nextSeq` and the time at the last heartbeat. */
-  private beatSeq = -1;
-  private beatAt = 0;
   private releasedOnce = false;
   private onRelease: () => void = () => undefined;
   /** Resolves once this attempt no longer writes to the step's log. */
@@ -121,34 +118,66 @@ export class ModelStep {
   ) {
     const { log, exact } = ctx.hub.openStep(input.runId, input.step, prior);
     this.log = log;
-    void this.stream(new StepAttempt(log, { attempt, continuation: input.continuation, exact })).then((o) => {
+    void this.stream(new StepAttempt(log, { attempt, continuation: input.continuation, exact, ...(input.trace ? { trace: input.trace } : {}) })).then((o) => {
       this.outcome = o;
       return this.settle();
     });
   }
 
   /** The attempt's activity task: from now on it reports to Temporal. */
-  attach(taskToken: Uint8Array): void {
+  attach(taskToken: Uint8Array, activity: HeldActivity): void {
     this.token = taskToken;
-    // The first beat waits a beat: at the start there is no progress to carry.
-    this.beatAt = Date.now();
-    this.nextBeat();
+    this.activity = activity;
     void this.settle();
+  }
+
+  /** What the process's lease says of this attempt while it is attached and unsettled. */
+  held(): HeldEntry | null {
+    const a = this.activity;
+    if (!a || this.settled) return null;
+    const t = this.log.trace();
+    return [a.workflowId, a.runId, a.activityId, a.attempt, this.log.step, t?.n ?? this.log.nextSeq, t?.h ?? ''];
   }
 
   /** Stops streaming; an attached attempt reports nothing more (its lease is gone or handed back). */
   stop(reason: string): void {
     this.abort.abort(new Error(reason));
     this.settled = true;
-    this.clearBeat();
     this.release();
   }
 
-  /** Fails the attached attempt as retryable (this process is going away) and stops. */
+  /**
+   * Fails the attached attempt as `ProcessLost` (this process is going away), with everything it
+   * streamed, so its run moves the step to a live process at once; then stops.
+   */
   async handBack(): Promise<void> {
     const token = this.token;
     this.stop('worker shutting down');
-    if (token) await this.ctx.completion.fail(token, ApplicationFailure.retryable('the worker running this step shut down', 'WorkerShutdown')).catch(() => undefined);
+    if (!token) return;
+    const lost: LostStep = { step: this.log.step, events: this.log.events };
+    const failure = ApplicationFailure.create({ type: FailureType.ProcessLost, message: 'the process running this step shut down', nonRetryable: true, details: [lost] });
+    await this.ctx.completion.fail(token, failure).catch(() => undefined);
+  }
+
+  /**
+   * Asks Temporal about this attempt once (a heartbeat): when its run cancelled it, stops and
+   * reports the cancellation. Whether it was cancelled.
+   */
+  async checkCancel(): Promise<boolean> {
+    const token = this.token;
+    if (this.settled || !token) return false;
+    try {
+      await this.ctx.completion.heartbeat(token);
+      return false;
+    } catch (e) {
+      if (e instanceof ActivityCancelledError || e instanceof ActivityPausedError || e instanceof ActivityResetError) {
+        this.stop('cancelled');
+        await this.ctx.completion.reportCancellation(token).catch(() => undefined);
+        return true;
+      }
+      if (e instanceof ActivityNotFoundError) this.stop('the attempt is gone');
+      return false;
+    }
   }
 
   private async stream(attempt: StepAttempt): Promise<Outcome> {
@@ -271,7 +300,7 @@ export class ModelStep {
         usage,
         events: this.log.events,
         nextSeq: this.log.nextSeq,
-        attempt: this.attempt,
+        attempt: this.attempt + (input.moves ?? 0),
         ...(answered && (answered !== input.upstream || input.fallbacks?.length) ? { upstream: answered } : {}),
         ...(stored ? { stored } : {}),
         ...(fitted.dropped ? { trimmed: fitted.dropped } : {}),
@@ -310,7 +339,6 @@ export class ModelStep {
     const { token, outcome } = this;
     if (!token || !outcome || this.settled) return;
     this.settled = true;
-    this.clearBeat();
     try {
       if (outcome.ok) {
         await reporting(() => this.ctx.completion.complete(token, outcome.result));
@@ -319,6 +347,9 @@ export class ModelStep {
         // now, rather than after the workflow's next task (it records the same event).
         if (!result.message.tool_calls?.length) this.ctx.hub.ended(this.input.runId, stepEnd(this.input, result));
       } else {
+        // A retry may run in another process: the step's one heartbeat tells it what clients hold.
+        const retryable = !(outcome.error instanceof ApplicationFailure && outcome.error.nonRetryable);
+        if (retryable && this.log.nextSeq > 0) await reporting(() => this.ctx.completion.heartbeat(token, this.log.progress()));
         await reporting(() => this.ctx.completion.fail(token, outcome.error));
       }
     } catch {
@@ -326,38 +357,6 @@ export class ModelStep {
     } finally {
       this.release();
     }
-  }
-
-  /** Heartbeats the step's progress until it settles; notices cancellation on the way. */
-  private async heartbeat(): Promise<void> {
-    if (this.settled || !this.token) return;
-    // Every beat is a write on the Temporal server: a step with nothing new (a slow first
-    // token, say) beats only as often as its heartbeat timeout needs.
-    if (this.log.nextSeq === this.beatSeq && Date.now() - this.beatAt < IDLE_BEAT_MS) return this.nextBeat();
-    this.beatSeq = this.log.nextSeq;
-    this.beatAt = Date.now();
-    try {
-      await this.ctx.completion.heartbeat(this.token, this.log.progress());
-    } catch (e) {
-      if (e instanceof ActivityCancelledError || e instanceof ActivityPausedError || e instanceof ActivityResetError) {
-        const token = this.token;
-        this.stop('cancelled');
-        await this.ctx.completion.reportCancellation(token).catch(() => undefined);
-        return;
-      }
-      if (e instanceof ActivityNotFoundError) return this.stop('the attempt is gone');
-      // Temporal unreachable for a moment: try again at the next beat.
-    }
-    this.nextBeat();
-  }
-
-  private nextBeat(): void {
-    if (!this.settled) this.beat = setTimeout(() => void this.heartbeat(), this.ctx.heartbeatMs);
-  }
-
-  private clearBeat(): void {
-    if (this.beat) clearTimeout(this.beat);
-    this.beat = null;
   }
 
   private release(): void {

@@ -5,12 +5,16 @@
  * when the two requests are the same. A prestart that no activity adopts is stopped.
  */
 import type { CallModelInput } from '../domain/run';
+import type { HeldEntry } from '../domain/lease';
 import type { StepProgress } from '../domain/stepLog';
+import type { HeldActivity } from './lease';
 import { ModelStep, type StepContext } from './modelStep';
 
 export interface AttemptInfo {
   attempt: number;
   taskToken: Uint8Array;
+  /** The activity this attempt is, as Temporal names it (the process's lease lists it). */
+  activity: HeldActivity;
   /** The last heartbeat of this activity's earlier attempt, if any. */
   heartbeatDetails?: unknown;
 }
@@ -56,13 +60,36 @@ export class ModelSteps {
     if (pre) {
       this.prestarted.delete(input.runId);
       clearTimeout(pre.timer);
-      if (info.attempt === 1 && !input.resume && callKey(pre.step.input) === callKey(input)) return this.track(pre.step, info.taskToken);
+      if (info.attempt === 1 && !input.resume && callKey(pre.step.input) === callKey(input)) return this.track(pre.step, info);
       // What it streamed stays in the step's log, as an earlier attempt's output.
       pre.step.stop('the run asked for a different call');
     }
     this.active.get(input.runId)?.stop('superseded by a newer attempt');
     const prior = input.resume ? (input.prior ?? []) : info.attempt > 1 ? priorEvents(info.heartbeatDetails, input.step) : [];
-    this.track(new ModelStep(this.ctx, input, info.attempt, prior), info.taskToken);
+    this.track(new ModelStep(this.ctx, input, info.attempt, prior), info);
+  }
+
+  /** The attached attempts, as this process's lease names them. */
+  held(): HeldEntry[] {
+    const out: HeldEntry[] = [];
+    for (const s of this.active.values()) {
+      const h = s.held();
+      if (h) out.push(h);
+    }
+    return out;
+  }
+
+  /** This process's lease lapsed: its steps have moved elsewhere, so these stop without a word. */
+  drop(): void {
+    const steps = [...this.active.values()];
+    this.active.clear();
+    for (const s of steps) s.stop('this process lost its lease');
+  }
+
+  /** Asks Temporal whether the run's step here was cancelled (see ModelStep `checkCancel`); how many stopped. */
+  async checkCancel(runId: string): Promise<number> {
+    const s = this.active.get(runId);
+    return s && (await s.checkCancel()) ? 1 : 0;
   }
 
   /** Hands every attached attempt back to Temporal for an immediate retry elsewhere. */
@@ -78,11 +105,11 @@ export class ModelSteps {
     return this.active.size + this.prestarted.size;
   }
 
-  private track(step: ModelStep, taskToken: Uint8Array): void {
+  private track(step: ModelStep, info: AttemptInfo): void {
     this.active.set(step.input.runId, step);
     void step.released.then(() => {
       if (this.active.get(step.input.runId) === step) this.active.delete(step.input.runId);
     });
-    step.attach(taskToken);
+    step.attach(info.taskToken, info.activity);
   }
 }

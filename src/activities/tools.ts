@@ -12,11 +12,14 @@ import { cappedStructured, toolResultToText } from '../connectors/mcp/toolResult
 import { MAX_OPENAI_TOOLS, ToolLimitError, assertToolLimit, buildToolCatalog, filterTools, type CatalogEntry } from '../domain/toolNames';
 import type { Metrics, ToolCallOutcome } from '../telemetry/metrics';
 import { failSpan, tracer, withSpan } from '../telemetry/tracing';
+import { heldActivity, type HeldCalls } from './lease';
 import { toolTotalSeconds, wireError, type CallToolInput, type ListToolsInput, type ToolOutcome } from '../domain/run';
 
 export interface ToolDeps {
   pool: McpPool;
   metrics: Metrics;
+  /** The calls this process's lease names (so they move at once if the process is lost). */
+  heldCalls?: HeldCalls;
 }
 
 const HEARTBEAT_MS = 2000;
@@ -128,6 +131,7 @@ export function createToolActivities(deps: ToolDeps) {
       if ('problem' in checked) return outcome(checked.problem, true, false, 'invalid_arguments');
       ctx.heartbeat();
       const beat = setInterval(() => ctx.heartbeat(), HEARTBEAT_MS);
+      const unhold = deps.heldCalls?.hold(heldActivity());
       try {
         // Within the tool's span, so an HTTP MCP server is sent its trace context.
         const result = await withSpan(span, () => deps.pool.callTool(input.server, input.tool, checked.args, {
@@ -153,6 +157,7 @@ export function createToolActivities(deps: ToolDeps) {
         throw ApplicationFailure.create({ type: 'McpTransport', message: `MCP server ${input.server}: ${e instanceof Error ? e.message : String(e)}`, nonRetryable: !retryable });
       } finally {
         clearInterval(beat);
+        unhold?.();
       }
     },
   };

@@ -186,7 +186,7 @@ export const LoopSchema = z
 
 export const StreamSchema = z
   .object({
-    /** How often a streaming model step heartbeats its progress (what other processes and a crash resume see). */
+    /** How often a reader follows a model step that streams in another process (its progress is asked of that process). */
     heartbeatSeconds: z.number().min(0.5).max(6).default(2),
     /** A client that reads nothing for this long gets an error chunk and is cut off (its run goes on). */
     stallSeconds: z.number().positive().max(3600).default(60),
@@ -270,6 +270,19 @@ export const McpGatewaySchema = z
   })
   .strict();
 
+/**
+ * Liveness per process: each process holds one lease in Temporal and renews it this often; its
+ * open model steps and tool calls need no heartbeat of their own. A lease not renewed for
+ * `lapseSeconds` lapses, and everything its process ran moves to a live process at once.
+ */
+export const LivenessSchema = z
+  .object({
+    renewSeconds: z.number().min(0.2).max(10).default(1),
+    lapseSeconds: z.number().min(1).max(60).default(2.5),
+  })
+  .strict()
+  .refine((l) => l.lapseSeconds >= 2 * l.renewSeconds, { message: 'liveness.lapseSeconds must be at least twice liveness.renewSeconds' });
+
 export const ConfigFileSchema = z
   .object({
     server: ServerSchema.default(ServerSchema.parse({})),
@@ -278,6 +291,7 @@ export const ConfigFileSchema = z
     models: z.array(ModelSchema).default([]),
     loop: LoopSchema.default(LoopSchema.parse({})),
     stream: StreamSchema.default(StreamSchema.parse({})),
+    liveness: LivenessSchema.default(LivenessSchema.parse({})),
     sessions: SessionsSchema.default(SessionsSchema.parse({})),
     idempotency: IdempotencySchema.default(IdempotencySchema.parse({})),
     mcpServers: z.array(McpServerSchema).default([]),

@@ -156,6 +156,13 @@ export interface CallModelInput {
    */
   resume?: boolean;
   prior?: RunEvent[];
+  /**
+   * Set when the step moved because the process running it was lost (its lease lapsed): how far
+   * that attempt had streamed by its last lease renewal, and a digest of it (see domain/stepLog).
+   */
+  trace?: { n: number; h: string };
+  /** How many times this step has already moved between processes (counted into its attempts). */
+  moves?: number;
   fallbacks?: UpstreamTarget[];
   contextTokens?: number;
   trim?: boolean;
@@ -205,6 +212,8 @@ export const FailureType = {
   Busy: 'UpstreamBusy',
   Unavailable: 'UpstreamUnavailable',
   ContextLength: 'ContextLengthExceeded',
+  /** The process running an activity was lost (its lease lapsed) or is shutting down: run it elsewhere now. */
+  ProcessLost: 'ProcessLost',
 } as const;
 
 export function wireError(status: number, message: string, type: string, code: string | null = null, param: string | null = null): WireError {

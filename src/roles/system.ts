@@ -1,10 +1,12 @@
 /**
- * Composes one process of mix2api from its roles: the shared worker, the API (with its live
- * worker), or both. `mix2api start` and the integration tests run exactly this.
+ * Composes one process of mix2api from its roles: the shared worker, the API, or both; every
+ * process also runs its instance worker and holds its lease (activities/lease). `mix2api start`
+ * and the integration tests run exactly this.
  */
 import type { AddressInfo } from 'node:net';
 import { createServer, type Server } from 'node:http';
 import type { Worker, WorkflowBundleOption } from '@temporalio/worker';
+import { HeldCalls, instanceIdentity, ProcessLease } from '../activities/lease';
 import { ModelSteps } from '../activities/modelSteps';
 import { createHandler, metricsHandler } from '../api/app';
 import { answerClientError } from '../api/errors';
@@ -18,7 +20,7 @@ import { silentLogger, type Logger } from '../telemetry/log';
 import { Metrics } from '../telemetry/metrics';
 import type { Tracing } from '../telemetry/tracing';
 import { connectTemporal, TemporalHealth } from './temporal';
-import { createLiveWorker, createSharedWorker, liveTaskQueueName } from './workers';
+import { createInstanceWorker, createSharedWorker, instanceQueueName } from './workers';
 
 export interface SystemOptions {
   config: Config;
@@ -37,7 +39,12 @@ export interface SystemOptions {
 
 export interface RunningSystem {
   apiUrl: string | null;
+  /** The API's live queue: this process's instance queue, when it serves the API. */
   liveTaskQueue: string | null;
+  /** This process's instance queue (its lease, its live steps). */
+  instanceQueue: string;
+  /** This process's lease: held once `ready` resolves. */
+  lease: ProcessLease;
   stop(): Promise<void>;
 }
 
@@ -56,8 +63,24 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
     onLog: (e) => (e.level === 'warn' ? logger.warn({ server: e.server }, `mcp ${e.server}: ${e.message}`) : undefined),
   });
   const metrics = o.metrics ?? new Metrics({ models: config.models.map((m) => m.id), enabled: config.metrics.enabled });
-  const steps = new ModelSteps({ hub: live, completion: t.client.activity, upstreams, heartbeatMs: config.stream.heartbeatSeconds * 1000, metrics });
-  const deps = { steps, live, pool, metrics, logger };
+  const steps = new ModelSteps({ hub: live, completion: t.client.activity, upstreams, metrics });
+  const instanceQueue = instanceQueueName(config);
+  const heldCalls = new HeldCalls();
+  const lease = new ProcessLease({
+    client: t.client,
+    taskQueue: config.temporal.taskQueue,
+    instanceQueue,
+    renewMs: config.liveness.renewSeconds * 1000,
+    lapseSeconds: config.liveness.lapseSeconds,
+    held: () => [...steps.held(), ...heldCalls.entries()],
+    onLost: () => steps.drop(),
+    logger,
+  });
+  const checkSteps = (runId: string) => {
+    steps.cancelPrestart(runId);
+    return steps.checkCancel(runId);
+  };
+  const deps = { steps, live, pool, metrics, logger, heldCalls, lease: { lease, client: t.client, checkSteps } };
   const tracing = o.tracing ?? null;
   const workers: Worker[] = [];
   const running: Promise<void>[] = [];
@@ -72,16 +95,13 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
       }),
     );
   };
-  if (o.roles.worker) run(await createSharedWorker({ config, native: t.native, deps, workflowBundle: o.workflowBundle, tracing, dataConverter: t.dataConverter }));
-
   let server: Server | null = null;
   let apiUrl: string | null = null;
   let liveTaskQueue: string | null = null;
   let health: TemporalHealth | null = null;
   if (o.roles.api) {
     health = new TemporalHealth(t.native);
-    liveTaskQueue = liveTaskQueueName(config);
-    run(await createLiveWorker({ config, native: t.native, deps, tracing, dataConverter: t.dataConverter }, liveTaskQueue));
+    liveTaskQueue = instanceQueue;
     const app = createHandler({
       config,
       client: t.client,
@@ -120,9 +140,6 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
       server = await listen(s, config.server.port, host, 'API', 'PORT or server.port');
     } catch (e) {
       health.stop();
-      await steps.shutdown();
-      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
-      await Promise.all(running);
       await pool.closeAll();
       await t.close();
       throw e;
@@ -130,6 +147,12 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
     const addr = server.address() as AddressInfo;
     apiUrl = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${addr.port}`;
   }
+  // The API listens first: its address is part of the workers' identity (a peer's way here).
+  const identity = instanceIdentity(instanceQueue, apiUrl);
+  const wo = { config, native: t.native, deps, tracing, dataConverter: t.dataConverter, identity };
+  if (o.roles.worker) run(await createSharedWorker({ ...wo, workflowBundle: o.workflowBundle }));
+  run(await createInstanceWorker(wo, instanceQueue));
+  await lease.start();
 
   const metricsServer = config.metrics.enabled && config.metrics.port ? await listenMetrics(metrics, config.metrics.port, config.metrics.host ?? defaultHost(config)) : null;
 
@@ -142,14 +165,16 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
         server.closeAllConnections();
         await new Promise<void>((r) => server!.close(() => r()));
       }
-      // Model calls streaming here go back to Temporal now, to be retried elsewhere at once.
-      await steps.shutdown();
+      // No new work here; then the model calls streaming here go back to Temporal, to move
+      // elsewhere at once, and the lease is handed back.
       for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+      await steps.shutdown();
+      await lease.stop();
       await Promise.all(running);
       await pool.closeAll();
       await t.close();
     })());
-  return { apiUrl, liveTaskQueue, stop };
+  return { apiUrl, liveTaskQueue, instanceQueue, lease, stop };
 }
 
 /** `/metrics` alone on a port of its own (a worker has no API port to serve it on). */

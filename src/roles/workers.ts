@@ -1,8 +1,9 @@
 /**
  * The two kinds of worker: the shared one (workflows + every activity, on the shared task
  * queue; in `mix2api start` it is in the API's process, so runs start eagerly there) and the
- * per-API-instance live one (only the streaming `callModel`, so its deltas reach this
- * instance's HTTP connections in-process).
+ * per-process instance one (the process's lease, `checkHeld`, and the streaming `callModel` of
+ * runs an API instance here waits on, so its deltas reach its HTTP connections in-process).
+ * Both name the instance queue in their identity, so a run can find the process holding its step.
  */
 import { randomUUID } from 'node:crypto';
 import { Worker, type InjectedSinks, type NativeConnection, type WorkflowBundleOption } from '@temporalio/worker';
@@ -56,6 +57,8 @@ export interface WorkerOptions {
   dataConverter?: DataConverter;
   /** Tracing on (see telemetry/tracing); its workflow interceptors need a bundle built here. */
   tracing?: Tracing | null;
+  /** The worker identity (activities/lease `instanceIdentity`). */
+  identity: string;
 }
 
 /** With tracing on: the Temporal SDK's OpenTelemetry interceptors for activities. */
@@ -82,8 +85,9 @@ function workflowOptions(o: WorkerOptions) {
     sinks: o.tracing ? { ...sinks, exporter: makeWorkflowExporter(o.tracing.spanProcessor, o.tracing.resource) } : sinks,
     interceptors: { ...activityInterceptors(o), ...(o.tracing && !o.workflowBundle ? { workflowModules: [require.resolve('../workflows/tracing')] } : {}) },
     // A run's next workflow task goes to the worker that ran the last one; if that worker died,
-    // wait this long (default 10 s) before any worker may take it.
-    stickyQueueScheduleToStartTimeout: '3 seconds' as const,
+    // wait this long (default 10 s) before any worker may take it. Part of how long a dead
+    // process's run takes to move: a live worker's sticky poll is always waiting.
+    stickyQueueScheduleToStartTimeout: '1 second' as const,
   };
 }
 
@@ -92,25 +96,27 @@ export async function createSharedWorker(o: WorkerOptions): Promise<Worker> {
     connection: o.native,
     namespace: o.config.temporal.namespace,
     taskQueue: o.config.temporal.taskQueue,
+    identity: o.identity,
     ...workflowOptions(o),
     activities: createActivities(o.deps),
     shutdownGraceTime: '5 seconds',
   });
 }
 
-export function liveTaskQueueName(config: Config): string {
+export function instanceQueueName(config: Config): string {
   return `${config.temporal.taskQueue}-live-${randomUUID().slice(0, 8)}`;
 }
 
-export async function createLiveWorker(o: WorkerOptions, taskQueue: string): Promise<Worker> {
-  const { callModel } = createActivities(o.deps);
+export async function createInstanceWorker(o: WorkerOptions, taskQueue: string): Promise<Worker> {
+  const { callModel, holdLease, checkHeld } = createActivities(o.deps);
   return Worker.create({
     connection: o.native,
     namespace: o.config.temporal.namespace,
     taskQueue,
+    identity: o.identity,
     dataConverter: o.dataConverter,
     interceptors: activityInterceptors(o),
-    activities: { callModel },
+    activities: { callModel, holdLease, checkHeld },
     shutdownGraceTime: '5 seconds',
   });
 }

@@ -9,6 +9,8 @@ import * as wf from '@temporalio/workflow';
 import { ActivityFailure, ApplicationFailure, SearchAttributeType, TimeoutFailure, TimeoutType, defineSearchAttributeKey } from '@temporalio/common';
 import type { createModelActivities } from '../activities/callModel';
 import type { createToolActivities } from '../activities/tools';
+import type { createLeaseActivities } from '../activities/lease';
+import { lostIn, MAX_MOVES } from './processLease';
 import { addUsage, clientReply, type AssistantMessage, type ChatMessage, type ToolCall, type Usage } from '../domain/chat';
 import { clientCallId } from '../domain/toolCalls';
 import { toOpenAiTool, type CatalogEntry } from '../domain/toolNames';
@@ -20,7 +22,6 @@ import { stepEnd, stepRequest } from '../domain/stepRequest';
 import type { RunSinks } from './sinks';
 import {
   EVENTS_QUERY,
-  HEARTBEAT_TIMEOUT,
   RESULT_QUERY,
   wireError,
   type CallModelInput,
@@ -40,6 +41,7 @@ import { Saga } from './saga';
 
 type ModelActivities = ReturnType<typeof createModelActivities>;
 type ToolActivities = ReturnType<typeof createToolActivities>;
+type LeaseActivities = ReturnType<typeof createLeaseActivities>;
 
 /** How long a live-queue task may wait for its API instance before falling back to the shared queue. */
 const LIVE_QUEUE_WAIT = '3 seconds';
@@ -49,8 +51,9 @@ function modelProxy(input: ChatCompletionInput, step: number, taskQueue: string 
   return wf.proxyActivities<ModelActivities>({
     taskQueue,
     summary: `llm ${r.exposedModel} step ${step}`,
+    // No heartbeat timeout: the process's lease proves the step alive (activities/lease), and
+    // a lost process's steps fail as ProcessLost at once. This only bounds a step nobody released.
     startToCloseTimeout: `${r.totalSeconds + 5} seconds`,
-    heartbeatTimeout: HEARTBEAT_TIMEOUT,
     ...(live ? { scheduleToStartTimeout: LIVE_QUEUE_WAIT } : {}),
     retry: {
       maximumAttempts: r.retry.maxAttempts,
@@ -65,30 +68,67 @@ function isScheduleToStartTimeout(e: unknown): boolean {
   return e instanceof ActivityFailure && e.cause instanceof TimeoutFailure && e.cause.timeoutType === TimeoutType.SCHEDULE_TO_START;
 }
 
-/** What the step had streamed by its last heartbeat, as the timeout failure reports it. */
+/** What the step had streamed by its last heartbeat, as a timeout failure reports it. */
 function lastProgress(e: unknown, step: number): RunEvent[] {
   const p = (e instanceof ActivityFailure && e.cause instanceof TimeoutFailure ? e.cause.lastHeartbeatDetails : undefined) as Partial<StepProgress> | undefined;
   return p?.step === step && Array.isArray(p.events) ? p.events : [];
 }
 
 /**
- * The live queue while an API instance waits on this run, else the shared one. Once the live
- * queue's instance is found gone, later steps go straight to the shared queue.
+ * The run's model call for one step, on the live queue while an API instance waits on this run,
+ * else on the shared one. Once the live queue's instance is found gone, later steps go straight
+ * to the shared queue. A step whose process was lost (its lease lapsed, or it shut down) runs
+ * again on the shared queue at once, seeded with what the lost attempt had streamed.
  */
 async function callModel(input: ChatCompletionInput, args: CallModelInput, live: { queue?: string }): Promise<CallModelResult> {
-  if (live.queue) {
-    let prior: RunEvent[];
+  let call = args;
+  for (let moves = 0; ; ) {
+    const queue = live.queue;
     try {
-      return await modelProxy(input, args.step, live.queue, true)(args);
+      return await modelProxy(input, call.step, queue, queue !== undefined)(call);
     } catch (e) {
-      if (!isScheduleToStartTimeout(e)) throw e;
+      // (Runs recorded before steps stopped heartbeating were told by their heartbeats.)
+      if (wf.isCancellation(e)) {
+        if (wf.patched('lease-stop-held')) await stopHeld(queue);
+        throw e;
+      }
+      if (queue !== undefined && isScheduleToStartTimeout(e)) {
+        // An attempt on the live queue may have streamed part of this step before its instance died.
+        live.queue = undefined;
+        call = { ...call, resume: true, prior: lastProgress(e, call.step) };
+        continue;
+      }
+      const lost = lostIn(e);
+      if (!lost || lost.step !== call.step || moves >= Math.max(MAX_MOVES, input.route.retry.maxAttempts - 1)) throw e;
       live.queue = undefined;
-      prior = lastProgress(e, args.step);
+      moves++;
+      const { trace: _t, prior: _p, ...rest } = call;
+      call = { ...rest, resume: true, moves, ...(lost.events ? { prior: lost.events } : { prior: [], ...(lost.n !== undefined && lost.n > 0 ? { trace: { n: lost.n, h: lost.h ?? '' } } : {}) }) };
     }
-    // An attempt on the live queue may have streamed part of this step before its instance died.
-    return modelProxy(input, args.step, undefined, false)({ ...args, resume: true, prior });
   }
-  return modelProxy(input, args.step, undefined, false)(args);
+}
+
+/**
+ * The run was cancelled while its model step streamed: the step heartbeats nothing, so tell the
+ * process that holds it (on its instance queue), which asks Temporal, hears the cancellation and
+ * stops. On the shared queue the holder is found from the activity's worker identity.
+ */
+async function stopHeld(queue: string | undefined): Promise<void> {
+  await wf.CancellationScope.nonCancellable(async () => {
+    try {
+      const holder =
+        queue ??
+        (await wf
+          .proxyLocalActivities<LeaseActivities>({ summary: 'find the step holder', startToCloseTimeout: '5 seconds', retry: { maximumAttempts: 2 } })
+          .findHolder(wf.workflowInfo().workflowId, 'callModel'));
+      if (!holder) return;
+      await wf
+        .proxyActivities<LeaseActivities>({ taskQueue: holder, summary: 'stop the cancelled step', scheduleToStartTimeout: '3 seconds', startToCloseTimeout: '5 seconds', retry: { maximumAttempts: 1 } })
+        .checkHeld(wf.workflowInfo().workflowId);
+    } catch {
+      // The holder is gone: nothing streams there any more.
+    }
+  });
 }
 
 /** The last failure's OpenAI-shaped error, as classified by the activity. */

@@ -3,3 +3,4 @@ export { chatCompletionWorkflow } from './chatCompletion';
 export { sessionWorkflow } from './session';
 export { keyLedgerWorkflow } from './keyLedger';
 export { mcpToolCallWorkflow, mcpListToolsWorkflow } from './mcpGateway';
+export { processLeaseWorkflow } from './processLease';

@@ -8,6 +8,7 @@ import type { createToolActivities } from '../activities/tools';
 import type { ToolCall } from '../domain/chat';
 import { HEARTBEAT_TIMEOUT, toolTotalSeconds, type RunMcpServer, type ToolOutcome } from '../domain/run';
 import type { CatalogEntry } from '../domain/toolNames';
+import { lostIn, MAX_MOVES } from './processLease';
 
 type ToolActivities = ReturnType<typeof createToolActivities>;
 
@@ -24,7 +25,7 @@ export function toolActivities(summary: string, timeoutSeconds: number) {
   });
 }
 
-export async function runTool(runId: string, step: number, call: ToolCall, entry: CatalogEntry, server: RunMcpServer): Promise<ToolOutcome> {
+export async function runTool(runId: string, step: number, call: ToolCall, entry: CatalogEntry, server: RunMcpServer, moves = 0): Promise<ToolOutcome> {
   try {
     return await toolActivities(`mcp ${entry.server}/${entry.tool}`, server.timeoutSeconds).callTool({
       runId,
@@ -40,6 +41,8 @@ export async function runTool(runId: string, step: number, call: ToolCall, entry
     });
   } catch (e) {
     if (wf.isCancellation(e)) throw e;
+    // Its process was lost mid-call: run it again elsewhere now, with the same idempotency key.
+    if (lostIn(e) && moves < MAX_MOVES) return runTool(runId, step, call, entry, server, moves + 1);
     const why = e instanceof wf.ActivityFailure && e.cause ? e.cause.message : e instanceof Error ? e.message : String(e);
     return { text: `tool ${entry.server}/${entry.tool} failed: ${why}`, isError: true, truncated: false, ms: 0 };
   }

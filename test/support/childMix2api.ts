@@ -89,8 +89,8 @@ export function childMix2api(o: { dir: string; port: number; config: Record<stri
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         if (exitInfo) throw new Error(`mix2api child ${exitInfo} before it was ready:\n${this.tail()}`);
-        // A worker has no HTTP side: it is ready when it says so.
-        if (o.role === 'worker' ? output.some((l) => l.startsWith(tag) && l.includes('ready.')) : await ready()) return Date.now();
+        // Ready when it says so (the API listens before its workers run) and, with an HTTP side, answers.
+        if (output.some((l) => l.startsWith(tag) && l.includes('ready.')) && (o.role === 'worker' || (await ready()))) return Date.now();
         if (Date.now() > deadline) throw new Error(`mix2api child not ready within ${timeoutMs} ms:\n${this.tail()}`);
         await sleep(100);
       }

@@ -1,0 +1,246 @@
+/**
+ * Liveness per process. Each process holds one lease: the `holdLease` activity of its own
+ * `processLeaseWorkflow`, on the process's instance queue, completed asynchronously. The process
+ * renews it with one heartbeat a second (`liveness.renewSeconds`), whatever the number of its
+ * open model steps and tool calls, and each renewal names them (`HeldEntry`, with the trace of
+ * what each step has streamed). Those steps heartbeat nothing themselves.
+ *
+ * When renewals stop for `liveness.lapseSeconds` (a SIGKILL, a lost network, a hung event
+ * loop), Temporal times the lease out, and the lease workflow runs `releaseHeld` on the shared
+ * queue: every activity the last renewal named that is still the same attempt, started, is
+ * failed as `ProcessLost` with its trace, and its workflow runs it again on a live process at
+ * once (see workflows/chatCompletion `callModel`, workflows/toolStep). A process that finds its
+ * lease gone while it lives stops its model steps (they have moved) and takes a new lease.
+ *
+ * Cancellation reaches a step without heartbeats: the cancelled run schedules `checkHeld` on the
+ * instance queue of the process that holds the step, which heartbeats that step's activity
+ * once, hears that it was cancelled, stops it and reports the cancellation.
+ */
+import { CompleteAsyncError, Context } from '@temporalio/activity';
+import { ActivityCancelledError, ActivityNotFoundError, type Client } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import { FailureType } from '../domain/run';
+import type { HeldEntry, LeaseInput, LostStep } from '../domain/lease';
+import type { Logger } from '../telemetry/log';
+
+/** How long a process keeps one lease activity before it rotates to a fresh one. */
+const ROTATE_MS = 12 * 3600_000;
+/** Describes and fails at once while releasing a lost process's work. */
+const RELEASE_CONCURRENCY = 16;
+/** Temporal's `PENDING_ACTIVITY_STATE_STARTED`. */
+const STARTED = 2;
+
+/** The activity an attempt runs as, as Temporal names it. */
+export interface HeldActivity {
+  workflowId: string;
+  runId: string;
+  activityId: string;
+  attempt: number;
+}
+
+export function heldActivity(): HeldActivity {
+  const { info } = Context.current();
+  return { workflowId: info.workflowExecution?.workflowId ?? '', runId: info.workflowExecution?.runId ?? '', activityId: info.activityId, attempt: info.attempt };
+}
+
+/** The instance queue's worker identity: names the queue (and the peer address) so others can reach what this process holds. */
+export function instanceIdentity(instanceQueue: string, peerUrl: string | null): string {
+  return `mix2api ${instanceQueue}${peerUrl ? ` ${peerUrl}` : ''} ${process.pid}`;
+}
+
+/** The instance queue and peer address a worker identity names (see `instanceIdentity`). */
+export function parseIdentity(identity: string | null | undefined): { queue: string; peerUrl: string | null } | null {
+  const m = /^mix2api (\S+)(?: (https?:\/\/\S+))? \d+$/.exec(identity ?? '');
+  return m ? { queue: m[1]!, peerUrl: m[2] ?? null } : null;
+}
+
+/** The tool calls this process runs now, for its lease. */
+export class HeldCalls {
+  private readonly calls = new Map<string, HeldActivity>();
+
+  /** Holds the current activity's call until the returned release is called. */
+  hold(a: HeldActivity): () => void {
+    const key = `${a.workflowId}/${a.runId}/${a.activityId}`;
+    this.calls.set(key, a);
+    return () => {
+      if (this.calls.get(key) === a) this.calls.delete(key);
+    };
+  }
+
+  entries(): HeldEntry[] {
+    return [...this.calls.values()].map((a) => [a.workflowId, a.runId, a.activityId, a.attempt, -1, 0, '']);
+  }
+}
+
+export interface LeaseOptions {
+  client: Client;
+  /** The shared task queue (the lease workflow runs there). */
+  taskQueue: string;
+  /** This process's own queue (its lease activity, its live model steps, `checkHeld`). */
+  instanceQueue: string;
+  renewMs: number;
+  lapseSeconds: number;
+  /** What this process holds now. */
+  held: () => HeldEntry[];
+  /** The lease lapsed while this process lived: what it held has been moved elsewhere. */
+  onLost: () => void;
+  logger: Logger;
+}
+
+export class ProcessLease {
+  private token: Uint8Array | null = null;
+  private renewTimer: NodeJS.Timeout | null = null;
+  private rotateTimer: NodeJS.Timeout | null = null;
+  private generation = 0;
+  private stopped = false;
+  private onReady: () => void = () => undefined;
+  /** Resolves once the first lease is held. */
+  readonly ready = new Promise<void>((ok) => (this.onReady = ok));
+
+  constructor(private readonly o: LeaseOptions) {}
+
+  /** Starts this process's lease workflow; its `holdLease` activity then comes to `adopt`. */
+  async start(): Promise<void> {
+    if (this.stopped) return;
+    const input: LeaseInput = { queue: this.o.instanceQueue, lapseSeconds: this.o.lapseSeconds };
+    await this.o.client.workflow.start('processLeaseWorkflow', {
+      taskQueue: this.o.taskQueue,
+      workflowId: `lease-${this.o.instanceQueue}-${++this.generation}`,
+      args: [input],
+      staticSummary: `liveness of ${this.o.instanceQueue}`,
+    });
+  }
+
+  /** The lease activity's task token: from now on the process renews it. */
+  adopt(token: Uint8Array): void {
+    if (this.stopped) {
+      void this.o.client.activity.complete(token, 'released').catch(() => undefined);
+      return;
+    }
+    this.token = token;
+    this.clearTimers();
+    this.renewTimer = setInterval(() => void this.renew(), this.o.renewMs);
+    this.rotateTimer = setTimeout(() => void this.rotate(), ROTATE_MS);
+    this.rotateTimer.unref();
+    void this.renew();
+    this.onReady();
+  }
+
+  /** Whether the lease is held (renewals are being made). */
+  get holding(): boolean {
+    return this.token !== null;
+  }
+
+  /**
+   * One renewal. Renewals do not wait for each other: one slow answer from Temporal must not
+   * delay the next beyond its second.
+   */
+  private async renew(): Promise<void> {
+    const token = this.token;
+    if (!token) return;
+    try {
+      await this.o.client.activity.heartbeat(token, { held: this.o.held() });
+    } catch (e) {
+      if (this.token !== token) return;
+      if (e instanceof ActivityNotFoundError || e instanceof ActivityCancelledError) {
+        this.o.logger.warn({ event: 'lease_lost', queue: this.o.instanceQueue }, 'this process lost its lease (renewals did not reach Temporal in time); what it held has moved elsewhere');
+        this.token = null;
+        this.clearTimers();
+        this.o.onLost();
+        await this.retryStart();
+      }
+      // Temporal unreachable for a moment: the next renewal tries again.
+    }
+  }
+
+  private async retryStart(): Promise<void> {
+    for (let i = 0; !this.stopped; i++) {
+      try {
+        return await this.start();
+      } catch {
+        await new Promise((ok) => setTimeout(ok, Math.min(5000, 200 * 2 ** i)));
+      }
+    }
+  }
+
+  /** Hands the lease activity back and takes a fresh one (an activity cannot run forever). */
+  private async rotate(): Promise<void> {
+    const token = this.token;
+    if (!token) return;
+    this.token = null;
+    this.clearTimers();
+    await this.o.client.activity.complete(token, 'rotate').catch(() => undefined);
+  }
+
+  /** Gives the lease up (after this process has handed back what it held). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    const token = this.token;
+    this.token = null;
+    this.clearTimers();
+    if (token) await this.o.client.activity.complete(token, 'released').catch(() => undefined);
+  }
+
+  private clearTimers(): void {
+    if (this.renewTimer) clearInterval(this.renewTimer);
+    if (this.rotateTimer) clearTimeout(this.rotateTimer);
+    this.renewTimer = this.rotateTimer = null;
+  }
+}
+
+export interface LeaseDeps {
+  lease: ProcessLease;
+  client: Client;
+  /** Heartbeats a held model step of this run once, to hear whether it was cancelled. */
+  checkSteps: (workflowId: string) => Promise<number>;
+}
+
+/** The lease activities: `holdLease` and `checkHeld` run on the instance queue, `releaseHeld` on the shared one. */
+export function createLeaseActivities(deps: LeaseDeps) {
+  return {
+    async holdLease(): Promise<'released' | 'rotate'> {
+      deps.lease.adopt(Context.current().info.taskToken);
+      throw new CompleteAsyncError();
+    },
+
+    async checkHeld(workflowId: string): Promise<number> {
+      return deps.checkSteps(workflowId);
+    },
+
+    /** The instance queue of the process running the run's pending activity of this type (a local activity). */
+    async findHolder(workflowId: string, activityType: string): Promise<string | null> {
+      const d = await deps.client.workflow.getHandle(workflowId).describe();
+      const pending = d.raw.pendingActivities?.find((a) => a.activityType?.name === activityType);
+      return parseIdentity(pending?.lastWorkerIdentity)?.queue ?? null;
+    },
+
+    /** Fails what a lapsed lease held, each only if it is still the attempt the lease named. */
+    async releaseHeld(input: { queue: string; held: HeldEntry[] }): Promise<number> {
+      let released = 0;
+      const queue = [...input.held];
+      const one = async ([workflowId, runId, activityId, attempt, step, n, h]: HeldEntry) => {
+        let pending;
+        try {
+          const d = await deps.client.workflow.getHandle(workflowId, runId).describe();
+          pending = d.raw.pendingActivities?.find((a) => a.activityId === activityId);
+        } catch {
+          return; // the run is gone
+        }
+        if (!pending || pending.attempt !== attempt || pending.state !== STARTED) return;
+        const lost: LostStep = { step, n, h };
+        const failure = ApplicationFailure.create({ type: FailureType.ProcessLost, message: `the process running this (${input.queue}) stopped renewing its lease`, nonRetryable: true, details: [lost] });
+        try {
+          await deps.client.activity.fail({ workflowId, runId, activityId }, failure);
+          released++;
+        } catch (e) {
+          if (!(e instanceof ActivityNotFoundError)) throw e;
+        }
+      };
+      const workers = Array.from({ length: Math.min(RELEASE_CONCURRENCY, queue.length) }, async () => {
+        for (let e = queue.shift(); e; e = queue.shift()) await one(e);
+      });
+      await Promise.all(workers);
+      return released;
+    },
+  };
+}
