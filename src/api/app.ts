@@ -3,6 +3,7 @@
  * dependencies so tests drive the same app the server runs.
  */
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import { createPeerRouter, peerSecret } from './peer';
 import express from 'express';
 import type { Config } from '../config/load';
 import { createAuth, keyResolver } from './auth';
@@ -135,6 +136,9 @@ function createApp(d: AppDeps): express.Express {
     const ok = Object.values(checks).every(Boolean);
     res.status(ok ? 200 : 503).json({ status: ok ? 'ready' : 'not_ready', checks, ...(d.upstreamDetail ? { upstreams: d.upstreamDetail() } : {}) });
   });
+
+  // Another instance reading a model step that streams here (see ./peer).
+  app.use(createPeerRouter({ hub: d.live, secret: peerSecret(d.config) }));
 
   const v1 = express.Router();
   const { apiKeys, allowUnauthenticated } = d.config.server;

@@ -7,14 +7,17 @@
  *   run's history has changed;
  * - the run's history, long-polled (`waitNewEvent`), which says when the durable log may have
  *   changed: only while this process cannot see the run move, so a live stream costs no polls;
- * - a model step streaming in another process: its last heartbeat, read at the heartbeat pace
- *   while the step runs.
+ * - a model step streaming in another process: asked of that process (./peer), which answers
+ *   what the reader lacks as soon as there is some; or the step's last heartbeat, when it failed
+ *   and waits for its retry.
  * The generator is pulled: it reads nothing new while its consumer is busy writing.
  */
 import type { Client } from '@temporalio/client';
 import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
 import type { LiveHub, LiveView } from '../connectors/liveHub';
-import type { RunEvent } from '../domain/events';
+import type { EndEvent, RunEvent } from '../domain/events';
+import { parseIdentity } from '../activities/lease';
+import { readPeer } from './peer';
 import { RunMerger } from '../domain/merge';
 import type { Position } from '../domain/positions';
 import type { StepProgress } from '../domain/stepLog';
@@ -40,8 +43,10 @@ export interface RelayOptions {
   signal: AbortSignal;
   /** The caller just started this run: its durable log is empty, nothing to read at first. */
   fresh?: boolean;
-  /** The pace at which model steps heartbeat their progress (remote steps are read at it). */
+  /** How often a model step streaming in another process is looked for (and how long one read of it waits). */
   heartbeatMs: number;
+  /** What this deployment's instances present to each other (./peer). */
+  peerSecret: string;
 }
 
 /** Whether a model call in this process is writing the step the reader is at (or a later one). */
@@ -79,6 +84,8 @@ export async function* relayRun(o: RelayOptions): AsyncGenerator<RunEvent> {
     }));
   if (!o.fresh) watch();
   let failures = 0;
+  /** The peer that streams the step the reader is at, while it does. */
+  const peer: PeerCursor = { url: null };
 
   try {
     for (;;) {
@@ -118,11 +125,15 @@ export async function* relayRun(o: RelayOptions): AsyncGenerator<RunEvent> {
         throw new ApiError(500, 'the run closed without a final event (terminated or timed out)', 'server_error', 'run_terminated');
       }
 
+      let waited = false;
       if (remote && !streamingHere(view, merger.cursor)) {
-        const p = await remoteProgress(o.client, o.runId, stop.signal);
+        const p = await remoteProgress(o, peer, merger.cursor, stop.signal);
         remote = p !== null;
-        if (p && p.events.length > 0) yield* merger.fromStep(p.step, p.events);
+        waited = p?.waited === true;
+        if (p && (p.events.length > 0 || p.end)) yield* merger.fromStep(p.step, p.events, p.end);
         if (merger.done) return;
+        // A peer's answer is a long poll: ask again at once.
+        if (waited) continue;
       }
 
       // Something waits for the durable log, or the live path is quiet while no model call here
@@ -161,14 +172,43 @@ async function guarded<T>(client: Client, stop: AbortSignal, fn: () => Promise<T
   }
 }
 
-/** The progress of the run's pending model call, from its last heartbeat; null when none is pending. */
-async function remoteProgress(client: Client, runId: string, stop: AbortSignal): Promise<StepProgress | null> {
+interface PeerCursor {
+  url: string | null;
+}
+
+interface RemoteProgress extends StepProgress {
+  end?: EndEvent;
+  /** The answer came from the step's process (a long poll: the reader may ask again at once). */
+  waited?: boolean;
+}
+
+/**
+ * The progress of the run's pending model call: asked of the process that streams it, found
+ * from the activity's worker identity; or its last heartbeat (a failed attempt waiting for its
+ * retry). Null when no model call is pending.
+ */
+async function remoteProgress(o: RelayOptions, peer: PeerCursor, cursor: Position, stop: AbortSignal, found = false): Promise<RemoteProgress | null> {
+  const from = cursor.step < 0 ? { step: 0, seq: -1 } : cursor;
+  if (peer.url) {
+    const d = await readPeer(peer.url, o.peerSecret, o.runId, from, o.heartbeatMs, stop);
+    if (d) return { step: d.step, events: d.events, ...(d.end ? { end: d.end } : {}), waited: true };
+    peer.url = null;
+  }
+  const { client, runId } = o;
   try {
     const d = await guarded(client, stop, () => client.workflow.getHandle(runId).describe());
     const pending = d.raw.pendingActivities?.find((a) => a.activityType?.name === 'callModel');
     if (!pending) return null;
     const payload = pending.heartbeatDetails?.payloads?.[0];
-    if (!payload) return { step: -1, events: [] };
+    if (!payload) {
+      const holder = parseIdentity(pending.lastWorkerIdentity);
+      // Started there (not a retry waiting for its turn): read it from there from now on.
+      if (holder?.peerUrl && pending.state === PENDING_STARTED && !found) {
+        peer.url = holder.peerUrl;
+        return remoteProgress(o, peer, cursor, stop, true);
+      }
+      return { step: -1, events: [] };
+    }
     // Through the codec: with encryption on, heartbeats are ciphertext too.
     const p = await decodeFromPayloadsAtIndex<Partial<StepProgress>>(client.options.loadedDataConverter, 0, [payload]);
     return typeof p?.step === 'number' && Array.isArray(p.events) ? { step: p.step, events: p.events } : { step: -1, events: [] };
@@ -176,3 +216,6 @@ async function remoteProgress(client: Client, runId: string, stop: AbortSignal):
     return { step: -1, events: [] }; // try again at the next beat
   }
 }
+
+/** Temporal's `PENDING_ACTIVITY_STATE_STARTED`. */
+const PENDING_STARTED = 2;

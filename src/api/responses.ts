@@ -18,6 +18,7 @@ import { ApiError, badRequest, errorBody, toApiError } from './errors';
 import { queryRun } from './query';
 import { decideApproval } from './runs';
 import { relayRun } from './relay';
+import { peerSecret } from './peer';
 import { ChatCompletionRequestSchema, INPUT_BOUNDS, issueParam } from './schemas';
 
 const RUN_PREFIX = 'chatcmpl-';
@@ -443,7 +444,7 @@ async function collect(events: AsyncGenerator<RunEvent>, b: ResponseBuilder): Pr
 function runEvents(d: CompletionDeps, res: Response, runId: string): AsyncGenerator<RunEvent> {
   const abort = new AbortController();
   res.on('close', () => abort.abort());
-  return relayRun({ client: d.client, live: d.live, runId, from: START, signal: abort.signal, heartbeatMs: d.config.stream.heartbeatSeconds * 1000 });
+  return relayRun({ client: d.client, live: d.live, runId, from: START, signal: abort.signal, heartbeatMs: d.config.stream.heartbeatSeconds * 1000, peerSecret: peerSecret(d.config) });
 }
 
 /** Answers a response as JSON or as its stream. */

@@ -37,6 +37,12 @@ export const ApiKeySchema = z.object({
 export const ServerSchema = z
   .object({
     port: z.number().int().min(0).max(65535).default(8080),
+    /**
+     * What instances present to each other when one reads a model step another streams
+     * (/internal/v1/steps). Default: derived from the namespace, task queue, API keys and
+     * encryption keys, so instances with the same config agree.
+     */
+    peerSecret: z.string().min(16).optional(),
     /** Default: 0.0.0.0 when API keys are configured, 127.0.0.1 when none are. */
     host: z.string().optional(),
     /**
