@@ -227,7 +227,7 @@ export function createLeaseActivities(deps: LeaseDeps) {
           return; // the run is gone
         }
         if (!pending || pending.attempt !== attempt || pending.state !== STARTED) return;
-        const lost: LostStep = { step, n, h };
+        const lost: LostStep = { step, n, h, queue: input.queue };
         const failure = ApplicationFailure.create({ type: FailureType.ProcessLost, message: `the process running this (${input.queue}) stopped renewing its lease`, nonRetryable: true, details: [lost] });
         try {
           await deps.client.activity.fail({ workflowId, runId, activityId }, failure);

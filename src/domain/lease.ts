@@ -23,6 +23,8 @@ export interface LeaseInput {
  */
 export interface LostStep {
   step: number;
+  /** The lost process's instance queue (a run whose live queue it is sends later steps elsewhere). */
+  queue?: string;
   n?: number;
   h?: string;
   events?: RunEvent[];

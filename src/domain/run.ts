@@ -306,7 +306,8 @@ export function toolTotalSeconds(timeoutSeconds: number): number {
 }
 
 /**
- * Activities heartbeat every 2 s; a worker silent for this long is presumed dead and its step
- * retried elsewhere. Short enough that a crash costs seconds, long enough for GC pauses.
+ * Tool calls heartbeat every 2 s (how their cancellation reaches them). A lost process is noticed
+ * by its lease (activities/lease) within `liveness.lapseSeconds`; this only backs that up, for a
+ * call that hangs in a process whose lease still holds.
  */
-export const HEARTBEAT_TIMEOUT = '8 seconds';
+export const HEARTBEAT_TIMEOUT = '30 seconds';

@@ -99,6 +99,9 @@ export async function createSharedWorker(o: WorkerOptions): Promise<Worker> {
     identity: o.identity,
     ...workflowOptions(o),
     activities: createActivities(o.deps),
+    // A tool call's heartbeats go out within a second (its cancellation rides on them), whatever
+    // its heartbeat timeout (a backstop: the process's lease notices a lost process first).
+    maxHeartbeatThrottleInterval: '1 second',
     shutdownGraceTime: '5 seconds',
   });
 }

@@ -274,7 +274,7 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
           if (!d.approve) return { text: `The user did not approve this call of ${e.server}/${e.tool}${d.reason ? `: ${d.reason}` : ''}.`, isError: true, truncated: false, ms: 0 };
         }
         events.publish({ t: 'tool_started', step, seq: seq++, callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments });
-        const o = earlier ? { ...earlier, ms: 0 } : await runTool(runId, step, c, e, server);
+        const o = earlier ? { ...earlier, ms: 0 } : await runTool(runId, step, c, e, server, liveQueue);
         events.publish({ t: 'tool_finished', step, seq: seq++, callId: c.id, server: e.server, tool: e.tool, ms: o.ms, isError: o.isError, preview: o.text.slice(0, 200) });
         steps.push({ step, kind: 'tool', callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments, ms: o.ms, isError: o.isError, ...(earlier ? { reused: true } : {}) });
         saga.record(server, e.tool, c.id, c.function.arguments, o);

@@ -17,7 +17,7 @@ export const MAX_MOVES = 3;
 export function lostIn(e: unknown): LostStep | null {
   if (!(e instanceof ActivityFailure) || !(e.cause instanceof ApplicationFailure) || e.cause.type !== FailureType.ProcessLost) return null;
   const d = e.cause.details?.[0] as Partial<LostStep> | undefined;
-  return { step: typeof d?.step === 'number' ? d.step : -1, ...(typeof d?.n === 'number' ? { n: d.n, h: typeof d.h === 'string' ? d.h : '' } : {}), ...(Array.isArray(d?.events) ? { events: d.events } : {}) };
+  return { step: typeof d?.step === 'number' ? d.step : -1, ...(typeof d?.queue === 'string' ? { queue: d.queue } : {}), ...(typeof d?.n === 'number' ? { n: d.n, h: typeof d.h === 'string' ? d.h : '' } : {}), ...(Array.isArray(d?.events) ? { events: d.events } : {}) };
 }
 
 type LeaseActivities = ReturnType<typeof createLeaseActivities>;

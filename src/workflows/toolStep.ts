@@ -25,7 +25,8 @@ export function toolActivities(summary: string, timeoutSeconds: number) {
   });
 }
 
-export async function runTool(runId: string, step: number, call: ToolCall, entry: CatalogEntry, server: RunMcpServer, moves = 0): Promise<ToolOutcome> {
+/** `live`: the run's live queue, forgotten when the process lost while running the call is its own. */
+export async function runTool(runId: string, step: number, call: ToolCall, entry: CatalogEntry, server: RunMcpServer, live: { queue?: string } = {}, moves = 0): Promise<ToolOutcome> {
   try {
     return await toolActivities(`mcp ${entry.server}/${entry.tool}`, server.timeoutSeconds).callTool({
       runId,
@@ -42,7 +43,11 @@ export async function runTool(runId: string, step: number, call: ToolCall, entry
   } catch (e) {
     if (wf.isCancellation(e)) throw e;
     // Its process was lost mid-call: run it again elsewhere now, with the same idempotency key.
-    if (lostIn(e) && moves < MAX_MOVES) return runTool(runId, step, call, entry, server, moves + 1);
+    const lost = lostIn(e);
+    if (lost && moves < MAX_MOVES) {
+      if (lost.queue !== undefined && lost.queue === live.queue) live.queue = undefined;
+      return runTool(runId, step, call, entry, server, live, moves + 1);
+    }
     const why = e instanceof wf.ActivityFailure && e.cause ? e.cause.message : e instanceof Error ? e.message : String(e);
     return { text: `tool ${entry.server}/${entry.tool} failed: ${why}`, isError: true, truncated: false, ms: 0 };
   }

@@ -61,3 +61,26 @@ test('with onDisconnect: cancel, a client that leaves cancels its run', async ()
   }
   expect(status).toBe('CANCELLED');
 });
+
+test('cancellation reaches a streaming step without heartbeats: the upstream call stops within a second', async () => {
+  s.upstream.enqueue({ steps: [{ kind: 'text', text: Array.from({ length: 100 }, (_, i) => `c${i}`).join(' '), chunks: 100, delayMs: 100 }] });
+  const res = await fetch(`${s.apiUrl}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'test-model', stream: true, messages: [{ role: 'user', content: 'cancel me' }] }),
+  });
+  const runId = res.headers.get('x-run-id')!;
+  let n = 0;
+  for await (const e of sseEvents(res)) if (contentOf(e.data) && ++n === 3) break;
+  const req = s.upstream.requests[s.upstream.requests.length - 1]!;
+  const cancelledAt = Date.now();
+  await s.temporal.workflow.getHandle(runId).cancel();
+  const deadline = Date.now() + 5000;
+  while (req.abandonedAt === undefined && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  // The step's process heard of it from Temporal at once (checkHeld), not at its next heartbeat.
+  expect(req.abandonedAt).toBeDefined();
+  expect(req.abandonedAt! - cancelledAt).toBeLessThan(1000);
+  // The step itself reported the cancellation (it heard of it through checkHeld's one heartbeat).
+  const h = await s.temporal.workflow.getHandle(runId).fetchHistory();
+  expect(h.events?.filter((e) => e.activityTaskCanceledEventAttributes).length).toBe(1);
+});

@@ -4,7 +4,9 @@
  * port. The scripted upstream and a counting MCP server live in this process and survive the kill.
  * Every run must end, each tool side effect happen once per call, every answer be complete, every
  * reconnecting client (Last-Event-ID) get every event exactly once, and the runs move again within
- * seconds of the restart (heartbeat timeouts), not after the tool's 120 s timeout.
+ * seconds of the restart, not after the tool's 120 s timeout. And with a second process running, a
+ * killed process's lease lapses and its streams and tools move to the live one within seconds,
+ * before the 8-s heartbeat timeout that used to be the only way to notice a dead process.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,11 +30,14 @@ let counter: CountingMcpServer;
 let child: ChildMix2api;
 let connection: Connection;
 let temporal: Client;
+let childConfig: Record<string, unknown>;
 
 // ---- what the scripted model answers, per run label (the user message names it) ----
 const LABEL = /crash run (\S+)/;
 const userText = (label: string) => `crash run ${label}`;
 const textA = (label: string) => Array.from({ length: 40 }, (_, k) => `${label}:${k} `).join('');
+/** What a run labelled L… answers: a long stream (12 s). */
+const textL = (label: string) => Array.from({ length: 120 }, (_, k) => `${label}:${k} `).join('');
 /** What a run labelled C… answers once restarted: the same start, then something else. */
 const textC = (label: string) => Array.from({ length: 40 }, (_, k) => (k < 3 ? `${label}:${k} ` : `${label}:other${k} `)).join('');
 const callIdB = (label: string) => `call_${label.replace(/[^a-zA-Z0-9]/g, '')}`;
@@ -49,9 +54,11 @@ const requestsFor = (label: string) => upstream.requests.filter((r) => labelOf(r
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'mix2api-crash-'));
   const env = testEnv();
-  [upstream, counter] = await Promise.all([startScriptedUpstream(), startCountingMcpServer({ workMs: 3000 })]);
+  // Tool calls of runs labelled T… work 15 s: long enough to start a second process meanwhile.
+  [upstream, counter] = await Promise.all([startScriptedUpstream(), startCountingMcpServer({ workMs: (label) => (label.startsWith('T') ? 15_000 : 3000) })]);
   upstream.setDefault((req) => {
     const label = labelOf(req);
+    if (label.startsWith('L')) return { steps: [{ kind: 'text', text: textL(label), chunks: 120, delayMs: 100 }] };
     if (label.startsWith('A')) return { steps: [{ kind: 'text', text: textA(label), chunks: 40, delayMs: 100 }] };
     if (label.startsWith('C')) {
       const first = requestsFor(label).length <= 1;
@@ -61,10 +68,7 @@ beforeAll(async () => {
     if (tool) return { steps: [{ kind: 'text', text: answerB(label, String(tool.content)), chunks: 6, delayMs: 20 }] };
     return { steps: [{ kind: 'toolCalls', calls: [{ id: callIdB(label), name: `counter__${COUNT_TOOL}`, arguments: JSON.stringify({ label }) }] }] };
   });
-  child = childMix2api({
-    dir,
-    port: await freePort(),
-    config: {
+  childConfig = {
       temporal: { address: env.address, taskQueue: uniqueQueue('crash') },
       upstreams: [
         {
@@ -78,8 +82,8 @@ beforeAll(async () => {
       mcpServers: [{ name: 'counter', transport: 'http', url: counter.url, timeoutSeconds: 120 }],
       models: [{ id: 'agent', upstream: 'scripted', model: 'scripted', mcpServers: ['counter'] }],
       stream: { heartbeatSeconds: 1 },
-    },
-  });
+  };
+  child = childMix2api({ dir, port: await freePort(), config: childConfig });
   connection = await Connection.connect({ address: env.address });
   temporal = new Client({ connection });
   await child.start();
@@ -108,6 +112,8 @@ interface StreamLog {
   refused: string[];
   contentBeforeKill?: string;
   reasoning: string;
+  /** When the first content after the first connection arrived. */
+  resumedAt?: number;
 }
 
 const lastId = (log: StreamLog) => log.ids[log.ids.length - 1] ?? null;
@@ -124,7 +130,9 @@ async function readInto(res: Response, log: StreamLog): Promise<'done' | 'cut'> 
       if (e.id) log.ids.push(e.id);
       const j = JSON.parse(e.data) as { error?: { message: string } };
       if (j.error) log.errors.push(j.error.message);
-      log.content += contentOf(e.data);
+      const text = contentOf(e.data);
+      if (text && log.connections > 1) log.resumedAt ??= Date.now();
+      log.content += text;
       log.reasoning += (JSON.parse(e.data) as { choices?: Array<{ delta?: { reasoning_content?: string } }> }).choices?.[0]?.delta?.reasoning_content ?? '';
     }
   } catch {
@@ -150,14 +158,14 @@ async function startStreaming(label: string): Promise<{ log: StreamLog; first: P
 }
 
 /** Reconnects with Last-Event-ID until the stream ends with `[DONE]` (retrying while the new instance comes up). */
-async function resume(log: StreamLog, deadlineMs: number): Promise<void> {
+async function resume(log: StreamLog, deadlineMs: number, url = child.url): Promise<void> {
   const deadline = Date.now() + deadlineMs;
   while (!log.done) {
     const id = lastId(log);
     const headersTimeout = new AbortController();
     const timer = setTimeout(() => headersTimeout.abort(), 15_000);
     try {
-      const res = await fetch(`${child.url}/v1/runs/${log.runId}/events`, {
+      const res = await fetch(`${url}/v1/runs/${log.runId}/events`, {
         headers: id ? { 'last-event-id': id } : {},
         signal: headersTimeout.signal,
       });
@@ -189,10 +197,10 @@ interface RunView {
   message: { content: string | null } | null;
   error: unknown;
 }
-async function getRun(runId: string): Promise<RunView> {
+async function getRun(runId: string, url = child.url): Promise<RunView> {
   // `[DONE]` may come before the workflow closes: the final model step announces the end live.
   await temporal.workflow.getHandle(runId).result().catch(() => undefined);
-  const res = await fetch(`${child.url}/v1/runs/${runId}`);
+  const res = await fetch(`${url}/v1/runs/${runId}`);
   if (res.status !== 200) throw new Error(`GET /v1/runs/${runId}: ${res.status} ${await res.text()}`);
   return (await res.json()) as RunView;
 }
@@ -235,6 +243,9 @@ async function withDiagnostics(runIds: () => string[], fn: () => Promise<void>):
   } catch (e) {
     const parts = [`child output (tail):\n${child.tail(80)}`];
     for (const id of runIds()) parts.push(`history of ${id}:\n${await historyOf(id).catch((x: unknown) => String(x))}`);
+    for await (const w of temporal.workflow.list({ query: `WorkflowType = 'processLeaseWorkflow' AND ExecutionStatus != 'Running'` })) {
+      parts.push(`lease ${w.workflowId} ${w.status.name}:\n${await historyOf(w.workflowId).catch((x: unknown) => String(x))}`);
+    }
     parts.push(`counter: effects ${JSON.stringify([...counter.sideEffects])} calls ${JSON.stringify([...counter.callsReceived])}`);
     console.error(parts.join('\n\n'));
     throw e;
@@ -377,4 +388,58 @@ test('SIGKILL while a tool runs: each side effect happens once, the runs complet
       console.log(`crash B (mid-tool):\n${timings.join('\n')}${childWarnings()}`);
     },
   );
+});
+
+test('SIGKILL of one of two processes: its lease lapses and its stream and tool calls move to the other at once, each event reaching the client once, no tool effect twice', async () => {
+  const tools = [0, 1].map((i) => `T${i}-${stamp}`);
+  const long = `L0-${stamp}`;
+  const clients: Array<{ log: StreamLog; first: Promise<'done' | 'cut'> }> = [];
+  const other = childMix2api({ dir, port: await freePort(), config: childConfig, configName: 'other.yaml' });
+  await withDiagnostics(
+    () => clients.map((c) => c.log.runId),
+    async () => {
+      // The tool calls start while this process is the only one, so they run here.
+      clients.push(...(await Promise.all(tools.map(startStreaming))));
+      await waitFor('both tool calls in flight', () => tools.every((l) => counter.keysFor(l).some((k) => counter.inFlight.has(k))), 30_000);
+      await other.start();
+      // The stream's model step runs on this process's own queue (its client is here).
+      clients.push(await startStreaming(long));
+      const stream = clients[clients.length - 1]!.log;
+      await waitFor('the long stream to be under way', () => stream.ids.length >= 10, 30_000);
+      const killedAt = await child.kill();
+      stream.contentBeforeKill = stream.content;
+      await Promise.all(clients.map((c) => c.first));
+      await Promise.all(clients.map((c) => resume(c.log, 90_000, other.url)));
+
+      const timings: string[] = [];
+      expect(stream.errors).toEqual([]);
+      expect(stream.done).toBe(true);
+      expect(new Set(stream.ids).size).toBe(stream.ids.length);
+      expect(stream.contentBeforeKill.length).toBeLessThan(textL(long).length);
+      expect(stream.content).toBe(textL(long));
+      const again = requestsFor(long).filter((r) => r.receivedAt > killedAt);
+      expect(again.length).toBe(1);
+      const moved = again[0]!.receivedAt - killedAt;
+      timings.push(`${stream.runId} ${long}: upstream asked again ${moved} ms after the kill, first resumed content ${stream.resumedAt! - killedAt} ms after it`);
+      // Moved by the lapse of the lease, well before the step's old heartbeat timeout (8 s).
+      expect(moved).toBeLessThan(6000);
+      expect(await historyOf(stream.runId)).toMatch(/stopped renewing its lease/);
+      for (const l of tools) {
+        const log = clients.find((c) => c.log.label === l)!.log;
+        expect(log.done).toBe(true);
+        expect(new Set(log.ids).size).toBe(log.ids.length);
+        expect(log.content).toBe(answerB(l, toolResultB(l)));
+        const keys = counter.keysFor(l);
+        expect(keys).toHaveLength(1);
+        expect(counter.sideEffects.get(keys[0]!)).toBe(1);
+        const calls = counter.callTimes.get(keys[0]!) ?? [];
+        expect(calls.length).toBe(2);
+        timings.push(`${log.runId} ${l}: tool called again ${calls[1]! - killedAt} ms after the kill; run finished, side effects ${counter.sideEffects.get(keys[0]!)}`);
+        expect(calls[1]! - killedAt).toBeLessThan(6000);
+        expect(await historyOf(log.runId)).toMatch(/stopped renewing its lease/);
+        expect((await getRun(log.runId, other.url)).status).toBe('completed');
+      }
+      console.log(`lease lapse (two processes):\n${timings.join('\n')}`);
+    },
+  ).finally(() => other.kill());
 });

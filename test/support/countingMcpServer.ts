@@ -57,8 +57,9 @@ function rpcError(res: ServerResponse, status: number, message: string): void {
   res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message }, id: null }));
 }
 
-export async function startCountingMcpServer(opts: { workMs?: number } = {}): Promise<CountingMcpServer> {
-  const workMs = opts.workMs ?? 3000;
+/** `workMs`: how long the work takes, for every label or per label. */
+export async function startCountingMcpServer(opts: { workMs?: number | ((label: string) => number) } = {}): Promise<CountingMcpServer> {
+  const workMsOf = typeof opts.workMs === 'function' ? opts.workMs : () => (opts.workMs as number | undefined) ?? 3000;
   const closing = new AbortController();
   const sideEffects = new Map<string, number>();
   const callsReceived = new Map<string, number>();
@@ -73,7 +74,7 @@ export async function startCountingMcpServer(opts: { workMs?: number } = {}): Pr
   // The work itself ignores the caller: a client that went away (a killed worker) does not undo it.
   const work = (key: string, label: string): Promise<CallToolResult> => {
     inFlight.add(key);
-    return sleep(workMs, undefined, { signal: closing.signal })
+    return sleep(workMsOf(label), undefined, { signal: closing.signal })
       .then(() => {
         bump(sideEffects, key);
         return { content: [{ type: 'text' as const, text: `counted ${label} (effect ${sideEffects.get(key)} for this key)` }] };

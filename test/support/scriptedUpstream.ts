@@ -28,6 +28,8 @@ export interface RecordedRequest {
   headers: Record<string, string | string[] | undefined>;
   body: Record<string, unknown>;
   receivedAt: number;
+  /** When the caller went away before the response ended (a stopped stream). */
+  abandonedAt?: number;
 }
 
 export interface ScriptedUpstream {
@@ -135,6 +137,9 @@ export async function startScriptedUpstream(opts: { port?: number } = {}): Promi
     if (!isRecord(body)) return sendError(res, 400, 'invalid_request_error', null, 'We could not parse the JSON body of your request.');
     const rec: RecordedRequest = { path, headers: { ...req.headers }, body, receivedAt: Date.now() };
     requests.push(rec);
+    res.once('close', () => {
+      if (!res.writableEnded) rec.abandonedAt = Date.now();
+    });
     const script = queue.shift() ?? (typeof fallback === 'function' ? fallback(rec) : fallback);
 
     const p = plan(script.steps);
