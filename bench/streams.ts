@@ -4,7 +4,9 @@
  * evenly over a 20-s ramp) it streams the same load straight from the upstream ("direct") and
  * through mix2api (`mix2api start`: embedded Temporal dev server, worker and API in one
  * process), and prints errors, TTFT p50/p99, the p99 of each stream's longest gap between two
- * chunks, total p50, mix2api's RSS per open stream, CPU of each process, and history events per run.
+ * chunks, total p50, mix2api's RSS per open stream, CPU of each process, history events per run,
+ * and what the Temporal server did for the level (its own metrics): heartbeat RPCs per open
+ * stream per minute, and persistence writes per run.
  *
  * The upstream, mix2api (with its dev server) and this load client are separate processes.
  * Run: `npm run bench:streams` (about 8 minutes). `STREAM_LEVELS=50,200` picks levels;
@@ -160,18 +162,35 @@ async function historyEvents(address: string, runIds: string[]): Promise<number[
   }
 }
 
+/** The dev server's counters this bench reads: heartbeat RPCs and persistence writes. */
+async function serverCounters(url: string): Promise<{ heartbeats: number; writes: number }> {
+  const text = await (await fetch(url)).text();
+  let heartbeats = 0;
+  let writes = 0;
+  for (const line of text.split('\n')) {
+    const m = /^(\w+)\{([^}]*)\} (\S+)$/.exec(line);
+    if (!m) continue;
+    const op = /operation="([^"]+)"/.exec(m[2]!)?.[1] ?? '';
+    const v = Number(m[3]);
+    if (m[1] === 'service_requests' && /^RecordActivityTaskHeartbeat/.test(op)) heartbeats += v;
+    if (m[1] === 'persistence_requests' && /^(Create|Update|Append|Conflict|Set|Put|Insert|Upsert|Delete|Complete|Range)/.test(op)) writes += v;
+  }
+  return { heartbeats, writes };
+}
+
 async function main(): Promise<void> {
   const watchdog = setTimeout(() => (console.error('bench watchdog fired; exiting'), process.exit(1)), 30 * 60_000);
   watchdog.unref();
   const dir = mkdtempSync(join(tmpdir(), 'mix2api-streams-'));
   const upstreamProc = spawn(process.execPath, ['--import', 'tsx', join(__dirname, 'upstreamProcess.ts'), String(DELTAS), String(DELAY_MS)], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
-  const [temporalPort, uiPort, apiPort] = [await freePort(), await freePort(), await freePort()];
+  const [temporalPort, uiPort, apiPort, metricsPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const serverMetrics = `http://127.0.0.1:${metricsPort}/metrics`;
   const upstreamUrl = (await waitForLine(upstreamProc, /listening (\S+)/))[1]!;
   const mix = childMix2api({
     dir,
     port: apiPort,
     config: {
-      temporal: { address: 'embedded', port: temporalPort, uiPort, headless: true, dataDir: join(dir, 'data') },
+      temporal: { address: 'embedded', port: temporalPort, uiPort, metricsPort, headless: true, dataDir: join(dir, 'data') },
       upstreams: [{ name: 'mock', baseURL: upstreamUrl, timeouts: { connectSeconds: 30, idleSeconds: 30, totalSeconds: 120 } }],
       models: [{ id: 'bench-model', upstream: 'mock', model: 'mock' }],
       ...(process.env.STREAM_MIX_CONFIG ? (JSON.parse(process.env.STREAM_MIX_CONFIG) as Record<string, unknown>) : {}),
@@ -190,7 +209,10 @@ async function main(): Promise<void> {
     const rows: string[][] = [];
     for (const n of LEVELS) {
       const d = await runLevel(targets.direct, n, procs, null);
+      const before = await serverCounters(serverMetrics);
       const m = await runLevel(targets.mix2api, n, procs, mixPid);
+      const after = await serverCounters(serverMetrics);
+      const streamMinutes = m.samples.reduce((t, x) => t + x.total, 0) / 60_000;
       const runIds = m.samples.map((s) => s.runId).filter((id): id is string => id !== null);
       const hist = await historyEvents(`127.0.0.1:${temporalPort}`, runIds.filter((_, i) => i % Math.max(1, Math.floor(runIds.length / 20)) === 0));
       const f = (v: number) => (Number.isFinite(v) ? v.toFixed(0) : '-');
@@ -214,10 +236,12 @@ async function main(): Promise<void> {
         `${(tot(m) / tot(d)).toFixed(3)}x`,
         f(m.rssPerStreamKb),
         hist.length ? `${Math.min(...hist)}-${Math.max(...hist)}` : '-',
+        ((after.heartbeats - before.heartbeats) / streamMinutes).toFixed(2),
+        ((after.writes - before.writes) / Math.max(1, m.samples.length)).toFixed(1),
       ]);
     }
     printAligned(
-      ['streams', 'errors d/m', 'TTFT d p50/p99', 'TTFT m p50/p99', 'TTFT p99 m-d', 'max gap p99 d/m', 'gap/pacing', 'total p50 d/m s', 'total ratio', 'RSS KB/stream', 'history events'],
+      ['streams', 'errors d/m', 'TTFT d p50/p99', 'TTFT m p50/p99', 'TTFT p99 m-d', 'max gap p99 d/m', 'gap/pacing', 'total p50 d/m s', 'total ratio', 'RSS KB/stream', 'history events', 'heartbeats/stream/min', 'writes/run'],
       rows,
       `d = direct (upstream process), m = mix2api (\`mix2api start\`); ms unless noted; gap = longest pause between two chunks of a stream; pacing ${DELAY_MS} ms`,
     );

@@ -104,7 +104,7 @@ async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
       log(`starting the Temporal dev server (frontend 127.0.0.1:${t.port}, data ${resolve(t.dataDir)}/temporal.db)…`);
       // With encryption on, the UI decodes through this process's /codec (its origin is allowed there).
       const codec = config.encryption.keys.length > 0 ? `http://127.0.0.1:${config.server.port}/codec` : undefined;
-      dev = await startDevServer({ dbFile: resolve(t.dataDir, 'temporal.db'), port: t.port, uiPort: t.uiPort, headless: t.headless, namespace: t.namespace, uiCodecEndpoint: codec });
+      dev = await startDevServer({ dbFile: resolve(t.dataDir, 'temporal.db'), port: t.port, uiPort: t.uiPort, metricsPort: t.metricsPort, headless: t.headless, namespace: t.namespace, uiCodecEndpoint: codec });
       cleanups.push(dev.stop);
       address = dev.address;
     }

@@ -83,6 +83,8 @@ export const TemporalSchema = z
     /** Embedded dev server only. */
     port: z.number().int().min(1).max(65535).default(7233),
     uiPort: z.number().int().min(1).max(65535).default(8233),
+    /** Where the embedded dev server serves its own Prometheus `/metrics` (Temporal's server metrics); default: off. */
+    metricsPort: z.number().int().min(1).max(65535).optional(),
     dataDir: z.string().default('.data'),
     headless: z.boolean().default(false),
     /**

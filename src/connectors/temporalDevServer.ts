@@ -41,6 +41,8 @@ export interface DevServerOptions {
   dbFile: string;
   port: number;
   uiPort?: number;
+  /** `--metrics-port`: the server's own Prometheus metrics. */
+  metricsPort?: number;
   headless: boolean;
   /** The Web UI's remote codec (`--ui-codec-endpoint`), so it shows encrypted payloads decoded. */
   uiCodecEndpoint?: string;
@@ -87,6 +89,7 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
   if (!o.headless && o.uiPort) await assertPortFree(o.uiPort, 'Temporal Web UI');
   mkdirSync(resolve(o.dbFile, '..'), { recursive: true });
   const args = ['server', 'start-dev', '--db-filename', o.dbFile, '--port', String(o.port), '--ip', '127.0.0.1', '--log-level', 'warn'];
+  if (o.metricsPort) args.push('--metrics-port', String(o.metricsPort));
   if (o.headless) args.push('--headless');
   else if (o.uiPort) args.push('--ui-port', String(o.uiPort));
   if (!o.headless && o.uiCodecEndpoint) args.push('--ui-codec-endpoint', o.uiCodecEndpoint);
