@@ -193,6 +193,8 @@ async function main(): Promise<void> {
       temporal: { address: 'embedded', port: temporalPort, uiPort, metricsPort, headless: true, dataDir: join(dir, 'data') },
       upstreams: [{ name: 'mock', baseURL: upstreamUrl, timeouts: { connectSeconds: 30, idleSeconds: 30, totalSeconds: 120 } }],
       models: [{ id: 'bench-model', upstream: 'mock', model: 'mock' }],
+      // Capacity, not per-key limits, is what this measures: one caller opens every stream.
+      server: { limits: { requestsPerMinute: 0, concurrentRuns: 0, openStreams: 0 } },
       ...(process.env.STREAM_MIX_CONFIG ? (JSON.parse(process.env.STREAM_MIX_CONFIG) as Record<string, unknown>) : {}),
     },
     ...(process.env.STREAM_CHILD_OPTIONS ? { env: { NODE_OPTIONS: process.env.STREAM_CHILD_OPTIONS } } : {}),

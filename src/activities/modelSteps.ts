@@ -30,6 +30,8 @@ function priorEvents(details: unknown, step: number): StepProgress['events'] {
 export class ModelSteps {
   private readonly active = new Map<string, ModelStep>();
   private readonly prestarted = new Map<string, { step: ModelStep; timer: NodeJS.Timeout }>();
+  /** Called when an attempt is attached (the process's lease tells Temporal soon). */
+  onHold: () => void = () => undefined;
 
   constructor(
     private readonly ctx: StepContext,
@@ -111,5 +113,6 @@ export class ModelSteps {
       if (this.active.get(step.input.runId) === step) this.active.delete(step.input.runId);
     });
     step.attach(info.taskToken, info.activity);
+    this.onHold();
   }
 }

@@ -306,8 +306,8 @@ export function toolTotalSeconds(timeoutSeconds: number): number {
 }
 
 /**
- * Tool calls heartbeat every 2 s (how their cancellation reaches them). A lost process is noticed
- * by its lease (activities/lease) within `liveness.lapseSeconds`; this only backs that up, for a
- * call that hangs in a process whose lease still holds.
+ * Tool calls heartbeat every 2 s (their cancellation rides on it). A lost process is noticed by
+ * its lease (activities/lease) within `liveness.lapseSeconds`; this backs that up: a call taken
+ * in the few ms before a kill, before a renewal named it, or one hung in a process whose lease holds.
  */
-export const HEARTBEAT_TIMEOUT = '30 seconds';
+export const HEARTBEAT_TIMEOUT = '8 seconds';

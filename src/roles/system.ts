@@ -76,6 +76,7 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
     onLost: () => steps.drop(),
     logger,
   });
+  steps.onHold = heldCalls.onHold = () => lease.soon();
   const checkSteps = (runId: string) => {
     steps.cancelPrestart(runId);
     return steps.checkCancel(runId);

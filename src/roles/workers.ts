@@ -99,8 +99,8 @@ export async function createSharedWorker(o: WorkerOptions): Promise<Worker> {
     identity: o.identity,
     ...workflowOptions(o),
     activities: createActivities(o.deps),
-    // A tool call's heartbeats go out within a second (its cancellation rides on them), whatever
-    // its heartbeat timeout (a backstop: the process's lease notices a lost process first).
+    // A tool call's heartbeats go out within a second (its cancellation rides on them; the SDK
+    // would otherwise hold them for 80% of the 8-s heartbeat timeout).
     maxHeartbeatThrottleInterval: '1 second',
     shutdownGraceTime: '5 seconds',
   });

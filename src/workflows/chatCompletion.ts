@@ -22,6 +22,7 @@ import { stepEnd, stepRequest } from '../domain/stepRequest';
 import type { RunSinks } from './sinks';
 import {
   EVENTS_QUERY,
+  FailureType,
   RESULT_QUERY,
   wireError,
   type CallModelInput,
@@ -135,6 +136,9 @@ async function stopHeld(queue: string | undefined): Promise<void> {
 export function toWireError(e: unknown): WireError {
   let cur: unknown = e;
   while (cur instanceof ActivityFailure || (cur instanceof ApplicationFailure && !cur.details?.length && cur.cause)) cur = cur.cause;
+  if (cur instanceof ApplicationFailure && cur.type === FailureType.ProcessLost) {
+    return wireError(503, 'the process running this step was lost, on every attempt', 'server_error', 'worker_lost');
+  }
   if (cur instanceof ApplicationFailure && cur.details?.[0]) return cur.details[0] as WireError;
   if (cur instanceof TimeoutFailure && cur.timeoutType === TimeoutType.HEARTBEAT) {
     return wireError(503, 'the worker running this step stopped answering, on every attempt', 'server_error', 'worker_lost');
