@@ -38,7 +38,7 @@ import {
   type ReusableToolResult,
 } from '../domain/run';
 import { Approvals } from './approvals';
-import { Saga } from './saga';
+import { Saga, UNDO_UNFINISHED } from './saga';
 
 type ModelActivities = ReturnType<typeof createModelActivities>;
 type ToolActivities = ReturnType<typeof createToolActivities>;
@@ -278,7 +278,13 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
           if (!d.approve) return { text: `The user did not approve this call of ${e.server}/${e.tool}${d.reason ? `: ${d.reason}` : ''}.`, isError: true, truncated: false, ms: 0 };
         }
         events.publish({ t: 'tool_started', step, seq: seq++, callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments });
-        const o = earlier ? { ...earlier, ms: 0 } : await runTool(runId, step, c, e, server, liveQueue);
+        const o = earlier
+          ? { ...earlier, ms: 0 }
+          : await runTool(runId, step, c, e, server, liveQueue).catch((x: unknown) => {
+              // Cancelled while it ran: it may have done its work all the same.
+              if (wf.isCancellation(x) && wf.patched(UNDO_UNFINISHED)) saga.recordUnfinished(server, e.tool, c.id, c.function.arguments);
+              throw x;
+            });
         events.publish({ t: 'tool_finished', step, seq: seq++, callId: c.id, server: e.server, tool: e.tool, ms: o.ms, isError: o.isError, preview: o.text.slice(0, 200) });
         steps.push({ step, kind: 'tool', callId: c.id, server: e.server, tool: e.tool, arguments: c.function.arguments, ms: o.ms, isError: o.isError, ...(earlier ? { reused: true } : {}) });
         saga.record(server, e.tool, c.id, c.function.arguments, o);

@@ -8,7 +8,7 @@ import * as wf from '@temporalio/workflow';
 import { GATEWAY_APPROVAL_ID, type ListToolsInput, type RunMcpServer, type ToolOutcome } from '../domain/run';
 import type { CatalogEntry } from '../domain/toolNames';
 import { Approvals } from './approvals';
-import { Saga } from './saga';
+import { Saga, UNDO_UNFINISHED } from './saga';
 import { toolActivities } from './toolStep';
 
 export interface GatewayCallInput {
@@ -30,6 +30,11 @@ export async function mcpToolCallWorkflow(input: GatewayCallInput): Promise<Tool
     if (!d.approve) return { text: `The call was not approved (${d.by})${d.reason ? `: ${d.reason}` : ''}; the tool did not run.`, isError: true, truncated: false, ms: 0 };
   }
   // The workflow id is the idempotency key: a client's retry with the same `_meta` key joins this run.
+  const saga = new Saga();
+  const undoAndCancel = async (): Promise<never> => {
+    await saga.compensate(id, () => undefined);
+    throw new wf.CancelledFailure('the MCP client cancelled the call');
+  };
   const out = await toolActivities(`mcp ${input.server.name}/${input.tool}`, input.server.timeoutSeconds).callTool({
     runId: id,
     callId: id,
@@ -40,14 +45,17 @@ export async function mcpToolCallWorkflow(input: GatewayCallInput): Promise<Tool
     inputSchema: input.inputSchema,
     timeoutSeconds: input.server.timeoutSeconds,
     maxOutputBytes: input.server.maxOutputBytes,
+  }).catch((e: unknown) => {
+    if (!wf.isCancellation(e) || !wf.patched(UNDO_UNFINISHED)) throw e;
+    // Cancelled while it ran: it may have done its work all the same.
+    saga.recordUnfinished(input.server, input.tool, id, input.arguments);
+    return undoAndCancel();
   });
   // A tool that finished before it heard of the cancel still ends a cancelled call as cancelled,
   // and its declared undo runs (the saga of a one-step run).
   if (wf.CancellationScope.current().consideredCancelled) {
-    const saga = new Saga();
     saga.record(input.server, input.tool, id, input.arguments, out);
-    await saga.compensate(id, () => undefined);
-    throw new wf.CancelledFailure('the MCP client cancelled the call');
+    return undoAndCancel();
   }
   return out;
 }

@@ -24,6 +24,9 @@ export interface UndoReport {
   ms: number;
 }
 
+/** Patch id: runs from before it did not undo a call cancelled while it ran. */
+export const UNDO_UNFINISHED = 'undo-unfinished';
+
 export class Saga {
   private readonly undos: Undo[] = [];
 
@@ -43,6 +46,17 @@ export class Saga {
       return;
     }
     this.undos.push({ forCallId: callId, server, tool: undo.tool, args: mapArgs(undo.args, { args, result: outcome.structured ?? outcome.text }) });
+  }
+
+  /**
+   * After a call of `tool` was cancelled while it ran: the server may have done its work anyway
+   * (an MCP cancel is advisory), so its undo is remembered as after a success, unless the undo
+   * needs the call's result, which no one has.
+   */
+  recordUnfinished(server: RunMcpServer, tool: string, callId: string, argsJson: string): void {
+    const undo = server.compensations?.[tool];
+    if (!undo || Object.values(undo.args).some((v) => v.startsWith('$.result'))) return;
+    this.record(server, tool, callId, argsJson, { text: '', isError: false, truncated: false, ms: 0 });
   }
 
   async compensate(runId: string, report: (r: UndoReport) => void): Promise<StepRecord[]> {
