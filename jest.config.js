@@ -1,4 +1,4 @@
-/** Four tiers: pure unit tests; integration/e2e tests against one real Temporal dev server; the edge suite; the cluster suite. */
+/** Five tiers: pure unit tests; integration/e2e tests against one real Temporal dev server; the edge suite; the cluster suite; the chaos suite (on the cluster topology). */
 const tsJest = ['ts-jest', { tsconfig: 'tsconfig.json' }];
 module.exports = {
   testTimeout: 120000,
@@ -30,6 +30,13 @@ module.exports = {
       // `npm run test:cluster`: a Temporal server on PostgreSQL, two api and two worker processes (scripts/bootstrap-cluster.mjs).
       displayName: 'cluster',
       testMatch: ['<rootDir>/test/cluster/**/*.test.ts'],
+      transform: { '^.+\\.ts$': tsJest },
+      testEnvironment: 'node',
+    },
+    {
+      // `npm run test:chaos`: seeded faults on the cluster topology under load (MIX2API_CHAOS_FAULTS=100 for the full campaign).
+      displayName: 'chaos',
+      testMatch: ['<rootDir>/test/chaos/**/*.test.ts'],
       transform: { '^.+\\.ts$': tsJest },
       testEnvironment: 'node',
     },

@@ -56,6 +56,7 @@ export function runMcpServer(cfg: Config['mcpServers'][number], add: { allow?: s
     ...(add.deny ? { deny: add.deny } : {}),
     ...(approval.length > 0 ? { approval } : {}),
     ...(Object.keys(cfg.compensations).length > 0 ? { compensations: cfg.compensations } : {}),
+    ...(cfg.sideEffects === 'unsafe' ? { unsafe: true as const } : {}),
   };
 }
 

@@ -48,6 +48,12 @@ export const McpServerSchema = z
     maxOutputBytes: z.number().int().positive().max(1024 * 1024).default(65536),
     approval: ApprovalSchema.default('never'),
     compensations: z.record(z.string(), CompensationSchema).default({}),
+    /**
+     * `idempotent`: its tools honour the idempotency key in `_meta` (or have no side effects), so a
+     * call interrupted by a lost process or connection is run again with the same key. `unsafe`:
+     * such a call is never repeated; the model is told the call may or may not have taken effect.
+     */
+    sideEffects: z.enum(['idempotent', 'unsafe']).default('idempotent'),
   })
   .strict()
   .superRefine((cfg, ctx) => {

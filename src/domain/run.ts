@@ -231,6 +231,8 @@ export interface RunMcpServer {
   approval?: string[];
   /** tool → its undo: another tool of the same server, arguments mapped from the call. */
   compensations?: Record<string, { tool: string; args: Record<string, string> }>;
+  /** Its calls are not repeated after an interruption that leaves unknown whether they acted. */
+  unsafe?: true;
 }
 
 export interface ListToolsInput {

@@ -9,7 +9,8 @@ import { GATEWAY_APPROVAL_ID, type ListToolsInput, type RunMcpServer, type ToolO
 import type { CatalogEntry } from '../domain/toolNames';
 import { Approvals } from './approvals';
 import { Saga, UNDO_UNFINISHED } from './saga';
-import { toolActivities } from './toolStep';
+import { lostIn, MAX_MOVES } from './processLease';
+import { interrupted, notRepeated, toolActivities } from './toolStep';
 
 export interface GatewayCallInput {
   server: RunMcpServer;
@@ -35,7 +36,7 @@ export async function mcpToolCallWorkflow(input: GatewayCallInput): Promise<Tool
     await saga.compensate(id, () => undefined);
     throw new wf.CancelledFailure('the MCP client cancelled the call');
   };
-  const out = await toolActivities(`mcp ${input.server.name}/${input.tool}`, input.server.timeoutSeconds).callTool({
+  const call = (moves: number): Promise<ToolOutcome> => toolActivities(`mcp ${input.server.name}/${input.tool}`, input.server.timeoutSeconds, input.server.unsafe).callTool({
     runId: id,
     callId: id,
     idempotencyKey: id,
@@ -46,11 +47,17 @@ export async function mcpToolCallWorkflow(input: GatewayCallInput): Promise<Tool
     timeoutSeconds: input.server.timeoutSeconds,
     maxOutputBytes: input.server.maxOutputBytes,
   }).catch((e: unknown) => {
-    if (!wf.isCancellation(e) || !wf.patched(UNDO_UNFINISHED)) throw e;
-    // Cancelled while it ran: it may have done its work all the same.
-    saga.recordUnfinished(input.server, input.tool, id, input.arguments);
-    return undoAndCancel();
+    if (wf.isCancellation(e) && wf.patched(UNDO_UNFINISHED)) {
+      // Cancelled while it ran: it may have done its work all the same.
+      saga.recordUnfinished(input.server, input.tool, id, input.arguments);
+      return undoAndCancel();
+    }
+    if (input.server.unsafe && interrupted(e)) return notRepeated({ server: input.server.name, tool: input.tool });
+    // Its process was lost mid-call: run it again elsewhere now, with the same idempotency key.
+    if (lostIn(e) && moves < MAX_MOVES) return call(moves + 1);
+    throw e;
   });
+  const out = await call(0);
   // A tool that finished before it heard of the cancel still ends a cancelled call as cancelled,
   // and its declared undo runs (the saga of a one-step run).
   if (wf.CancellationScope.current().consideredCancelled) {

@@ -12,7 +12,8 @@ import { lostIn, MAX_MOVES } from './processLease';
 
 type ToolActivities = ReturnType<typeof createToolActivities>;
 
-export function toolActivities(summary: string, timeoutSeconds: number) {
+/** `once`: no retries (a server declared `sideEffects: unsafe`): every failure reaches the workflow. */
+export function toolActivities(summary: string, timeoutSeconds: number, once = false) {
   return wf.proxyActivities<ToolActivities>({
     summary,
     // The MCP call times out first (reset on progress, capped at toolTotalSeconds); this only
@@ -21,14 +22,14 @@ export function toolActivities(summary: string, timeoutSeconds: number) {
     heartbeatTimeout: HEARTBEAT_TIMEOUT,
     // On cancel, wait until the tool has really stopped: compensations must come after it.
     cancellationType: wf.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-    retry: { maximumAttempts: 4, initialInterval: '1 second', maximumInterval: '10 seconds', backoffCoefficient: 2 },
+    retry: { maximumAttempts: once ? 1 : 4, initialInterval: '1 second', maximumInterval: '10 seconds', backoffCoefficient: 2 },
   });
 }
 
 /** `live`: the run's live queue, forgotten when the process lost while running the call is its own. */
 export async function runTool(runId: string, step: number, call: ToolCall, entry: CatalogEntry, server: RunMcpServer, live: { queue?: string } = {}, moves = 0): Promise<ToolOutcome> {
   try {
-    return await toolActivities(`mcp ${entry.server}/${entry.tool}`, server.timeoutSeconds).callTool({
+    return await toolActivities(`mcp ${entry.server}/${entry.tool}`, server.timeoutSeconds, server.unsafe).callTool({
       runId,
       callId: call.id,
       // Unique in the run even when an upstream reuses call ids across turns.
@@ -44,6 +45,7 @@ export async function runTool(runId: string, step: number, call: ToolCall, entry
     if (wf.isCancellation(e)) throw e;
     // Its process was lost mid-call: run it again elsewhere now, with the same idempotency key.
     const lost = lostIn(e);
+    if (server.unsafe && interrupted(e)) return notRepeated(entry);
     if (lost && moves < MAX_MOVES) {
       if (lost.queue !== undefined && lost.queue === live.queue) live.queue = undefined;
       return runTool(runId, step, call, entry, server, live, moves + 1);
@@ -51,4 +53,20 @@ export async function runTool(runId: string, step: number, call: ToolCall, entry
     const why = e instanceof wf.ActivityFailure && e.cause ? e.cause.message : e instanceof Error ? e.message : String(e);
     return { text: `tool ${entry.server}/${entry.tool} failed: ${why}`, isError: true, truncated: false, ms: 0 };
   }
+}
+
+/**
+ * A failure after which no one knows whether the tool acted: its process was lost (lease lapse,
+ * heartbeat or start-to-close timeout) or its connection broke after the request was sent.
+ */
+export function interrupted(e: unknown): boolean {
+  if (lostIn(e)) return true;
+  const cause = e instanceof wf.ActivityFailure ? e.cause : undefined;
+  return cause instanceof wf.TimeoutFailure || (cause instanceof wf.ApplicationFailure && cause.type === 'McpTransport');
+}
+
+/** What the model (or the MCP gateway's client) is told instead of a repeat of an unsafe call. */
+export function notRepeated(entry: Pick<CatalogEntry, 'server' | 'tool'>): ToolOutcome {
+  const text = `tool ${entry.server}/${entry.tool} was interrupted (its worker or connection was lost mid-call) and may or may not have taken effect; it was not run again because server ${entry.server} is declared sideEffects: unsafe`;
+  return { text, isError: true, truncated: false, ms: 0 };
 }

@@ -27,6 +27,16 @@ export interface TemporalCluster {
   /** Where the server's and PostgreSQL's logs are (null against an external server). */
   logs: string | null;
   stop(): Promise<void>;
+  /** Fault injection for the chaos suite (absent against an external server). */
+  faults?: ClusterFaults;
+}
+
+/** The server and its database as processes to kill, stop and start again. */
+export interface ClusterFaults {
+  /** SIGKILL (or SIGSTOP) of the Temporal server's process, or of PostgreSQL's postmaster. */
+  signal(part: 'server' | 'postgres', sig: 'SIGKILL' | 'SIGSTOP' | 'SIGCONT'): void;
+  /** Starts a killed part again and waits until it serves (the server: a cluster health check). */
+  restart(part: 'server' | 'postgres'): Promise<void>;
 }
 
 function postgresBin(): string {
@@ -96,7 +106,9 @@ export async function startTemporalCluster(): Promise<TemporalCluster> {
   const pgPort = await freePort();
   const run = (cmd: string, args: string[]) => execFileSync(...asPostgres(cmd, args), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   run(join(pg, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C.UTF-8']);
-  run(join(pg, 'pg_ctl'), ['-D', data, '-l', join(dir, 'postgres.log'), '-o', `-p ${pgPort} -k ${sock} -c listen_addresses=127.0.0.1`, '-w', 'start']);
+  const startPostgres = () => run(join(pg, 'pg_ctl'), ['-D', data, '-l', join(dir, 'postgres.log'), '-o', `-p ${pgPort} -k ${sock} -c listen_addresses=127.0.0.1`, '-w', 'start']);
+  startPostgres();
+  const postmaster = () => Number(readFileSync(join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
   const stopPostgres = () => {
     try {
       run(join(pg, 'pg_ctl'), ['-D', data, '-m', 'immediate', '-w', 'stop']);
@@ -149,32 +161,55 @@ export async function startTemporalCluster(): Promise<TemporalCluster> {
     writeFileSync(join(dir, 'temporal.yaml'), stringify(config));
     const log = join(dir, 'temporal-server.log');
     writeFileSync(log, '');
-    child = spawn('sh', ['-c', `exec "$0" --config-file "$1" --allow-no-auth start >>"$2" 2>&1`, server, join(dir, 'temporal.yaml'), log], { stdio: 'ignore' });
-    const exited = new Promise<void>((r) => child!.once('exit', () => r()));
+    let exited: Promise<void> = Promise.resolve();
+    const spawnServer = () => {
+      child = spawn('sh', ['-c', `exec "$0" --config-file "$1" --allow-no-auth start >>"$2" 2>&1`, server, join(dir, 'temporal.yaml'), log], { stdio: 'ignore' });
+      const c = child;
+      exited = new Promise<void>((r) => c.once('exit', () => r()));
+    };
     const tail = () => readFileSync(log, 'utf8').split('\n').slice(-30).join('\n');
-
-    await until('the Temporal frontend', ok(() => cli(['operator', 'cluster', 'health', '--address', address])), 90_000).catch((e: Error) => {
-      throw new Error(`${e.message}\n${tail()}`);
-    });
+    const serving = () =>
+      until('the Temporal frontend', ok(() => cli(['operator', 'cluster', 'health', '--address', address])), 90_000).catch((e: Error) => {
+        throw new Error(`${e.message}\n${tail()}`);
+      });
+    spawnServer();
+    await serving();
     cli(['operator', 'namespace', 'create', '-n', 'default', '--retention', '24h', '--address', address]);
     await until('the default namespace', ok(() => cli(['workflow', 'list', '-n', 'default', '--limit', '1', '--address', address])), 60_000);
     for (const [name, type] of Object.entries(SEARCH_ATTRIBUTES)) cli(['operator', 'search-attribute', 'create', '-n', 'default', '--name', name, '--type', type, '--address', address]);
 
-    const proc = child;
+    const faults: ClusterFaults = {
+      signal(part, sig) {
+        if (part === 'server') child?.kill(sig);
+        else process.kill(postmaster(), sig);
+      },
+      async restart(part) {
+        if (part === 'postgres') {
+          // A killed postmaster may leave backends behind for a moment; pg_ctl refuses while they hold the lock.
+          await until('PostgreSQL to start again', ok(() => startPostgres()), 30_000);
+          return;
+        }
+        await Promise.race([exited, sleep(5_000)]);
+        spawnServer();
+        await serving();
+      },
+    };
     return {
       address,
       namespace: 'default',
       logs: dir,
+      faults,
       async stop() {
-        proc.kill('SIGTERM');
+        child?.kill('SIGCONT');
+        child?.kill('SIGTERM');
         await Promise.race([exited, sleep(15_000)]);
-        proc.kill('SIGKILL');
+        child?.kill('SIGKILL');
         stopPostgres();
         if (!process.env.MIX2API_KEEP_CLUSTER_LOGS) rmSync(dir, { recursive: true, force: true });
       },
     };
   } catch (e) {
-    child?.kill('SIGKILL');
+    (child as ChildProcess | null)?.kill('SIGKILL');
     stopPostgres();
     throw e;
   }

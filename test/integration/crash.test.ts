@@ -16,7 +16,7 @@ import { childMix2api, type ChildMix2api } from '../support/childMix2api';
 import { COUNT_TOOL, startCountingMcpServer, type CountingMcpServer } from '../support/countingMcpServer';
 import { freePort } from '../support/mcpServers';
 import { startScriptedUpstream, type RecordedRequest, type ScriptedUpstream } from '../support/scriptedUpstream';
-import { contentOf, sseEvents } from '../support/sse';
+import { newStreamLog, readInto, resume as resumeStream, type StreamLog } from '../support/streamLog';
 import { testEnv, uniqueQueue } from '../support/stack';
 
 jest.setTimeout(150_000);
@@ -54,8 +54,8 @@ const requestsFor = (label: string) => upstream.requests.filter((r) => labelOf(r
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'mix2api-crash-'));
   const env = testEnv();
-  // Tool calls of runs labelled T… work 15 s: long enough to start a second process meanwhile.
-  [upstream, counter] = await Promise.all([startScriptedUpstream(), startCountingMcpServer({ workMs: (label) => (label.startsWith('T') ? 15_000 : 3000) })]);
+  // Tool calls of runs labelled T… and U… work 15 s: long enough to start a second process meanwhile.
+  [upstream, counter] = await Promise.all([startScriptedUpstream(), startCountingMcpServer({ workMs: (label) => (/^[TU]/.test(label) ? 15_000 : 3000) })]);
   upstream.setDefault((req) => {
     const label = labelOf(req);
     if (label.startsWith('L')) return { steps: [{ kind: 'text', text: textL(label), chunks: 120, delayMs: 100 }] };
@@ -66,7 +66,9 @@ beforeAll(async () => {
     }
     const tool = ((req.body.messages ?? []) as Array<{ role: string; content?: unknown }>).find((m) => m.role === 'tool');
     if (tool) return { steps: [{ kind: 'text', text: answerB(label, String(tool.content)), chunks: 6, delayMs: 20 }] };
-    return { steps: [{ kind: 'toolCalls', calls: [{ id: callIdB(label), name: `counter__${COUNT_TOOL}`, arguments: JSON.stringify({ label }) }] }] };
+    // Runs labelled U… call the same tool through a server declared `sideEffects: unsafe`.
+    const server = label.startsWith('U') ? 'unsafe' : 'counter';
+    return { steps: [{ kind: 'toolCalls', calls: [{ id: callIdB(label), name: `${server}__${COUNT_TOOL}`, arguments: JSON.stringify({ label }) }] }] };
   });
   childConfig = {
       temporal: { address: env.address, taskQueue: uniqueQueue('crash') },
@@ -79,8 +81,11 @@ beforeAll(async () => {
         },
       ],
       // A long tool timeout: recovery must come from heartbeats, not from it.
-      mcpServers: [{ name: 'counter', transport: 'http', url: counter.url, timeoutSeconds: 120 }],
-      models: [{ id: 'agent', upstream: 'scripted', model: 'scripted', mcpServers: ['counter'] }],
+      mcpServers: [
+        { name: 'counter', transport: 'http', url: counter.url, timeoutSeconds: 120 },
+        { name: 'unsafe', transport: 'http', url: counter.url, timeoutSeconds: 120, sideEffects: 'unsafe' },
+      ],
+      models: [{ id: 'agent', upstream: 'scripted', model: 'scripted', mcpServers: ['counter', 'unsafe'] }],
       stream: { heartbeatSeconds: 1 },
   };
   child = childMix2api({ dir, port: await freePort(), config: childConfig });
@@ -99,48 +104,6 @@ afterAll(async () => {
 
 // ---- clients ----
 
-interface StreamLog {
-  label: string;
-  runId: string;
-  ids: string[];
-  content: string;
-  done: boolean;
-  errors: string[];
-  /** Connections that delivered a 200, the first POST included. */
-  connections: number;
-  /** Failed reconnect attempts (connection refused, non-200), with when. */
-  refused: string[];
-  contentBeforeKill?: string;
-  reasoning: string;
-  /** When the first content after the first connection arrived. */
-  resumedAt?: number;
-}
-
-const lastId = (log: StreamLog) => log.ids[log.ids.length - 1] ?? null;
-
-/** Reads one SSE connection into `log`; 'cut' when it ends without `[DONE]`. */
-async function readInto(res: Response, log: StreamLog): Promise<'done' | 'cut'> {
-  log.connections++;
-  try {
-    for await (const e of sseEvents(res)) {
-      if (e.data === '[DONE]') {
-        log.done = true;
-        return 'done';
-      }
-      if (e.id) log.ids.push(e.id);
-      const j = JSON.parse(e.data) as { error?: { message: string } };
-      if (j.error) log.errors.push(j.error.message);
-      const text = contentOf(e.data);
-      if (text && log.connections > 1) log.resumedAt ??= Date.now();
-      log.content += text;
-      log.reasoning += (JSON.parse(e.data) as { choices?: Array<{ delta?: { reasoning_content?: string } }> }).choices?.[0]?.delta?.reasoning_content ?? '';
-    }
-  } catch {
-    // the connection died with the process
-  }
-  return 'cut';
-}
-
 async function post(body: Record<string, unknown>, headers: Record<string, string> = {}): Promise<Response> {
   return fetch(`${child.url}/v1/chat/completions`, {
     method: 'POST',
@@ -153,35 +116,12 @@ async function post(body: Record<string, unknown>, headers: Record<string, strin
 async function startStreaming(label: string): Promise<{ log: StreamLog; first: Promise<'done' | 'cut'> }> {
   const res = await post({ model: 'agent', stream: true, messages: [{ role: 'user', content: userText(label) }] });
   expect(res.status).toBe(200);
-  const log: StreamLog = { label, runId: res.headers.get('x-run-id')!, ids: [], content: '', done: false, errors: [], connections: 0, refused: [], reasoning: '' };
+  const log = newStreamLog(label, res.headers.get('x-run-id')!);
   return { log, first: readInto(res, log) };
 }
 
-/** Reconnects with Last-Event-ID until the stream ends with `[DONE]` (retrying while the new instance comes up). */
-async function resume(log: StreamLog, deadlineMs: number, url = child.url): Promise<void> {
-  const deadline = Date.now() + deadlineMs;
-  while (!log.done) {
-    const id = lastId(log);
-    const headersTimeout = new AbortController();
-    const timer = setTimeout(() => headersTimeout.abort(), 15_000);
-    try {
-      const res = await fetch(`${url}/v1/runs/${log.runId}/events`, {
-        headers: id ? { 'last-event-id': id } : {},
-        signal: headersTimeout.signal,
-      });
-      clearTimeout(timer);
-      if (res.status === 200) await readInto(res, log);
-      else log.refused.push(`${new Date().toISOString()} ${res.status} ${(await res.text()).slice(0, 200)}`);
-    } catch (e) {
-      log.refused.push(`${new Date().toISOString()} ${e instanceof Error ? `${e.message} ${String((e.cause as Error | undefined)?.message ?? '')}` : String(e)}`);
-    } finally {
-      clearTimeout(timer);
-    }
-    if (log.done) return;
-    if (Date.now() > deadline) throw new Error(`run ${log.runId} (${log.label}) did not finish its stream in time; after ${lastId(log)}; refused: ${log.refused.slice(-3).join(' | ')}`);
-    await sleep(250);
-  }
-}
+/** Reconnects with Last-Event-ID until the stream ends with `[DONE]`, on this process unless told otherwise. */
+const resume = (log: StreamLog, deadlineMs: number, url = child.url) => resumeStream(log, deadlineMs, url);
 
 async function waitFor(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -390,8 +330,9 @@ test('SIGKILL while a tool runs: each side effect happens once, the runs complet
   );
 });
 
-test('SIGKILL of one of two processes: its lease lapses and its stream and tool calls move to the other at once, each event reaching the client once, no tool effect twice', async () => {
+test('SIGKILL of one of two processes: its lease lapses and its stream and tool calls move to the other at once, each event reaching the client once, no tool effect twice; an unsafe server\'s call is not repeated', async () => {
   const tools = [0, 1].map((i) => `T${i}-${stamp}`);
+  const unsafe = `U0-${stamp}`;
   const long = `L0-${stamp}`;
   const clients: Array<{ log: StreamLog; first: Promise<'done' | 'cut'> }> = [];
   const other = childMix2api({ dir, port: await freePort(), config: childConfig, configName: 'other.yaml' });
@@ -399,8 +340,8 @@ test('SIGKILL of one of two processes: its lease lapses and its stream and tool 
     () => clients.map((c) => c.log.runId),
     async () => {
       // The tool calls start while this process is the only one, so they run here.
-      clients.push(...(await Promise.all(tools.map(startStreaming))));
-      await waitFor('both tool calls in flight', () => tools.every((l) => counter.keysFor(l).some((k) => counter.inFlight.has(k))), 30_000);
+      clients.push(...(await Promise.all([...tools, unsafe].map(startStreaming))));
+      await waitFor('the tool calls in flight', () => [...tools, unsafe].every((l) => counter.keysFor(l).some((k) => counter.inFlight.has(k))), 30_000);
       await other.start();
       // The stream's model step runs on this process's own queue (its client is here).
       clients.push(await startStreaming(long));
@@ -439,6 +380,12 @@ test('SIGKILL of one of two processes: its lease lapses and its stream and tool 
         expect(await historyOf(log.runId)).toMatch(/stopped renewing its lease/);
         expect((await getRun(log.runId, other.url)).status).toBe('completed');
       }
+      // Declared unsafe: called once, and the model was told it may or may not have acted.
+      const u = clients.find((c) => c.log.label === unsafe)!.log;
+      expect(u.done).toBe(true);
+      expect(counter.keysFor(unsafe).flatMap((k) => counter.callTimes.get(k) ?? [])).toHaveLength(1);
+      expect(u.content).toMatch(new RegExp(`^${unsafe} finished: tool unsafe/${COUNT_TOOL} was interrupted .* may or may not have taken effect; it was not run again`));
+      expect((await getRun(u.runId, other.url)).status).toBe('completed');
       console.log(`lease lapse (two processes):\n${timings.join('\n')}`);
     },
   ).finally(() => other.kill());

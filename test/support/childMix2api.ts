@@ -26,6 +26,8 @@ export interface ChildMix2api {
   kill(): Promise<number>;
   /** SIGTERM (a clean shutdown), and wait for the exit; resolves with the exit code. */
   terminate(): Promise<number | null>;
+  /** Sends a signal (SIGSTOP / SIGCONT: a hung process) to the running child, if any. */
+  signal(sig: NodeJS.Signals): void;
   /** The last `n` output lines, for failure messages. */
   tail(n?: number): string;
 }
@@ -109,6 +111,9 @@ export function childMix2api(o: { dir: string; port: number; config: Record<stri
       proc.kill('SIGTERM');
       await exited;
       return proc.exitCode;
+    },
+    signal(sig) {
+      if (child && child.exitCode === null && child.signalCode === null) child.kill(sig);
     },
     tail(n = 60) {
       return output.slice(-n).join('\n');

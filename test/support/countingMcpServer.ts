@@ -57,8 +57,12 @@ function rpcError(res: ServerResponse, status: number, message: string): void {
   res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message }, id: null }));
 }
 
-/** `workMs`: how long the work takes, for every label or per label. */
-export async function startCountingMcpServer(opts: { workMs?: number | ((label: string) => number) } = {}): Promise<CountingMcpServer> {
+/**
+ * `workMs`: how long the work takes, for every label or per label. `holdMs`: how long the result
+ * is held back after the side effect, and `onEffect` is told of each effect as it happens, so a
+ * test can land a kill after the tool acted and before its caller has the result.
+ */
+export async function startCountingMcpServer(opts: { workMs?: number | ((label: string) => number); holdMs?: number; onEffect?: (key: string, label: string) => void } = {}): Promise<CountingMcpServer> {
   const workMsOf = typeof opts.workMs === 'function' ? opts.workMs : () => (opts.workMs as number | undefined) ?? 3000;
   const closing = new AbortController();
   const sideEffects = new Map<string, number>();
@@ -75,9 +79,12 @@ export async function startCountingMcpServer(opts: { workMs?: number | ((label: 
   const work = (key: string, label: string): Promise<CallToolResult> => {
     inFlight.add(key);
     return sleep(workMsOf(label), undefined, { signal: closing.signal })
-      .then(() => {
+      .then(async () => {
         bump(sideEffects, key);
-        return { content: [{ type: 'text' as const, text: `counted ${label} (effect ${sideEffects.get(key)} for this key)` }] };
+        const text = `counted ${label} (effect ${sideEffects.get(key)} for this key)`;
+        opts.onEffect?.(key, label);
+        if (opts.holdMs) await sleep(opts.holdMs, undefined, { signal: closing.signal });
+        return { content: [{ type: 'text' as const, text }] };
       })
       .finally(() => inFlight.delete(key));
   };
