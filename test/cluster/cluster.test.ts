@@ -11,7 +11,7 @@
  * `npm run test:cluster`; TEMPORAL_ADDRESS runs it against another server.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { hostname, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { childMix2api, type ChildMix2api } from '../support/childMix2api';
@@ -83,7 +83,12 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-const identityOf = (c: ChildMix2api) => `${c.pid}@${hostname()}`;
+/** Whether a worker identity (`mix2api <instance queue> [peer url] <pid>`) is this child's. */
+const isOf = (c: ChildMix2api, identity: string | null | undefined) => !!identity && identity.startsWith('mix2api ') && identity.endsWith(` ${c.pid}`);
+const whose = (identity: string) => {
+  const i = workers.findIndex((w) => isOf(w, identity));
+  return i >= 0 ? `worker${i}` : apis.some((a) => isOf(a, identity)) ? 'api' : identity;
+};
 
 /** Who started each workflow task and activity task of a run, from its history. */
 async function identities(runId: string): Promise<Array<{ kind: 'workflow' | 'activity'; identity: string; activity?: string; attempt?: number }>> {
@@ -119,13 +124,12 @@ test('both workers take work: tool loops through both api replicas run their wor
     expect(a.content).toContain(labels[i]); // the echo tool's output came back
   }
   const seen = (await Promise.all(answers.map((a) => identities(a.runId)))).flat();
-  const workerIds = workers.map(identityOf);
-  // Non-streamed runs call the model on the shared queue too: only workers start their tasks.
-  expect(new Set(seen.map((s) => s.identity))).toEqual(new Set(workerIds));
-  for (const id of workerIds) {
-    expect(seen.filter((s) => s.identity === id && s.kind === 'workflow').length).toBeGreaterThan(0);
-    expect(seen.filter((s) => s.identity === id && s.kind === 'activity').length).toBeGreaterThan(0);
+  // Workflow tasks and tool calls run on the workers (the shared queue), both of them.
+  for (const id of ['worker0', 'worker1']) {
+    expect(seen.filter((s) => whose(s.identity) === id && s.kind === 'workflow').length).toBeGreaterThan(0);
+    expect(seen.filter((s) => whose(s.identity) === id && s.activity === 'callTool').length).toBeGreaterThan(0);
   }
+  expect(seen.filter((s) => s.kind === 'workflow' || s.activity === 'callTool').map((s) => whose(s.identity)).filter((w) => !w.startsWith('worker'))).toEqual([]);
   // Each worker's own /metrics counts the tool calls it ran; together, every run's one call.
   const echoCalls = await Promise.all(
     workerMetrics.map(async (url) => {
@@ -190,7 +194,7 @@ test('a stream started on api A resumes on api B with Last-Event-ID after A is k
   // The step A was streaming ran again on a worker (A's live queue had no poller left).
   const seen = await identities(runId);
   const model = seen.filter((s) => s.activity === 'callModel');
-  expect(model.some((s) => workers.map(identityOf).includes(s.identity))).toBe(true);
+  expect(model.some((s) => whose(s.identity).startsWith('worker'))).toBe(true);
 });
 
 test('a tool loop survives a SIGKILL of the worker running its tool: the other worker finishes it, the side effect happens once', async () => {
@@ -207,7 +211,7 @@ test('a tool loop survives a SIGKILL of the worker running its tool: the other w
   expect(runId).toBeDefined();
   const d = await temporal.workflow.getHandle(runId!).describe();
   const pending = d.raw.pendingActivities?.find((p) => p.activityType?.name === 'callTool');
-  const victim = workers.find((w) => identityOf(w) === pending?.lastWorkerIdentity);
+  const victim = workers.find((w) => isOf(w, pending?.lastWorkerIdentity));
   expect(victim).toBeDefined();
   const survivor = workers.find((w) => w !== victim)!;
   const killedAt = await victim!.kill();
@@ -218,7 +222,7 @@ test('a tool loop survives a SIGKILL of the worker running its tool: the other w
   expect(a.runId).toBe(runId);
   expect(a.content).toContain(`${label} done:`);
   expect(counter.effectsFor(label)).toBe(1);
+  // The victim's call failed when its lease lapsed; the call ran again on the survivor.
   const tool = (await identities(runId!)).filter((s) => s.activity === 'callTool');
-  expect(tool.map((s) => s.identity)).toEqual([identityOf(survivor)]);
-  expect(tool[0]!.attempt).toBeGreaterThanOrEqual(2);
+  expect(tool.map((s) => whose(s.identity))).toEqual([`worker${workers.indexOf(victim!)}`, `worker${workers.indexOf(survivor)}`]);
 });
