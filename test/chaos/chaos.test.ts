@@ -158,9 +158,9 @@ const liveApi = (i: number) => {
 };
 
 /** One logical request, as a client that retries with the same Idempotency-Key would make it. */
-async function request(n: number, kind: Kind): Promise<Outcome> {
-  const label = `${kind}${n}-${stamp}`;
-  const stream = kind === 'S' || kind === 'K';
+async function request(label: string): Promise<Outcome> {
+  const n = Number(/\d+/.exec(label)![0]);
+  const stream = label[0] === 'S' || label[0] === 'K';
   const o: Outcome = { label, runId: '', content: '', ok: false, startedAt: Date.now(), progress: [], met: [] };
   const deadline = Date.now() + 240_000;
   let turn = n;
@@ -169,7 +169,7 @@ async function request(n: number, kind: Kind): Promise<Outcome> {
     try {
       const res = await fetch(`${url}/v1/chat/completions`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'idempotency-key': `chaos-${SEED}-${stamp}-${n}` },
+        headers: { 'content-type': 'application/json', 'idempotency-key': `chaos-${SEED}-${label}` },
         body: JSON.stringify({ model: 'agent', stream, messages: [{ role: 'user', content: `chaos run ${label}` }] }),
         signal: AbortSignal.timeout(stream ? 20_000 : 120_000),
       });
@@ -213,15 +213,15 @@ async function request(n: number, kind: Kind): Promise<Outcome> {
   return o;
 }
 
-/** Clients that keep sending until told to stop; resolves with every request's outcome. */
-function load(rand: () => number): { stop(): void; done: Promise<Outcome[]> } {
+/** Clients that keep sending until told to stop; resolves with every request's outcome. `tag` keeps labels apart between loads. */
+function load(rand: () => number, tag: string): { stop(): void; done: Promise<Outcome[]> } {
   let stopping = false;
   let next = 0;
   const outcomes: Outcome[] = [];
   const client = async () => {
     while (!stopping) {
       const n = next++;
-      outcomes.push(await request(n, KINDS[Math.floor(rand() * KINDS.length)]!));
+      outcomes.push(await request(`${KINDS[Math.floor(rand() * KINDS.length)]!}${tag}${n}-${stamp}`));
     }
   };
   return { stop: () => void (stopping = true), done: Promise.all(Array.from({ length: CLIENTS }, client)).then(() => outcomes) };
@@ -324,17 +324,21 @@ test(`chaos campaign: ${FAULTS} seeded faults (seed ${SEED}) under mixed load; e
   const schedule: Array<{ fault: Fault; gapMs: number }> = Array.from({ length: FAULTS }, () => ({ fault: FAULT_KINDS[Math.floor(rand() * FAULT_KINDS.length)]!, gapMs: 1500 + Math.floor(rand() * 2500) }));
   console.log(`chaos seed ${SEED}, ${FAULTS} faults, ${CLIENTS} clients; schedule: ${schedule.map((s) => `${s.fault}+${s.gapMs}ms`).join(', ')}`);
 
-  const l = load(clientRand);
-  const struck: Array<{ fault: Fault; at: number }> = [];
+  const l = load(clientRand, 'c');
+  const struck: Array<{ fault: Fault; at: number; ms: number }> = [];
+  const t0 = Date.now();
   await sleep(5000);
   for (const s of schedule) {
     await sleep(s.gapMs);
+    const began = Date.now();
     const at = await inject(s.fault, rand);
-    if (at !== null) struck.push({ fault: s.fault, at });
+    if (at !== null) struck.push({ fault: s.fault, at, ms: Date.now() - began });
   }
   await sleep(5000);
   l.stop();
+  const stoppedAt = Date.now();
   const all = await l.done;
+  const slowest = [...all].sort((a, b) => b.endedAt! - b.startedAt - (a.endedAt! - a.startedAt)).slice(0, 3);
 
   // ---- the report ----
   const wrong = all.filter((o) => !o.ok || o.content !== expected(o.label));
@@ -367,6 +371,7 @@ test(`chaos campaign: ${FAULTS} seeded faults (seed ${SEED}) under mixed load; e
         .map(([k, v]) => `${k} p50 ${pct(v, 50)} max ${Math.max(...v)}`)
         .join('; ')}`,
       `what clients met (each retried): ${[...met].map(([k, v]) => `${k} ×${v}`).join('; ') || 'nothing'}`,
+      `timing: faults ${struck.map((f) => `${f.fault} +${f.at - t0}ms (${f.ms} ms to restore)`).join(', ')}; load stopped +${stoppedAt - t0}ms, last run ended +${Date.now() - t0}ms; slowest runs: ${slowest.map((o) => `${o.label} ${o.endedAt! - o.startedAt} ms from +${o.startedAt - t0}ms (${o.met.join(' | ') || 'nothing met'})`).join('; ')}`,
       ...wrong.slice(0, 5).map((o) => `wrong: ${o.label} run ${o.runId} ok=${o.ok} content=${JSON.stringify(o.content.slice(0, 120))} met=${o.met.join(' | ')}`),
     ].join('\n'),
   );
@@ -378,7 +383,7 @@ test(`chaos campaign: ${FAULTS} seeded faults (seed ${SEED}) under mixed load; e
 
 test('rolling restart: SIGTERM of every process in turn under load fails no run and shows clients no error', async () => {
   for (const c of [...apis, ...workers]) up.add(c);
-  const l = load(seeded(SEED + 2));
+  const l = load(seeded(SEED + 2), 'r');
   await sleep(3000);
   for (const c of [...workers, ...apis]) {
     up.delete(c);
@@ -393,6 +398,7 @@ test('rolling restart: SIGTERM of every process in turn under load fails no run 
   const errors = all.flatMap((o) => o.met.filter((m) => m.startsWith('error chunk') || /^5\d\d/.test(m)).map((m) => `${o.label}: ${m}`));
   const cuts = all.reduce((n, o) => n + o.met.filter((m) => m === 'stream cut' || m.startsWith('connection')).length, 0);
   console.log(`rolling restart: ${all.length} runs, ${all.length - wrong.length} right; ${cuts} connections cut by a restarting api (resumed); errors: ${errors.join(' | ') || 'none'}`);
+  for (const o of wrong.slice(0, 5)) console.log(`wrong: ${o.label} run ${o.runId} ok=${o.ok} content=${JSON.stringify(o.content.slice(0, 120))} met=${o.met.join(' | ')}`);
   expect(wrong.map((o) => `${o.label} ${o.met.join(' | ')}`)).toEqual([]);
   expect(errors).toEqual([]);
   const tooled = all.filter((o) => o.label[0] === 'K' || o.label[0] === 'M');
