@@ -241,7 +241,8 @@ async function main(): Promise<void> {
       check(row, reader, textOf(label), label);
     }
   } finally {
-    for (const p of pair) await p.kill().catch(() => undefined);
+    // SIGTERM, not SIGKILL: `mix2api start` stops its embedded dev server only on a clean shutdown.
+    for (const p of pair) await p.terminate().catch(() => undefined);
     await connection.close();
     await dev.stop();
     await counter.close();

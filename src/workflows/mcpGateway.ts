@@ -9,8 +9,7 @@ import { GATEWAY_APPROVAL_ID, type ListToolsInput, type RunMcpServer, type ToolO
 import type { CatalogEntry } from '../domain/toolNames';
 import { Approvals } from './approvals';
 import { Saga, UNDO_UNFINISHED } from './saga';
-import { lostIn, MAX_MOVES } from './processLease';
-import { interrupted, notRepeated, toolActivities } from './toolStep';
+import { afterFailure, toolActivities } from './toolStep';
 
 export interface GatewayCallInput {
   server: RunMcpServer;
@@ -52,9 +51,9 @@ export async function mcpToolCallWorkflow(input: GatewayCallInput): Promise<Tool
       saga.recordUnfinished(input.server, input.tool, id, input.arguments);
       return undoAndCancel();
     }
-    if (input.server.unsafe && interrupted(e)) return notRepeated({ server: input.server.name, tool: input.tool });
-    // Its process was lost mid-call: run it again elsewhere now, with the same idempotency key.
-    if (lostIn(e) && moves < MAX_MOVES) return call(moves + 1);
+    const next = afterFailure(e, input.server, { server: input.server.name, tool: input.tool }, moves);
+    if (next && 'outcome' in next) return next.outcome;
+    if (next) return call(moves + 1);
     throw e;
   });
   const out = await call(0);

@@ -7,6 +7,7 @@ import * as wf from '@temporalio/workflow';
 import type { createToolActivities } from '../activities/tools';
 import type { ToolCall } from '../domain/chat';
 import { HEARTBEAT_TIMEOUT, toolTotalSeconds, type RunMcpServer, type ToolOutcome } from '../domain/run';
+import type { LostStep } from '../domain/lease';
 import type { CatalogEntry } from '../domain/toolNames';
 import { lostIn, MAX_MOVES } from './processLease';
 
@@ -43,11 +44,10 @@ export async function runTool(runId: string, step: number, call: ToolCall, entry
     });
   } catch (e) {
     if (wf.isCancellation(e)) throw e;
-    // Its process was lost mid-call: run it again elsewhere now, with the same idempotency key.
-    const lost = lostIn(e);
-    if (server.unsafe && interrupted(e)) return notRepeated(entry);
-    if (lost && moves < MAX_MOVES) {
-      if (lost.queue !== undefined && lost.queue === live.queue) live.queue = undefined;
+    const next = afterFailure(e, server, entry, moves);
+    if (next && 'outcome' in next) return next.outcome;
+    if (next) {
+      if (next.again.queue !== undefined && next.again.queue === live.queue) live.queue = undefined;
       return runTool(runId, step, call, entry, server, live, moves + 1);
     }
     const why = e instanceof wf.ActivityFailure && e.cause ? e.cause.message : e instanceof Error ? e.message : String(e);
@@ -56,17 +56,28 @@ export async function runTool(runId: string, step: number, call: ToolCall, entry
 }
 
 /**
+ * After a call failed: `again` when its process was lost mid-call (run it again elsewhere now, with
+ * the same idempotency key, up to MAX_MOVES times), `outcome` when the call must not be repeated
+ * (an unsafe server's interrupted call), null when the failure stands.
+ */
+export function afterFailure(e: unknown, server: RunMcpServer, entry: Pick<CatalogEntry, 'server' | 'tool'>, moves: number): { again: LostStep } | { outcome: ToolOutcome } | null {
+  if (server.unsafe && interrupted(e)) return { outcome: notRepeated(entry) };
+  const lost = lostIn(e);
+  return lost && moves < MAX_MOVES ? { again: lost } : null;
+}
+
+/**
  * A failure after which no one knows whether the tool acted: its process was lost (lease lapse,
  * heartbeat or start-to-close timeout) or its connection broke after the request was sent.
  */
-export function interrupted(e: unknown): boolean {
+function interrupted(e: unknown): boolean {
   if (lostIn(e)) return true;
   const cause = e instanceof wf.ActivityFailure ? e.cause : undefined;
   return cause instanceof wf.TimeoutFailure || (cause instanceof wf.ApplicationFailure && cause.type === 'McpTransport');
 }
 
 /** What the model (or the MCP gateway's client) is told instead of a repeat of an unsafe call. */
-export function notRepeated(entry: Pick<CatalogEntry, 'server' | 'tool'>): ToolOutcome {
+function notRepeated(entry: Pick<CatalogEntry, 'server' | 'tool'>): ToolOutcome {
   const text = `tool ${entry.server}/${entry.tool} was interrupted (its worker or connection was lost mid-call) and may or may not have taken effect; it was not run again because server ${entry.server} is declared sideEffects: unsafe`;
   return { text, isError: true, truncated: false, ms: 0 };
 }

@@ -22,7 +22,8 @@ import { join } from 'node:path';
 import { childMix2api, type ChildMix2api } from '../support/childMix2api';
 import { COUNT_TOOL, startCountingMcpServer, type CountingMcpServer } from '../support/countingMcpServer';
 import { EVERYTHING, freePort, stdioServer } from '../support/mcpServers';
-import { startScriptedUpstream, type RecordedRequest, type ScriptedUpstream } from '../support/scriptedUpstream';
+import { labelIn, startScriptedUpstream, type RecordedRequest, type ScriptedUpstream } from '../support/scriptedUpstream';
+import { rng as seeded } from '../support/rng';
 import { newStreamLog, readInto, resume, type StreamLog } from '../support/streamLog';
 import { startTemporalCluster, type TemporalCluster } from '../cluster/temporalCluster';
 
@@ -33,18 +34,6 @@ jest.setTimeout((10 + FAULTS) * 60_000);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const stamp = Date.now().toString(36);
-
-/** mulberry32: a small seeded generator, so a schedule can be replayed from its seed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // ---- what the scripted model answers, per request kind (the label's first letter) ----
 // S: a streamed 3-s answer. J: a JSON answer. K: streamed, one call of the counting tool (HTTP,
@@ -67,10 +56,7 @@ function expected(label: string): string {
   }
 }
 
-function labelOf(req: RecordedRequest): string {
-  const user = ((req.body.messages ?? []) as Array<{ role: string; content?: unknown }>).find((m) => m.role === 'user');
-  return LABEL.exec(typeof user?.content === 'string' ? user.content : '')?.[1] ?? '?';
-}
+const labelOf = (req: RecordedRequest) => labelIn(req, LABEL);
 
 let cluster: TemporalCluster;
 let dir: string;

@@ -17,7 +17,7 @@ import { Client, Connection } from '@temporalio/client';
 import { childMix2api, type ChildMix2api } from '../support/childMix2api';
 import { COUNT_TOOL, startCountingMcpServer, type CountingMcpServer } from '../support/countingMcpServer';
 import { EVERYTHING, freePort, stdioServer } from '../support/mcpServers';
-import { startScriptedUpstream, type RecordedRequest, type ScriptedUpstream } from '../support/scriptedUpstream';
+import { labelIn, startScriptedUpstream, type RecordedRequest, type ScriptedUpstream } from '../support/scriptedUpstream';
 import { contentOf, sseEvents } from '../support/sse';
 import { startTemporalCluster, type TemporalCluster } from './temporalCluster';
 
@@ -40,10 +40,7 @@ const workers: ChildMix2api[] = [];
 /** Each worker's own /metrics listener (metrics.port). */
 const workerMetrics: string[] = [];
 
-function labelOf(req: RecordedRequest): string {
-  const user = ((req.body.messages ?? []) as Array<{ role: string; content?: unknown }>).find((m) => m.role === 'user');
-  return LABEL.exec(typeof user?.content === 'string' ? user.content : '')?.[1] ?? '?';
-}
+const labelOf = (req: RecordedRequest) => labelIn(req, LABEL);
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'mix2api-cluster-test-'));

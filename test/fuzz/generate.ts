@@ -3,18 +3,7 @@
  * reads. The same seed gives the same requests, so a failure found once is found again.
  */
 import { gzipSync } from 'node:zlib';
-
-/** mulberry32: small, fast, and good enough to pick cases. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { rng } from '../support/rng';
 
 export type Caller = 'a' | 'b' | 'none' | 'wrong';
 

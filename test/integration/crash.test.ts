@@ -15,7 +15,7 @@ import { Client, Connection } from '@temporalio/client';
 import { childMix2api, type ChildMix2api } from '../support/childMix2api';
 import { COUNT_TOOL, startCountingMcpServer, type CountingMcpServer } from '../support/countingMcpServer';
 import { freePort } from '../support/mcpServers';
-import { startScriptedUpstream, type RecordedRequest, type ScriptedUpstream } from '../support/scriptedUpstream';
+import { labelIn, startScriptedUpstream, type RecordedRequest, type ScriptedUpstream } from '../support/scriptedUpstream';
 import { newStreamLog, readInto, resume as resumeStream, type StreamLog } from '../support/streamLog';
 import { testEnv, uniqueQueue } from '../support/stack';
 
@@ -44,11 +44,7 @@ const callIdB = (label: string) => `call_${label.replace(/[^a-zA-Z0-9]/g, '')}`;
 const toolResultB = (label: string) => `counted ${label} (effect 1 for this key)`;
 const answerB = (label: string, toolText: string) => `${label} finished: ${toolText}`;
 
-function labelOf(req: RecordedRequest): string {
-  const msgs = (req.body.messages ?? []) as Array<{ role: string; content?: unknown }>;
-  const user = msgs.find((m) => m.role === 'user');
-  return LABEL.exec(typeof user?.content === 'string' ? user.content : '')?.[1] ?? '?';
-}
+const labelOf = (req: RecordedRequest) => labelIn(req, LABEL);
 const requestsFor = (label: string) => upstream.requests.filter((r) => labelOf(r) === label);
 
 beforeAll(async () => {

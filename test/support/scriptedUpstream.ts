@@ -32,6 +32,12 @@ export interface RecordedRequest {
   abandonedAt?: number;
 }
 
+/** The first group of `pattern` in a Chat Completions request's user message ('?' when none): how tests label runs. */
+export function labelIn(req: RecordedRequest, pattern: RegExp): string {
+  const user = ((req.body.messages ?? []) as Array<{ role: string; content?: unknown }>).find((m) => m.role === 'user');
+  return pattern.exec(typeof user?.content === 'string' ? user.content : '')?.[1] ?? '?';
+}
+
 export interface ScriptedUpstream {
   /** The OpenAI-style base URL (`…/v1`): Chat Completions and Responses. */
   url: string;
