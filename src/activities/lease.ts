@@ -17,10 +17,11 @@
  * once, hears that it was cancelled, stops it and reports the cancellation.
  */
 import { CompleteAsyncError, Context } from '@temporalio/activity';
-import { ActivityCancelledError, ActivityNotFoundError, type Client } from '@temporalio/client';
+import { ActivityCancelledError, ActivityNotFoundError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
+import { optionalTsToMs } from '@temporalio/common/lib/time';
 import { FailureType } from '../domain/run';
-import type { HeldEntry, LeaseInput, LostStep } from '../domain/lease';
+import { UNNAMED_STEP, type HeldEntry, type LeaseInput, type LostStep } from '../domain/lease';
 import type { Logger } from '../telemetry/log';
 
 /**
@@ -216,6 +217,64 @@ export class ProcessLease {
   }
 }
 
+/** Runs `each` over `items`, `RELEASE_CONCURRENCY` at a time. */
+async function inParallel<T>(items: readonly T[], each: (item: T) => Promise<void>): Promise<void> {
+  const queue = [...items];
+  const workers = Array.from({ length: Math.min(RELEASE_CONCURRENCY, queue.length) }, async () => {
+    for (let item = queue.shift(); item !== undefined; item = queue.shift()) await each(item);
+  });
+  await Promise.all(workers);
+}
+
+interface ActivityRef {
+  workflowId: string;
+  runId: string;
+  activityId: string;
+}
+
+async function pendingOf(client: Client, workflowId: string, runId: string) {
+  try {
+    return (await client.workflow.getHandle(workflowId, runId).describe()).raw.pendingActivities ?? [];
+  } catch {
+    return []; // the run is gone
+  }
+}
+
+/** Fails activities of a lost process as `ProcessLost`, counting those it reached. */
+function failer(client: Client, queue: string) {
+  let n = 0;
+  return {
+    async one(ref: ActivityRef, lost: LostStep): Promise<void> {
+      const failure = ApplicationFailure.create({ type: FailureType.ProcessLost, message: `the process running this (${queue}) stopped renewing its lease`, nonRetryable: true, details: [lost] });
+      try {
+        await client.activity.fail(ref, failure);
+        n++;
+      } catch (e) {
+        if (!(e instanceof ActivityNotFoundError)) throw e;
+      }
+    },
+    count: () => n,
+  };
+}
+
+/**
+ * The model steps a lost process took that no renewal named: running runs whose started
+ * `callModel` attempt was last taken by a worker of `queue` (its identity says so) and that
+ * `wanted` admits (by when it started). They fail as `ProcessLost` with no trace (`UNNAMED_STEP`),
+ * so their runs move them at once instead of waiting for the step's start-to-close timeout.
+ */
+async function sweep(client: Client, queue: string, fail: ReturnType<typeof failer>, wanted: (ref: ActivityRef, startedAtMs: number) => boolean): Promise<void> {
+  const runs: Array<{ workflowId: string; runId: string }> = [];
+  for await (const w of client.workflow.list({ query: `WorkflowType = 'chatCompletionWorkflow' AND ExecutionStatus = 'Running'` })) runs.push({ workflowId: w.workflowId, runId: w.runId });
+  await inParallel(runs, async ({ workflowId, runId }) => {
+    for (const a of await pendingOf(client, workflowId, runId)) {
+      if (a.activityType?.name !== 'callModel' || a.state !== STARTED || parseIdentity(a.lastWorkerIdentity)?.queue !== queue) continue;
+      const ref = { workflowId, runId, activityId: a.activityId ?? '' };
+      if (wanted(ref, optionalTsToMs(a.lastStartedTime) ?? 0)) await fail.one(ref, { step: UNNAMED_STEP, queue });
+    }
+  });
+}
+
 export interface LeaseDeps {
   lease: ProcessLease;
   client: Client;
@@ -242,33 +301,42 @@ export function createLeaseActivities(deps: LeaseDeps) {
       return parseIdentity(pending?.lastWorkerIdentity)?.queue ?? null;
     },
 
-    /** Fails what a lapsed lease held, each only if it is still the attempt the lease named. */
+    /**
+     * Fails what a lapsed lease held, each only if it is still the attempt the lease named; then
+     * sweeps (`sweep`) for the model steps taken before the lapse that no renewal named.
+     */
     async releaseHeld(input: { queue: string; held: HeldEntry[] }): Promise<number> {
-      let released = 0;
-      const queue = [...input.held];
-      const one = async ([workflowId, runId, activityId, attempt, step, n, h]: HeldEntry) => {
-        let pending;
-        try {
-          const d = await deps.client.workflow.getHandle(workflowId, runId).describe();
-          pending = d.raw.pendingActivities?.find((a) => a.activityId === activityId);
-        } catch {
-          return; // the run is gone
-        }
+      // Scheduled when the lease workflow saw the lapse.
+      const lapsedAt = Context.current().info.scheduledTimestampMs;
+      const fail = failer(deps.client, input.queue);
+      await inParallel(input.held, async ([workflowId, runId, activityId, attempt, step, n, h]) => {
+        const pending = (await pendingOf(deps.client, workflowId, runId)).find((a) => a.activityId === activityId);
         if (!pending || pending.attempt !== attempt || pending.state !== STARTED) return;
-        const lost: LostStep = { step, n, h, queue: input.queue };
-        const failure = ApplicationFailure.create({ type: FailureType.ProcessLost, message: `the process running this (${input.queue}) stopped renewing its lease`, nonRetryable: true, details: [lost] });
-        try {
-          await deps.client.activity.fail({ workflowId, runId, activityId }, failure);
-          released++;
-        } catch (e) {
-          if (!(e instanceof ActivityNotFoundError)) throw e;
-        }
-      };
-      const workers = Array.from({ length: Math.min(RELEASE_CONCURRENCY, queue.length) }, async () => {
-        for (let e = queue.shift(); e; e = queue.shift()) await one(e);
+        await fail.one({ workflowId, runId, activityId }, { step, n, h, queue: input.queue });
       });
-      await Promise.all(workers);
-      return released;
+      const named = new Set(input.held.map(([w, r, a]) => `${w}/${r}/${a}`));
+      await sweep(deps.client, input.queue, fail, (ref, startedAt) => !named.has(`${ref.workflowId}/${ref.runId}/${ref.activityId}`) && startedAt <= lapsedAt);
+      return fail.count();
+    },
+
+    /**
+     * A later sweep for a lost process that has not come back (no newer lease for its queue):
+     * a frozen process's outstanding polls can still be handed steps for up to a minute after
+     * it froze. Returns -1 once the process holds a new lease (it hands back what it cannot name).
+     */
+    async sweepLost(input: { queue: string; leaseId: string }): Promise<number> {
+      const m = /^(.*)-(\d+)$/.exec(input.leaseId);
+      if (m) {
+        try {
+          await deps.client.workflow.getHandle(`${m[1]}-${Number(m[2]) + 1}`).describe();
+          return -1;
+        } catch (e) {
+          if (!(e instanceof WorkflowNotFoundError)) throw e;
+        }
+      }
+      const fail = failer(deps.client, input.queue);
+      await sweep(deps.client, input.queue, fail, () => true);
+      return fail.count();
     },
   };
 }

@@ -150,12 +150,12 @@ export class ModelStep {
    * Fails the attached attempt as `ProcessLost` (this process is going away), with everything it
    * streamed, so its run moves the step to a live process at once; then stops.
    */
-  async handBack(): Promise<void> {
+  async handBack(why = 'the process running this step shut down'): Promise<void> {
     const token = this.token;
-    this.stop('worker shutting down');
+    this.stop(why);
     if (!token) return;
     const lost: LostStep = { step: this.log.step, events: this.log.events };
-    const failure = ApplicationFailure.create({ type: FailureType.ProcessLost, message: 'the process running this step shut down', nonRetryable: true, details: [lost] });
+    const failure = ApplicationFailure.create({ type: FailureType.ProcessLost, message: why, nonRetryable: true, details: [lost] });
     await this.ctx.completion.fail(token, failure).catch(() => undefined);
   }
 

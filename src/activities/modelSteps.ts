@@ -81,11 +81,17 @@ export class ModelSteps {
     return out;
   }
 
-  /** This process's lease lapsed: its steps have moved elsewhere, so these stop without a word. */
-  drop(): void {
+  /**
+   * This process's lease lapsed while it lived (it was frozen, or cut off from Temporal). The
+   * steps its last renewal named have moved already, and handing them back now reaches nothing
+   * (their attempts are over). The others (taken in the instant before a renewal would have
+   * named them, or handed to this process's polls while it was frozen) are handed back, so they
+   * move at once rather than at their start-to-close timeout.
+   */
+  async drop(): Promise<void> {
     const steps = [...this.active.values()];
     this.active.clear();
-    for (const s of steps) s.stop('this process lost its lease');
+    await Promise.all(steps.map((s) => s.handBack('the process running this step lost its lease')));
   }
 
   /** Asks Temporal whether the run's step here was cancelled (see ModelStep `checkCancel`); how many stopped. */

@@ -11,6 +11,12 @@ import type { RunEvent } from './events';
  */
 export type HeldEntry = [workflowId: string, runId: string, activityId: string, attempt: number, step: number, n: number, h: string];
 
+/**
+ * The step of a model call that a lapsed lease never named: it was taken in the instant before
+ * the renewal that would have named it, so only its worker identity says whose it was.
+ */
+export const UNNAMED_STEP = -1;
+
 export interface LeaseInput {
   /** The holder's instance queue. */
   queue: string;
@@ -22,6 +28,7 @@ export interface LeaseInput {
  * trace (`n`, `h`; a lapse) or as its events (a process that shut down and handed its steps back).
  */
 export interface LostStep {
+  /** The step, or `UNNAMED_STEP` for a model step no renewal named (found by its worker identity). */
   step: number;
   /** The lost process's instance queue (a run whose live queue it is sends later steps elsewhere). */
   queue?: string;

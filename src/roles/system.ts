@@ -73,7 +73,7 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
     renewMs: config.liveness.renewSeconds * 1000,
     lapseSeconds: config.liveness.lapseSeconds,
     held: () => [...steps.held(), ...heldCalls.entries()],
-    onLost: () => steps.drop(),
+    onLost: () => void steps.drop(),
     logger,
   });
   steps.onHold = heldCalls.onHold = () => lease.soon();

@@ -11,6 +11,7 @@ import type { createModelActivities } from '../activities/callModel';
 import type { createToolActivities } from '../activities/tools';
 import type { createLeaseActivities } from '../activities/lease';
 import { lostIn, MAX_MOVES } from './processLease';
+import { UNNAMED_STEP } from '../domain/lease';
 import { addUsage, clientReply, type AssistantMessage, type ChatMessage, type ToolCall, type Usage } from '../domain/chat';
 import { clientCallId } from '../domain/toolCalls';
 import { toOpenAiTool, type CatalogEntry } from '../domain/toolNames';
@@ -100,7 +101,7 @@ async function callModel(input: ChatCompletionInput, args: CallModelInput, live:
         continue;
       }
       const lost = lostIn(e);
-      if (!lost || lost.step !== call.step || moves >= Math.max(MAX_MOVES, input.route.retry.maxAttempts - 1)) throw e;
+      if (!lost || (lost.step !== call.step && lost.step !== UNNAMED_STEP) || moves >= Math.max(MAX_MOVES, input.route.retry.maxAttempts - 1)) throw e;
       live.queue = undefined;
       moves++;
       const { trace: _t, prior: _p, ...rest } = call;

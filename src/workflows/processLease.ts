@@ -10,6 +10,13 @@ import type { createLeaseActivities } from '../activities/lease';
 import type { HeldEntry, LeaseInput, LostStep } from '../domain/lease';
 import { FailureType } from '../domain/run';
 
+/** Patch: a lapsed lease that named nothing is swept too (see activities/lease `releaseHeld`). */
+export const LEASE_SWEEP = 'lease-sweep';
+
+/** Sweeps after the release, this far apart: they cover the minute a frozen process's polls stay open. */
+const LATER_SWEEPS = 7;
+const LATER_SWEEP_SECONDS = 10;
+
 /** How often one call or step may move after its process was lost before its failure stands. */
 export const MAX_MOVES = 3;
 
@@ -40,12 +47,20 @@ export async function processLeaseWorkflow(input: LeaseInput): Promise<void> {
     const details = e instanceof ActivityFailure && e.cause instanceof TimeoutFailure ? (e.cause.lastHeartbeatDetails as { held?: HeldEntry[] } | undefined) : undefined;
     held = Array.isArray(details?.held) ? details.held : [];
   }
-  if (held.length === 0) return;
-  await wf
-    .proxyActivities<LeaseActivities>({
-      summary: `release ${held.length} held by ${input.queue}`,
-      startToCloseTimeout: '2 minutes',
-      retry: { maximumAttempts: 10, initialInterval: '200 milliseconds', maximumInterval: '5 seconds' },
-    })
-    .releaseHeld({ queue: input.queue, held });
+  const release = wf.proxyActivities<LeaseActivities>({
+    summary: `release what ${input.queue} held (${held.length} named)`,
+    startToCloseTimeout: '2 minutes',
+    retry: { maximumAttempts: 10, initialInterval: '200 milliseconds', maximumInterval: '5 seconds' },
+  });
+  if (!wf.patched(LEASE_SWEEP)) {
+    if (held.length > 0) await release.releaseHeld({ queue: input.queue, held });
+    return;
+  }
+  await release.releaseHeld({ queue: input.queue, held });
+  // A frozen process's polls may still be handed steps until they expire (a minute at most):
+  // sweep again until then, unless the process has come back and taken a new lease.
+  for (let i = 0; i < LATER_SWEEPS; i++) {
+    await wf.sleep(`${LATER_SWEEP_SECONDS} seconds`);
+    if ((await wf.proxyActivities<LeaseActivities>({ summary: `sweep for ${input.queue}`, startToCloseTimeout: '1 minute', retry: { maximumAttempts: 3 } }).sweepLost({ queue: input.queue, leaseId: wf.workflowInfo().workflowId })) < 0) return;
+  }
 }

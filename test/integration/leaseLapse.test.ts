@@ -1,0 +1,110 @@
+/**
+ * The lease's blind spots, on the real Temporal dev server: model steps that no renewal of their
+ * process's lease ever named. A step taken in the instant before the renewal that would name it
+ * (or handed to a frozen process's open poll) has no heartbeat timeout, so before these paths
+ * existed it waited for its start-to-close timeout (the step's whole budget, 65 s here).
+ *
+ * - A lost process (here a stand-in worker that takes the step and vanishes, its lease renewed
+ *   but never naming the step): when its lease lapses, the sweep finds the step by the worker
+ *   identity that took it and fails it as ProcessLost, and the run moves it at once.
+ * - A process that finds its lease gone while it lives (a frozen process woken up; here its
+ *   lease workflow is terminated under it, so nothing released its step) hands its steps back.
+ */
+import { CompleteAsyncError, Context } from '@temporalio/activity';
+import { defaultPayloadConverter } from '@temporalio/common';
+import { NativeConnection, Worker } from '@temporalio/worker';
+import { instanceIdentity } from '../../src/activities/lease';
+import type { ChatCompletionInput } from '../../src/domain/run';
+import { newStreamLog, readInto } from '../support/streamLog';
+import { startStack, testEnv, uniqueQueue, type Stack } from '../support/stack';
+import { waitFor } from '../support/waitFor';
+
+jest.setTimeout(60_000);
+
+let s: Stack;
+beforeAll(async () => {
+  s = await startStack();
+});
+afterAll(async () => {
+  await s?.stop();
+});
+beforeEach(() => s.upstream.reset());
+
+const historyText = async (workflowId: string) => JSON.stringify((await s.temporal.workflow.getHandle(workflowId).fetchHistory()).events);
+
+test('a step a lost process took but its lease never named moves when the lease lapses (the sweep), long before its start-to-close timeout', async () => {
+  // A real run, to copy its start input.
+  s.upstream.setDefault({ steps: [{ kind: 'text', text: 'swept answer', chunks: 2 }] });
+  const first = await s.openai.chat.completions.create({ model: 'test-model', messages: [{ role: 'user', content: 'hello' }] }).withResponse();
+  const startRun = await s.temporal.workflow.getHandle(first.response.headers.get('x-run-id')!).fetchHistory();
+  const seed = defaultPayloadConverter.fromPayload<ChatCompletionInput>(startRun.events![0]!.workflowExecutionStartedEventAttributes!.input!.payloads![0]!);
+
+  // The stand-in for the lost process: its own instance queue and identity, a lease it renews
+  // with nothing named, and a `callModel` that takes the step and never reports.
+  const ghostQueue = uniqueQueue('ghost');
+  const native = await NativeConnection.connect({ address: testEnv().address });
+  let leaseToken: Uint8Array | null = null;
+  let taken = false;
+  const ghost = await Worker.create({
+    connection: native,
+    taskQueue: ghostQueue,
+    identity: instanceIdentity(ghostQueue, null),
+    activities: {
+      async holdLease() {
+        leaseToken = Context.current().info.taskToken;
+        throw new CompleteAsyncError();
+      },
+      async callModel() {
+        taken = true;
+        throw new CompleteAsyncError();
+      },
+    },
+  });
+  const ghostRun = ghost.run();
+  const leaseId = `lease-${ghostQueue}-1`;
+  const lease = await s.temporal.workflow.start('processLeaseWorkflow', { taskQueue: s.config.temporal.taskQueue, workflowId: leaseId, args: [{ queue: ghostQueue, lapseSeconds: 2 }] });
+  await waitFor(async () => leaseToken !== null, 10_000);
+  const renew = setInterval(() => void s.temporal.activity.heartbeat(leaseToken!, { held: [] }).catch(() => undefined), 500);
+  try {
+    const runId = `sweep-${uniqueQueue()}`;
+    const run = await s.temporal.workflow.start('chatCompletionWorkflow', { taskQueue: s.config.temporal.taskQueue, workflowId: runId, args: [{ ...seed, liveTaskQueue: ghostQueue }] });
+    await waitFor(async () => taken, 10_000);
+    // The process is gone: its renewals stop, and its worker with them.
+    clearInterval(renew);
+    const lostAt = Date.now();
+    ghost.shutdown();
+    await ghostRun;
+    const result = (await run.result()) as { message?: { content?: string } };
+    const movedInMs = Date.now() - lostAt;
+    expect(result.message?.content).toBe('swept answer');
+    // Lapse (2 s) + the sweep + the new attempt; the start-to-close backstop is 65 s.
+    expect(movedInMs).toBeLessThan(15_000);
+    expect(await historyText(runId)).toMatch(/stopped renewing its lease/);
+    console.log(`unnamed step moved ${movedInMs} ms after its process was lost`);
+  } finally {
+    clearInterval(renew);
+    await lease.terminate().catch(() => undefined);
+    await native.close();
+  }
+});
+
+test('a process whose lease is gone while it lives hands its unreleased steps back: the stream moves and reaches the client whole, once', async () => {
+  const text = Array.from({ length: 40 }, (_, i) => `w${i} `).join('');
+  s.upstream.setDefault({ steps: [{ kind: 'text', text, chunks: 40, delayMs: 100 }] });
+  const res = await fetch(`${s.apiUrl}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'test-model', stream: true, messages: [{ role: 'user', content: 'long' }] }) });
+  expect(res.status).toBe(200);
+  const log = newStreamLog('lost-lease', res.headers.get('x-run-id')!);
+  const reading = readInto(res, log);
+  await waitFor(async () => log.content.length > 0, 10_000);
+  // Nothing releases this process's steps: its lease workflow is simply gone.
+  await s.temporal.workflow.getHandle(`lease-${s.system.instanceQueue}-1`).terminate('the test takes the lease away');
+  const lostAt = Date.now();
+  expect(await reading).toBe('done');
+  expect(log.content).toBe(text);
+  expect(new Set(log.ids).size).toBe(log.ids.length);
+  expect(log.errors).toEqual([]);
+  expect(Date.now() - lostAt).toBeLessThan(15_000);
+  expect(await historyText(log.runId)).toMatch(/lost its lease/);
+  // The process took a new lease and goes on.
+  await waitFor(async () => s.system.lease.holding, 10_000);
+});
