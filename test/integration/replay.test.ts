@@ -1,7 +1,8 @@
 /**
  * Determinism guard: every recorded history in test/fixtures/histories (one per kind of run:
  * plain, streamed, tool loop, parallel tools, retry, approval, cancel with compensation, mixed
- * client/server tools, a session actor) must replay against the current workflow bundle without a nondeterminism
+ * client/server tools, a session actor, a step moved after its process was lost and that process's
+ * lapsed lease, recorded before the lease's sweep) must replay against the current workflow bundle without a nondeterminism
  * error. A failure here means runs in flight would break when this code is deployed: version the
  * change with `patched()` or, if it is meant to break, re-record (test/support/recordHistories.ts).
  * Replay compares commands (activity types and order, timers, ...), not activity options such as
@@ -43,7 +44,7 @@ async function replayAll(workflowBundle: WorkflowBundleOption, replayName: strin
 
 test('the fixtures cover every kind of run', () => {
   expect(fixtures.map((f) => f.name)).toEqual(
-    expect.arrayContaining(['plain-text', 'stream-usage', 'tool-loop', 'parallel-tools', 'retry-500', 'approval-approved', 'cancel-compensate', 'mixed-tools', 'session', 'fallback', 'responses-session', 'responses-session-turn2']),
+    expect.arrayContaining(['plain-text', 'stream-usage', 'tool-loop', 'parallel-tools', 'retry-500', 'approval-approved', 'cancel-compensate', 'mixed-tools', 'session', 'fallback', 'responses-session', 'responses-session-turn2', 'lost-process', 'lost-process-lease']),
   );
 });
 

@@ -14,7 +14,11 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CompleteAsyncError, Context } from '@temporalio/activity';
 import { Client, Connection } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
+import { NativeConnection, Worker } from '@temporalio/worker';
+import { instanceIdentity } from '../../src/activities/lease';
 import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils';
 import OpenAI from 'openai';
 import { ledgerIdOf } from '../../src/api/limits';
@@ -39,6 +43,7 @@ interface Ctx {
   memoryFile: string;
   taskQueue: string;
   temporal: Client;
+  address: string;
 }
 
 /** A scenario drives one or more runs and returns their ids, each saved under `<name>[-<suffix>]`. */
@@ -186,6 +191,53 @@ const scenarios: Record<string, Scenario> = {
     return [{ runId: first.id }, { runId: second.id, suffix: 'followup' }];
   },
 
+  // (i) a run whose model step was taken by a process that then vanished: its lease (renewed,
+  // naming the step) lapses, the lease workflow fails the step as ProcessLost and the run moves it.
+  // Two histories: the run (`lost-process`) and the lapsed lease (`lost-process-lease`).
+  'lost-process': async (c) => {
+    c.upstream.setDefault({ steps: [{ kind: 'text', text: 'moved answer' }] });
+    const seedRun = await c.openai.chat.completions.create(ask('plain', 'seed'));
+    const started = (await c.temporal.workflow.getHandle(seedRun.id).fetchHistory()).events![0]!.workflowExecutionStartedEventAttributes!;
+    const seed = defaultPayloadConverter.fromPayload<Record<string, unknown>>(started.input!.payloads![0]!);
+    const ghostQueue = `${c.taskQueue}-ghost`;
+    const native = await NativeConnection.connect({ address: c.address });
+    let leaseToken: Uint8Array | null = null;
+    let held: unknown[] | null = null;
+    const ghost = await Worker.create({
+      connection: native,
+      taskQueue: ghostQueue,
+      identity: instanceIdentity(ghostQueue, null),
+      activities: {
+        async holdLease() {
+          leaseToken = Context.current().info.taskToken;
+          throw new CompleteAsyncError();
+        },
+        async callModel(input: { step: number }) {
+          const { info } = Context.current();
+          held = [info.workflowExecution!.workflowId, info.workflowExecution!.runId, info.activityId, info.attempt, input.step, 0, ''];
+          throw new CompleteAsyncError();
+        },
+      },
+    });
+    const running = ghost.run();
+    const leaseId = `lease-${ghostQueue}-1`;
+    await c.temporal.workflow.start('processLeaseWorkflow', { taskQueue: c.taskQueue, workflowId: leaseId, args: [{ queue: ghostQueue, lapseSeconds: 2 }] });
+    await waitFor(async () => leaseToken !== null);
+    const renew = setInterval(() => void c.temporal.activity.heartbeat(leaseToken!, { held: held ? [held] : [] }).catch(() => undefined), 300);
+    const runId = 'record-lost-process';
+    const run = await c.temporal.workflow.start('chatCompletionWorkflow', { taskQueue: c.taskQueue, workflowId: runId, args: [{ ...seed, liveTaskQueue: ghostQueue }] });
+    await waitFor(async () => held !== null);
+    await new Promise((r) => setTimeout(r, 1000)); // renewals name the step
+    clearInterval(renew);
+    ghost.shutdown();
+    await running;
+    await native.close();
+    const result = (await run.result()) as { message?: { content?: string } };
+    check(result.message?.content === 'moved answer', `lost-process answer: ${result.message?.content}`);
+    check(JSON.stringify((await run.fetchHistory()).events).includes('stopped renewing its lease'), 'lost-process step moved by the lapse');
+    return [{ runId }, { runId: leaseId, suffix: 'lease' }];
+  },
+
   // (h) a session actor with two turns, run one at a time as child runs.
   session: async (c) => {
     const headers = { 'X-Session-Id': 'record-session' };
@@ -287,7 +339,7 @@ async function main(): Promise<void> {
     stops.unshift(() => connection.close());
     const temporal = new Client({ connection, namespace: config.temporal.namespace });
     const apiUrl = system.apiUrl!;
-    const ctx: Ctx = { apiUrl, upstream, memoryFile, taskQueue: config.temporal.taskQueue, temporal, openai: new OpenAI({ baseURL: `${apiUrl}/v1`, apiKey: 'none', maxRetries: 0, timeout: 60_000 }) };
+    const ctx: Ctx = { address: server.address, apiUrl, upstream, memoryFile, taskQueue: config.temporal.taskQueue, temporal, openai: new OpenAI({ baseURL: `${apiUrl}/v1`, apiKey: 'none', maxRetries: 0, timeout: 60_000 }) };
 
     mkdirSync(HISTORIES_DIR, { recursive: true });
     for (const [name, scenario] of Object.entries(scenarios)) {
