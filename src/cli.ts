@@ -8,6 +8,7 @@ import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigError, DEMO_MODEL, loadConfig, type Config } from './config/load';
+import { policyLines } from './config/policy';
 import { demoMcpServers } from './connectors/demoTools';
 import { startDemoUpstream } from './connectors/demoUpstream';
 import { startDevServer, type DevServer } from './connectors/temporalDevServer';
@@ -123,6 +124,7 @@ async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
     if (system.apiUrl) {
       log(`API:         ${system.apiUrl}/v1   (POST /v1/chat/completions, GET /v1/models, /healthz, /readyz, /metrics)`);
       if (config.server.apiKeys.length === 0) log('no API keys configured: listening on loopback only, without authentication');
+      for (const line of policyLines(config)) log(line);
     }
     if (dev?.uiUrl) log(`Temporal UI: ${dev.uiUrl}/namespaces/${config.temporal.namespace}/workflows`);
     else log(`Temporal:    ${address} (namespace ${config.temporal.namespace}, task queue ${config.temporal.taskQueue})`);

@@ -106,8 +106,8 @@ export async function launchRun(d: CompletionDeps, req: Request, res: Response, 
   let runId = runIdFor(explicitKey, keyName);
   const sessionId = sessionIdOf(req.header('x-session-id'), body.metadata);
   // A gateway's retry of a tool-running request finds the earlier run (see implicitKey).
-  const implicitSeconds = d.config.idempotency.implicitSeconds;
-  const implicit = explicitKey === undefined && sessionId === null && tools.servers.length > 0 && implicitSeconds > 0 ? await implicitRun(d.client, keyName, raw, implicitSeconds) : null;
+  const { implicitSeconds, replayCompleted } = d.config.idempotency;
+  const implicit = explicitKey === undefined && sessionId === null && tools.servers.length > 0 && implicitSeconds > 0 ? await implicitRun(d.client, keyName, raw, { windowSeconds: implicitSeconds, replayCompleted }) : null;
   if (implicit) runId = implicit.runId;
   const { model: _m, stream, stream_options: _o, tools: _t, metadata, ...rest } = body;
   // `session_id` is for mix2api; other metadata goes upstream as sent.

@@ -7,8 +7,9 @@
  * `idempotency.implicitSeconds`. Its run ids form a short chain per window: the newest run of
  * the current or the previous window decides what a new request gets.
  * - running: the request joins it;
- * - completed within the window: the request gets its answer (a gateway's retry after a lost
- *   response; a deliberate repeat within the window gets the same answer too);
+ * - completed within the window: a new run (a regenerate gets a fresh answer, and runs its tools
+ *   anew), or, with `idempotency.replayCompleted`, the completed run's answer (a gateway's retry
+ *   after a lost response; a deliberate repeat within the window gets the same answer too);
  * - failed, cancelled or terminated within the window: a new run, which takes the earlier
  *   run's completed tool results (not undone by compensation) for the same calls instead of
  *   running them again;
@@ -54,9 +55,9 @@ async function describe(client: Client, id: string): Promise<WorkflowExecutionDe
   }
 }
 
-export async function implicitRun(client: Client, keyName: string, body: unknown, windowSeconds: number, now = Date.now()): Promise<ImplicitRun | null> {
+export async function implicitRun(client: Client, keyName: string, body: unknown, o: { windowSeconds: number; replayCompleted: boolean }, now = Date.now()): Promise<ImplicitRun | null> {
   const digest = createHash('sha256').update(canonicalJson(body)).digest('hex');
-  const windowMs = windowSeconds * 1000;
+  const windowMs = o.windowSeconds * 1000;
   const bucket = Math.floor(now / windowMs);
   const idOf = (b: number, n: number) => `chatcmpl-${scoped(keyName, `implicit\n${digest}\n${b}\n${n}`)}`;
   let latest: { id: string; d: WorkflowExecutionDescription } | null = null;
@@ -75,9 +76,9 @@ export async function implicitRun(client: Client, keyName: string, body: unknown
   const status = latest.d.status.name;
   if (status === 'RUNNING') return { runId: latest.id, existing: true };
   const recent = (latest.d.closeTime?.getTime() ?? 0) >= now - windowMs;
-  if (status === 'COMPLETED' && recent) return { runId: latest.id, existing: true };
+  if (status === 'COMPLETED' && recent && o.replayCompleted) return { runId: latest.id, existing: true };
   if (!next) return null;
-  if (!recent) return { runId: next, existing: false };
+  if (!recent || status === 'COMPLETED') return { runId: next, existing: false };
   const reuse = await queryRun<ReusableToolResult[]>(client, client.workflow.getHandle(latest.id), TOOL_RESULTS_QUERY).catch(() => [] as ReusableToolResult[]);
   const fits = Buffer.byteLength(JSON.stringify(reuse)) <= MAX_REUSE_BYTES;
   return { runId: next, existing: false, ...(fits && reuse.length > 0 ? { reuse } : {}) };

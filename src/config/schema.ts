@@ -8,18 +8,29 @@ import { McpServerSchema } from './mcpSchema';
 const seconds = (def: number, max: number) => z.number().positive().max(max).default(def);
 
 /**
- * What one API key may use (0 = unlimited). `concurrentRuns` and `sessions` hold across replicas
+ * What one API key may use (0 = unlimited, the default for each: behind an edge gateway one key
+ * carries every user's traffic, and the gateway limits its users). `concurrentRuns` and `sessions` hold across replicas
  * (counted by the key's ledger workflow: exact within a process, near-exact across processes, see
  * the README); `requestsPerMinute` and `openStreams` per API process.
  */
+const limitFields = {
+  requestsPerMinute: z.number().int().min(0).max(1_000_000),
+  concurrentRuns: z.number().int().min(0).max(100_000),
+  sessions: z.number().int().min(0).max(100_000),
+  openStreams: z.number().int().min(0).max(100_000),
+};
+
 export const LimitsSchema = z
   .object({
-    requestsPerMinute: z.number().int().min(0).max(1_000_000).default(600),
-    concurrentRuns: z.number().int().min(0).max(100_000).default(64),
-    sessions: z.number().int().min(0).max(100_000).default(256),
-    openStreams: z.number().int().min(0).max(100_000).default(64),
+    requestsPerMinute: limitFields.requestsPerMinute.default(0),
+    concurrentRuns: limitFields.concurrentRuns.default(0),
+    sessions: limitFields.sessions.default(0),
+    openStreams: limitFields.openStreams.default(0),
   })
   .strict();
+
+/** A key's own limits: only those it names replace `server.limits`. */
+const KeyLimitsSchema = z.object(limitFields).partial().strict();
 
 export const ApiKeySchema = z.object({
   name: z.string().min(1).max(64),
@@ -29,7 +40,7 @@ export const ApiKeySchema = z.object({
     .min(1)
     .refine((k) => !k.startsWith('sha256:') || /^sha256:[0-9a-f]{64}$/i.test(k), 'sha256: must be followed by 64 hex digits'),
   /** This key's own limits, over `server.limits`. */
-  limits: LimitsSchema.partial().optional(),
+  limits: KeyLimitsSchema.optional(),
   /** The MCP servers this key sees through the MCP gateway (`/mcp`); default: every configured one. */
   gatewayServers: z.array(z.string().min(1)).optional(),
 });
@@ -210,10 +221,18 @@ export const IdempotencySchema = z
   .object({
     /**
      * A request with server-side MCP tools and no Idempotency-Key is keyed by its API key and
-     * body for this long (0, the default: off), so an edge gateway's retry of it joins the
-     * earlier run. Off by default: a deliberate identical repeat would get the earlier answer.
+     * body for this long (0: off), so an edge gateway's retry of it (LiteLLM retries three
+     * times, the same body, no key) never runs a completed tool call again: a retry of a running
+     * run joins it, a retry of a failed one is a new run that takes the earlier run's completed
+     * tool results. The same body after a completed answer is a new run (a regenerate).
      */
-    implicitSeconds: z.number().int().min(0).max(24 * 3600).default(0),
+    implicitSeconds: z.number().int().min(0).max(24 * 3600).default(300),
+    /**
+     * With implicit keys on: the same body after a completed answer gets that answer again
+     * (a gateway's retry after a lost response) instead of a new run. Off by default, so a chat
+     * UI's regenerate gets a fresh answer.
+     */
+    replayCompleted: z.boolean().default(false),
   })
   .strict();
 

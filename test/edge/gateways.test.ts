@@ -42,8 +42,7 @@ beforeAll(async () => {
       ],
       mcpServers: [stdioServer('everything', EVERYTHING, ['stdio']), { name: 'counter', transport: 'http', url: counter.url, timeoutSeconds: 60 }],
       loop: { keepaliveSeconds: KEEPALIVE_S },
-      // What the README tells a team behind a gateway to set.
-      idempotency: { implicitSeconds: 300 },
+      // No `server.limits`, no `idempotency`: the shipped defaults are what a channel gets.
     }),
   });
   const common = { mix2apiUrl: s.apiUrl, channelKey: CHANNEL_KEY, models: MODELS };
@@ -230,6 +229,36 @@ describe.each(each)('behind %s: case 2, gateway retries', (name) => {
     expect(ok).toHaveLength(1);
     expect([ok[0]!.promptTokens, ok[0]!.completionTokens]).toEqual([35, 5]);
   });
+
+  test('the same request after a completed answer (a chat UI\'s regenerate) is a new run: a fresh answer, its tool run anew', async () => {
+    const label = `regen-${name}`;
+    s.upstream.enqueue(
+      { steps: [countCall(label)], usage: usage(10, 3) },
+      { steps: [{ kind: 'text', text: 'first answer' }], usage: usage(25, 2) },
+      { steps: [countCall(label)], usage: usage(10, 3) },
+      { steps: [{ kind: 'text', text: 'second answer' }], usage: usage(25, 2) },
+    );
+    const body = { model: 'agent', messages: [{ role: 'user' as const, content: `count ${label}` }] };
+    expect((await gw().openai.chat.completions.create(body)).choices[0]!.message.content).toBe('first answer');
+    expect((await gw().openai.chat.completions.create(body)).choices[0]!.message.content).toBe('second answer');
+    expect(s.upstream.requests).toHaveLength(4);
+    expect(counter.effectsFor(label)).toBe(2);
+  });
+});
+
+describe('behind litellm: one key carries every user', () => {
+  test('a burst of 200 concurrent requests on the channel\'s one key: none refused', async () => {
+    s.upstream.setDefault({ steps: [{ kind: 'text', text: 'fine', chunks: 2, delayMs: 200 }] });
+    const statuses = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        litellm.openai.chat.completions.create({ model: 'test-model', messages: [{ role: 'user', content: `burst ${i}` }] }).then(
+          (r) => (r.choices[0]!.message.content === 'fine' ? 200 : -1),
+          (e: unknown) => (e instanceof APIError ? (e.status ?? 0) : 0),
+        ),
+      ),
+    );
+    expect(statuses.filter((x) => x !== 200)).toEqual([]);
+  }, 120_000);
 });
 
 describe.each(each)('behind %s: case 3, keepalives through a long tool', (name) => {

@@ -16,7 +16,8 @@ const KEYS = {
   sessions: { sessions: 1 },
   stale: { concurrentRuns: 1 },
   flood: { concurrentRuns: 1, requestsPerMinute: 0 },
-  other: {},
+  // Limits high enough never to refuse: its ledger exists (the shipped defaults are no limits, and no ledger).
+  other: { concurrentRuns: 100, sessions: 100 },
 };
 type KeyName = keyof typeof KEYS;
 

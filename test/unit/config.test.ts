@@ -4,6 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, parseConfig } from '../../src/config/load';
+import { policyLines } from '../../src/config/policy';
 
 test('no file and no env: demo mode with documented defaults', () => {
   const c = parseConfig({}, {});
@@ -105,4 +106,19 @@ test('logging and metrics: defaults, and their environment overrides', () => {
 test('an API key\'s gatewayServers must name configured MCP servers', () => {
   const raw = { server: { apiKeys: [{ name: 'a', key: 'sk-a', gatewayServers: ['nowhere'] }] }, mcpServers: [{ name: 'fs', transport: 'stdio', command: 'x' }] };
   expect(() => parseConfig(raw, {})).toThrow(/server\.apiKeys\[0\]\.gatewayServers\[0\]: no mcpServers entry named "nowhere"/);
+});
+
+test('shipped defaults fit a gateway channel: no per-key limits, implicit idempotency for tool-running requests, no answer replay; startup says so', () => {
+  const c = parseConfig({}, {});
+  expect(c.server.limits).toEqual({ requestsPerMinute: 0, concurrentRuns: 0, sessions: 0, openStreams: 0 });
+  expect(c.idempotency).toEqual({ implicitSeconds: 300, replayCompleted: false });
+  const [limits, retries] = policyLines(c);
+  expect(limits).toMatch(/^limits: +per key none/);
+  expect(retries).toMatch(/keyed by API key \+ body for 300 s/);
+  expect(retries).toMatch(/after a completed run it is a new run/);
+
+  const tenant = parseConfig({ server: { limits: { requestsPerMinute: 600 }, apiKeys: [{ name: 'team-a', key: 'sk-a', limits: { concurrentRuns: 8 } }] }, idempotency: { implicitSeconds: 0 } }, {});
+  const [l2, r2] = policyLines(tenant);
+  expect(l2).toContain('per key requestsPerMinute 600; team-a: requestsPerMinute 600, concurrentRuns 8');
+  expect(r2).toMatch(/implicit idempotency off/);
 });

@@ -157,8 +157,13 @@ export async function startOneApi(o: GatewayOptions & { channels?: number; env?:
       });
     for (const [key, value] of Object.entries(o.options ?? {})) await admin('PUT', '/api/option/', { key, value });
     const bills = async (): Promise<Bill[]> => {
-      // Newest first; type 2 = consumption.
-      const rows = ((await admin('GET', '/api/log/?p=0&type=2')) as Array<Record<string, unknown>> | null) ?? [];
+      // Newest first, a page of ITEMS_PER_PAGE (10) at a time; type 2 = consumption.
+      const rows: Array<Record<string, unknown>> = [];
+      for (let p = 0; ; p++) {
+        const page = ((await admin('GET', `/api/log/?p=${p}&type=2`)) as Array<Record<string, unknown>> | null) ?? [];
+        rows.push(...page);
+        if (page.length === 0 || p >= 100) break;
+      }
       return rows.reverse().map((r) => ({ outcome: 'success', promptTokens: Number(r.prompt_tokens), completionTokens: Number(r.completion_tokens), raw: r }));
     };
     const baseURL = `${base}/v1`;
