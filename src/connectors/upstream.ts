@@ -82,14 +82,18 @@ const MAX_EVENT_BYTES = 16 * 1024 * 1024;
 
 const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
 
-/** POSTs `body`; resolves with the response once its headers arrive. */
-function post(url: string, headers: Record<string, string>, body: string, signal: AbortSignal): Promise<IncomingMessage> {
+/**
+ * One HTTP stack for every upstream call (completions, `GET /models`): node:http(s) with the
+ * keep-alive agents above. Sends `body` (or nothing); resolves once the response headers arrive.
+ */
+function send(method: 'GET' | 'POST', url: string, headers: Record<string, string>, body: string | null, signal: AbortSignal): Promise<IncomingMessage> {
   return new Promise((ok, fail) => {
     const u = new URL(url);
     const tls = u.protocol === 'https:';
-    const req = (tls ? httpsRequest : httpRequest)(u, { method: 'POST', headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) }, agent: tls ? agents.https : agents.http, signal }, ok);
+    const all = body === null ? headers : { ...headers, 'content-length': String(Buffer.byteLength(body)) };
+    const req = (tls ? httpsRequest : httpRequest)(u, { method, headers: all, agent: tls ? agents.https : agents.http, signal }, ok);
     req.on('error', fail);
-    req.end(body);
+    req.end(body ?? undefined);
   });
 }
 
@@ -125,12 +129,12 @@ export class UpstreamClient {
 
   /** The upstream's own `GET /models` ids (pass-through mode lists these; OpenAI dialects only). */
   async listModels(): Promise<string[]> {
-    const res = await fetch(this.url('/models'), {
-      headers: { ...(this.cfg.apiKey ? { authorization: `Bearer ${this.cfg.apiKey}` } : {}), ...this.cfg.headers },
-      signal: AbortSignal.timeout(this.cfg.timeouts.connectSeconds * 1000),
-    });
-    if (!res.ok) throw UpstreamHttpError.of(this.dialect.failure(res.status, await res.text().catch(() => '')), parseRetryAfter((n) => res.headers.get(n)));
-    const body = (await res.json()) as { data?: Array<{ id?: unknown }> };
+    const signal = AbortSignal.timeout(this.cfg.timeouts.connectSeconds * 1000);
+    const res = await send('GET', this.url('/models'), { accept: 'application/json', ...(this.cfg.apiKey ? { authorization: `Bearer ${this.cfg.apiKey}` } : {}), ...this.cfg.headers }, null, signal);
+    const text = await readText(res);
+    const status = res.statusCode ?? 0;
+    if (status < 200 || status > 299) throw UpstreamHttpError.of(this.dialect.failure(status, text), parseRetryAfter(headerOf(res)));
+    const body = JSON.parse(text) as { data?: Array<{ id?: unknown }> };
     return (body.data ?? []).map((m) => m.id).filter((id): id is string => typeof id === 'string');
   }
 
@@ -169,7 +173,7 @@ export class UpstreamClient {
       let res: IncomingMessage;
       try {
         const headers = { 'content-type': 'application/json', accept: 'text/event-stream', ...trace, ...wire.headers, ...this.cfg.headers };
-        res = await post(this.url(wire.path), headers, JSON.stringify(wire.body), ctl.signal);
+        res = await send('POST', this.url(wire.path), headers, JSON.stringify(wire.body), ctl.signal);
       } catch (e) {
         throw timedOut ?? (signal?.aborted ? e : new UpstreamConnectionError(`upstream unreachable: ${errText(e)}`));
       }

@@ -46,6 +46,8 @@ export interface ScriptedUpstream {
   enqueue(...scripts: Script[]): void;
   setDefault(script: Script | ((req: RecordedRequest) => Script)): void;
   requests: RecordedRequest[];
+  /** The headers of each `GET /v1/models` (kept apart from `requests`, which are completions). */
+  listings: Array<Record<string, string | string[] | undefined>>;
   reset(): void;
   close(): Promise<void>;
 }
@@ -129,6 +131,7 @@ function dialectOf(method: string | undefined, path: string): { dialect: Dialect
 export async function startScriptedUpstream(opts: { port?: number } = {}): Promise<ScriptedUpstream> {
   const queue: Script[] = [];
   const requests: RecordedRequest[] = [];
+  const listings: Array<Record<string, string | string[] | undefined>> = [];
   let fallback: Script | ((req: RecordedRequest) => Script) = ECHO_OK;
   const closing = new AbortController(); // cancels pending delays on close()
   const cache = new PromptCache();
@@ -244,6 +247,7 @@ export async function startScriptedUpstream(opts: { port?: number } = {}): Promi
     const path = new URL(req.url ?? '/', 'http://127.0.0.1').pathname;
     res.setHeader('x-request-id', `req_${hex(24)}`);
     if (req.method === 'GET' && path === '/v1/models') {
+      listings.push({ ...req.headers });
       return sendJson(res, 200, { object: 'list', data: [{ id: 'scripted', object: 'model', created: 0, owned_by: 'scripted-upstream' }] });
     }
     const route = dialectOf(req.method, path);
@@ -266,9 +270,10 @@ export async function startScriptedUpstream(opts: { port?: number } = {}): Promi
     url: `http://127.0.0.1:${port}/v1`,
     root: `http://127.0.0.1:${port}`,
     requests,
+    listings,
     enqueue: (...scripts) => void queue.push(...scripts),
     setDefault: (script) => { fallback = script; },
-    reset: () => { queue.length = 0; requests.length = 0; fallback = ECHO_OK; stored.clear(); },
+    reset: () => { queue.length = 0; requests.length = 0; listings.length = 0; fallback = ECHO_OK; stored.clear(); },
     close: () => (closed ??= new Promise<void>((resolve) => {
       closing.abort();
       server.close(() => resolve());
