@@ -448,8 +448,8 @@ function runEvents(d: CompletionDeps, res: Response, runId: string): AsyncGenera
 }
 
 /** Answers a response as JSON or as its stream. */
-async function answer(res: Response, events: AsyncGenerator<RunEvent>, ctx: ResponseContext, stream: boolean): Promise<void> {
-  if (stream) return streamResponse(res, events, ctx);
+async function answer(res: Response, events: AsyncGenerator<RunEvent>, ctx: ResponseContext, stream: boolean, keepaliveMs: number): Promise<void> {
+  if (stream) return streamResponse(res, events, ctx, keepaliveMs);
   const b = await collect(events, new ResponseBuilder(ctx.hex, ctx.segment, () => undefined));
   if (b.error && b.output.length === 0) throw new ApiError(b.error.status, b.error.message, b.error.type, b.error.code, b.error.param);
   res.json(responseObject(ctx, b));
@@ -474,7 +474,7 @@ async function continueAfterApproval(d: CompletionDeps, req: Request, res: Respo
   const ctx: ResponseContext = { id: responseIdOf(ref.hex, segment), hex: ref.hex, segment, created: Math.floor(Date.now() / 1000), model: state.model, request: r };
   res.setHeader('X-Run-Id', ref.runId);
   // This request follows the run to its end: the run's lease ends with it, as a first request's would.
-  await answer(res, endingLease(runEvents(d, res, ref.runId), d.limiter, keyName, ref.runId), ctx, r.stream === true);
+  await answer(res, endingLease(runEvents(d, res, ref.runId), d.limiter, keyName, ref.runId), ctx, r.stream === true, d.config.loop.keepaliveSeconds * 1000);
 }
 
 export function createResponsesHandler(d: CompletionDeps) {
@@ -507,7 +507,7 @@ export function createResponsesHandler(d: CompletionDeps) {
       res.json(responseObject(ctx, null));
       return;
     }
-    await answer(res, run.events!, ctx, r.stream === true);
+    await answer(res, run.events!, ctx, r.stream === true, d.config.loop.keepaliveSeconds * 1000);
   };
 }
 
@@ -528,22 +528,35 @@ function drainOrClose(res: Response): Promise<void> {
  * The events of a run and their numbers are the same on every reading of its log, so a reader
  * that resumes `after` a sequence number is sent only what follows it.
  */
-async function streamResponse(res: Response, events: AsyncGenerator<RunEvent>, ctx: ResponseContext, after = -1): Promise<void> {
+async function streamResponse(res: Response, events: AsyncGenerator<RunEvent>, ctx: ResponseContext, keepaliveMs: number, after = -1): Promise<void> {
   let seq = 0;
   let started = false;
-  const write = (type: string, data: Record<string, unknown>) => {
-    if (seq <= after) {
-      seq++;
-      return;
-    }
+  let wroteAt = Date.now();
+  const frame = (type: string, n: number, data: Record<string, unknown>) => {
     if (!started) {
       started = true;
       res.status(200).setHeader('Content-Type', 'text/event-stream; charset=utf-8');
       res.setHeader('Cache-Control', 'no-cache');
       res.flushHeaders();
     }
-    res.write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...data })}\n\n`);
+    wroteAt = Date.now();
+    res.write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: n, ...data })}\n\n`);
   };
+  const write = (type: string, data: Record<string, unknown>) => {
+    if (seq <= after) {
+      seq++;
+      return;
+    }
+    frame(type, seq++, data);
+  };
+  // During a quiet step (a long tool call) a `keepalive` event, as OpenAI sends on long streams,
+  // keeps gateways' idle timers from firing. It repeats the last event's number, so the numbers
+  // of a run's events stay the same on every reading (`starting_after` resumes by them).
+  const keepalive = setInterval(() => {
+    if (Date.now() - wroteAt < keepaliveMs || res.writableEnded || res.writableNeedDrain) return;
+    frame('keepalive', Math.max(seq, after + 1) - 1, {});
+  }, Math.max(250, keepaliveMs / 4));
+  res.once('close', () => clearInterval(keepalive));
   const b = new ResponseBuilder(ctx.hex, ctx.segment, write);
   write('response.created', { response: responseObject(ctx, null) });
   write('response.in_progress', { response: responseObject(ctx, null) });
@@ -565,6 +578,7 @@ async function streamResponse(res: Response, events: AsyncGenerator<RunEvent>, c
     write('error', { ...errorBody(b.error).error });
     write('response.failed', { response: responseObject(ctx, b) });
   } else write(b.status === 'incomplete' ? 'response.incomplete' : 'response.completed', { response: responseObject(ctx, b) });
+  clearInterval(keepalive);
   res.end();
 }
 
@@ -598,7 +612,7 @@ export function createGetResponseHandler(d: CompletionDeps) {
       const after = raw === undefined ? -1 : Number(raw);
       if (!Number.isInteger(after) || after < -1) throw badRequest('starting_after must be a sequence number (an integer from 0)', 'starting_after');
       res.once('close', d.limiter.openStream(String(res.locals.keyName ?? 'anonymous')));
-      await streamResponse(res, runEvents(d, res, runId), ctx, after);
+      await streamResponse(res, runEvents(d, res, runId), ctx, d.config.loop.keepaliveSeconds * 1000, after);
       return;
     }
     // A run whose answer is in (its workflow may still be closing), or that waits for an

@@ -6,6 +6,7 @@
  */
 import OpenAI from 'openai';
 import { EVERYTHING, stdioServer } from '../support/mcpServers';
+import { sseEvents } from '../support/sse';
 import { startStack, type Stack } from '../support/stack';
 
 let s: Stack;
@@ -14,6 +15,7 @@ beforeAll(async () => {
     config: () => ({
       mcpServers: [stdioServer('everything', EVERYTHING, ['stdio'])],
       models: [{ id: 'test-model', upstream: 'scripted', model: 'scripted' }],
+      loop: { keepaliveSeconds: 1 },
     }),
   });
 });
@@ -118,6 +120,37 @@ test('mcp tool: a server-side loop on a configured server shows as an mcp_call i
   // Usage summed over the run's two model calls.
   expect(r.usage).toMatchObject({ input_tokens: 50, output_tokens: 11 });
   expect(messagesOf(1).find((m) => m.role === 'tool')?.content).toContain('via responses');
+});
+
+test('keepalive: a stream quiet through a long tool call gets `keepalive` events within loop.keepaliveSeconds, numbered so resumes still line up', async () => {
+  s.upstream.enqueue(
+    { steps: [{ kind: 'toolCalls', calls: [{ name: 'everything__trigger-long-running-operation', arguments: '{"duration":4,"steps":1}' }] }] },
+    { steps: [{ kind: 'text', text: 'done waiting' }] },
+  );
+  const res = await fetch(`${s.apiUrl}/v1/responses`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'test-model', stream: true, input: 'wait', tools: [{ type: 'mcp', server_label: 'everything', require_approval: 'never' }] }),
+  });
+  const events: Array<{ type: string; sequence_number: number; at: number }> = [];
+  for await (const e of sseEvents(res)) events.push({ ...(JSON.parse(e.data) as { type: string; sequence_number: number }), at: Date.now() });
+  const keepalives = events.filter((e) => e.type === 'keepalive');
+  expect(keepalives.length).toBeGreaterThanOrEqual(2);
+  // No gap of more than keepaliveSeconds (plus a tick) without a byte.
+  const gaps = events.slice(1).map((e, i) => e.at - events[i]!.at);
+  expect(Math.max(...gaps)).toBeLessThan(1600);
+  // Real events number 0, 1, 2, … as on any reading; a keepalive repeats the number before it.
+  const real = events.filter((e) => e.type !== 'keepalive').map((e) => e.sequence_number);
+  expect(real).toEqual(real.map((_, i) => i));
+  for (const k of keepalives) expect(events[events.indexOf(k) - 1]!.sequence_number).toBe(k.sequence_number);
+  expect(events[events.length - 1]!.type).toBe('response.completed');
+  // The SDK takes them in its stride.
+  s.upstream.enqueue(
+    { steps: [{ kind: 'toolCalls', calls: [{ name: 'everything__trigger-long-running-operation', arguments: '{"duration":3,"steps":1}' }] }] },
+    { steps: [{ kind: 'text', text: 'done again' }] },
+  );
+  const stream = s.openai.responses.stream({ model: 'test-model', input: 'wait', tools: [{ type: 'mcp', server_label: 'everything', require_approval: 'never' }] });
+  expect((await stream.finalResponse()).output_text).toBe('done again');
 });
 
 test('approval: the response ends at an mcp_approval_request; an mcp_approval_response continues the waiting run in the next response', async () => {
