@@ -3,18 +3,18 @@
  * dependencies so tests drive the same app the server runs.
  */
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
-import { createPeerRouter, peerSecret } from './peer';
+import { createPeerRouter, peerSecret } from './http/peer';
 import express from 'express';
 import type { Config } from '../config/load';
-import { createAuth, keyResolver } from './auth';
-import { jsonBody } from './body';
-import { localOnly } from './localOnly';
-import { createCompletionHandler, type CompletionDeps } from './chatCompletions';
-import { createMcpGateway } from './mcpGateway';
-import { createCancelResponseHandler, createGetResponseHandler, createResponsesHandler } from './responses';
-import { ApiError, errorMiddleware, sendError, temporalUnavailable } from './errors';
-import { createRunsRouter } from './runs';
-import { createCodecRouter } from './codec';
+import { createAuth, keyResolver } from './http/auth';
+import { jsonBody } from './http/body';
+import { localOnly } from './http/localOnly';
+import { createCompletionHandler, type CompletionDeps } from './chatCompletions/routes';
+import { createMcpGateway } from './mcpGateway/routes';
+import { createCancelResponseHandler, createGetResponseHandler, createResponsesHandler } from './responses/routes';
+import { ApiError, errorMiddleware, sendError, temporalUnavailable } from './http/errors';
+import { createRunsRouter } from './runs/routes';
+import { createCodecRouter } from './http/codec';
 import type { PayloadCodec } from '@temporalio/common';
 import type { Logger } from '../telemetry/log';
 import type { Metrics } from '../telemetry/metrics';

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { runIdFor } from '../../src/api/startRun';
+import { runIdFor } from '../../src/api/engine/startRun';
 import { childMix2api, type ChildMix2api } from '../support/childMix2api';
 import { COUNT_TOOL, startCountingMcpServer, type CountingMcpServer } from '../support/countingMcpServer';
 import { freePort } from '../support/mcpServers';

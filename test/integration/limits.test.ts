@@ -5,8 +5,8 @@
  */
 import { startStack, testEnv, uniqueQueue, type Stack } from '../support/stack';
 import { waitFor } from '../support/waitFor';
-import { ledgerIdOf } from '../../src/api/limits';
-import { sessionWorkflowId } from '../../src/api/startRun';
+import { ledgerIdOf } from '../../src/api/http/limits';
+import { sessionWorkflowId } from '../../src/api/engine/startRun';
 import { LEDGER_QUERY, type LedgerView } from '../../src/domain/limits';
 
 const KEYS = {

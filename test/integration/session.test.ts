@@ -3,7 +3,7 @@
  * child runs of a session actor, which continues-as-new before its history grows long.
  */
 import { SESSION_QUERY, type SessionState } from '../../src/domain/run';
-import { sessionWorkflowId } from '../../src/api/startRun';
+import { sessionWorkflowId } from '../../src/api/engine/startRun';
 import { startStack, type Stack } from '../support/stack';
 
 let s: Stack;

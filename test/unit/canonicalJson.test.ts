@@ -1,4 +1,4 @@
-import { canonicalJson } from '../../src/api/implicitKey';
+import { canonicalJson } from '../../src/api/engine/implicitKey';
 
 test('canonical JSON ignores key order and undefined fields, keeps array order and values', () => {
   expect(canonicalJson({ b: 1, a: { d: [2, 1], c: 'x' }, u: undefined })).toBe('{"a":{"c":"x","d":[2,1]},"b":1}');

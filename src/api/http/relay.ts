@@ -14,14 +14,14 @@
  */
 import type { Client } from '@temporalio/client';
 import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
-import type { LiveHub, LiveView } from '../connectors/liveHub';
-import type { EndEvent, RunEvent } from '../domain/events';
-import { parseIdentity } from '../activities/lease';
+import type { LiveHub, LiveView } from '../../connectors/liveHub';
+import type { EndEvent, RunEvent } from '../../domain/events';
+import { parseIdentity } from '../../activities/lease';
 import { readPeer } from './peer';
-import { RunMerger } from '../domain/merge';
-import type { Position } from '../domain/positions';
-import type { StepProgress } from '../domain/stepLog';
-import { EVENTS_QUERY } from '../domain/run';
+import { RunMerger } from '../../domain/merge';
+import type { Position } from '../../domain/positions';
+import type { StepProgress } from '../../domain/stepLog';
+import { EVENTS_QUERY } from '../../domain/run';
 import { ApiError } from './errors';
 import { queryRun } from './query';
 import { watchHistory, type HistoryWatch } from './historyWatch';

@@ -3,10 +3,10 @@
  * `chat.completion`. One assistant message per request: tool steps mix2api runs itself show
  * up as progress (reasoning_content or content), never as a `tool_calls` turn.
  */
-import type { AssistantMessage, Delta, Usage } from '../domain/chat';
-import { deltaOf, type RunEvent } from '../domain/events';
-import type { WireError } from '../domain/events';
-import type { ChatCompletionResult } from '../domain/run';
+import type { AssistantMessage, Delta, Usage } from '../../domain/chat';
+import { deltaOf, type RunEvent } from '../../domain/events';
+import type { WireError } from '../../domain/events';
+import type { ChatCompletionResult } from '../../domain/run';
 import { errorBody } from './errors';
 
 export type ProgressMode = 'reasoning' | 'content' | 'none';

@@ -10,10 +10,10 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import express from 'express';
-import type { Config } from '../config/load';
-import type { LiveHub } from '../connectors/liveHub';
-import type { EndEvent, RunEvent } from '../domain/events';
-import { after, parsePosition, formatPosition, type Position } from '../domain/positions';
+import type { Config } from '../../config/load';
+import type { LiveHub } from '../../connectors/liveHub';
+import type { EndEvent, RunEvent } from '../../domain/events';
+import { after, parsePosition, formatPosition, type Position } from '../../domain/positions';
 
 export const PEER_HEADER = 'x-mix2api-peer';
 /** Longest a peer read waits for new output. */

@@ -8,12 +8,12 @@
  * A client that takes nothing for `stream.stallSeconds` gets an error chunk and is cut off.
  */
 import type { Response } from 'express';
-import type { Config } from '../config/load';
-import type { RunEvent } from '../domain/events';
-import { formatPosition } from '../domain/positions';
+import type { Config } from '../../config/load';
+import type { RunEvent } from '../../domain/events';
+import { formatPosition } from '../../domain/positions';
 import { chunk, errorChunk, eventDeltas, usageChunk, type ChunkContext } from './chunks';
 import { ApiError, toApiError } from './errors';
-import type { Metrics } from '../telemetry/metrics';
+import type { Metrics } from '../../telemetry/metrics';
 
 class StalledError extends Error {}
 

@@ -3,10 +3,10 @@
  * names OpenAI-style (`{"type":"mcp","server_label":…}`), each narrowed by `allowed_tools`. Only
  * configured servers can be named; a request never brings its own command or URL.
  */
-import type { Config } from '../config/load';
-import type { RunMcpServer } from '../domain/run';
-import { badRequest } from './errors';
-import type { ChatCompletionRequest } from './schemas';
+import type { Config } from '../../config/load';
+import type { RunMcpServer } from '../../domain/run';
+import { badRequest } from '../http/errors';
+import type { ChatCompletionRequest } from './request';
 
 export interface RequestTools {
   servers: RunMcpServer[];

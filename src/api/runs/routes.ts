@@ -5,18 +5,18 @@
  */
 import { Router, type Request, type Response } from 'express';
 import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
-import type { Config } from '../config/load';
-import type { LiveHub } from '../connectors/liveHub';
-import { parsePosition } from '../domain/positions';
-import { APPROVE_UPDATE, STATE_QUERY, type ApprovalDecision, type RunState } from '../domain/run';
-import { completionBody } from './chunks';
-import { ApiError, badRequest, fromRunFailure } from './errors';
-import { queryRun } from './query';
-import { relayRun } from './relay';
-import { peerSecret } from './peer';
-import type { KeyLimiter } from './limits';
-import { streamRun } from './sse';
-import type { Metrics } from '../telemetry/metrics';
+import type { Config } from '../../config/load';
+import type { LiveHub } from '../../connectors/liveHub';
+import { parsePosition } from '../../domain/positions';
+import { APPROVE_UPDATE, STATE_QUERY, type ApprovalDecision, type RunState } from '../../domain/run';
+import { completionBody } from '../http/chunks';
+import { ApiError, badRequest, fromRunFailure } from '../http/errors';
+import { queryRun } from '../http/query';
+import { relayRun } from '../http/relay';
+import { peerSecret } from '../http/peer';
+import type { KeyLimiter } from '../http/limits';
+import { streamRun } from '../http/sse';
+import type { Metrics } from '../../telemetry/metrics';
 
 export interface RunsDeps {
   config: Config;

@@ -13,11 +13,11 @@ import { WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@te
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { CallToolRequestSchema, ErrorCode, isInitializeRequest, ListToolsRequestSchema, McpError, SetLevelRequestSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import type { Config } from '../config/load';
-import { APPROVE_UPDATE, GATEWAY_APPROVAL_ID, approvalNeeded, type ApprovalDecision, type ToolOutcome } from '../domain/run';
-import type { CatalogEntry } from '../domain/toolNames';
-import { ApiError } from './errors';
-import { runMcpServer } from './tools';
+import type { Config } from '../../config/load';
+import { APPROVE_UPDATE, GATEWAY_APPROVAL_ID, approvalNeeded, type ApprovalDecision, type ToolOutcome } from '../../domain/run';
+import type { CatalogEntry } from '../../domain/toolNames';
+import { ApiError } from '../http/errors';
+import { runMcpServer } from '../engine/tools';
 
 /** How long a tools/list answer is reused before the servers are asked again. */
 export const CATALOG_TTL_MS = 10_000;

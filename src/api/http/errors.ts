@@ -7,7 +7,7 @@ import type { Duplex } from 'node:stream';
 import type { ErrorRequestHandler, Response } from 'express';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import type { WireError } from '../domain/events';
+import type { WireError } from '../../domain/events';
 
 export class ApiError extends Error {
   constructor(

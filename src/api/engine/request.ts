@@ -3,7 +3,7 @@
  * forwarded to the upstream, as an OpenAI-compatible proxy should.
  */
 import { z } from 'zod';
-import { MAX_OPENAI_TOOLS } from '../domain/toolNames';
+import { MAX_OPENAI_TOOLS } from '../../domain/toolNames';
 
 /** Input bounds (README, "Limits"): each over-limit field is a 400 naming its `param`. */
 export const INPUT_BOUNDS = {

@@ -5,7 +5,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { RequestHandler } from 'express';
-import type { ApiKeyConfig } from '../config/schema';
+import type { ApiKeyConfig } from '../../config/schema';
 import { ApiError } from './errors';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();

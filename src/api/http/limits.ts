@@ -12,11 +12,11 @@
 import { randomUUID } from 'node:crypto';
 import type { Client } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
-import type { Config } from '../config/load';
-import { LEDGER_CHANGE_SIGNAL, LEDGER_QUERY, fits, type KeyLimits, type Lease, type LeaseKind, type LedgerChange, type LedgerInput, type LedgerView } from '../domain/limits';
+import type { Config } from '../../config/load';
+import { LEDGER_CHANGE_SIGNAL, LEDGER_QUERY, fits, type KeyLimits, type Lease, type LeaseKind, type LedgerChange, type LedgerInput, type LedgerView } from '../../domain/limits';
 import { ApiError } from './errors';
 import { queryRun } from './query';
-import { scoped } from './startRun';
+import { scoped } from '../engine/startRun';
 
 /** A reading of the ledger younger than this is used as is; an older one is refreshed behind the request… */
 const FRESH_MS = 1000;

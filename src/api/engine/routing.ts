@@ -2,10 +2,10 @@
  * Resolves the model a client asked for to an upstream, the upstream's model name, and the
  * retry/timeout settings of that upstream.
  */
-import type { Config } from '../config/load';
-import type { UpstreamClient } from '../connectors/upstream';
-import type { ModelRoute } from '../domain/run';
-import { ApiError } from './errors';
+import type { Config } from '../../config/load';
+import type { UpstreamClient } from '../../connectors/upstream';
+import type { ModelRoute } from '../../domain/run';
+import { ApiError } from '../http/errors';
 
 export interface ExposedModel {
   id: string;

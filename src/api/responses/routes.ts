@@ -9,17 +9,17 @@ import type { Request, Response } from 'express';
 import { z } from 'zod';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
-import type { ChatMessage, Usage } from '../domain/chat';
-import { deltaOf, type RunEvent, type WireError } from '../domain/events';
-import { STATE_QUERY, type ChatCompletionInput, type RunState } from '../domain/run';
-import { START } from '../domain/positions';
-import { endingLease, launchRun, type CompletionDeps } from './chatCompletions';
-import { ApiError, badRequest, errorBody, toApiError } from './errors';
-import { queryRun } from './query';
-import { decideApproval } from './runs';
-import { relayRun } from './relay';
-import { peerSecret } from './peer';
-import { ChatCompletionRequestSchema, INPUT_BOUNDS, issueParam } from './schemas';
+import type { ChatMessage, Usage } from '../../domain/chat';
+import { deltaOf, type RunEvent, type WireError } from '../../domain/events';
+import { STATE_QUERY, type ChatCompletionInput, type RunState } from '../../domain/run';
+import { START } from '../../domain/positions';
+import { endingLease, launchRun, type CompletionDeps } from '../chatCompletions/routes';
+import { ApiError, badRequest, errorBody, toApiError } from '../http/errors';
+import { queryRun } from '../http/query';
+import { decideApproval } from '../runs/routes';
+import { relayRun } from '../http/relay';
+import { peerSecret } from '../http/peer';
+import { ChatCompletionRequestSchema, INPUT_BOUNDS, issueParam } from '../engine/request';
 
 const RUN_PREFIX = 'chatcmpl-';
 /**

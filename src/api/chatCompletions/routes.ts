@@ -5,27 +5,27 @@
  */
 import type { Request, Response } from 'express';
 import type { Client } from '@temporalio/client';
-import type { Config } from '../config/load';
-import type { LiveHub } from '../connectors/liveHub';
-import type { ChatMessage } from '../domain/chat';
-import { contextLengthMessage, estimateTokens, fitToWindow, fixedCost } from '../domain/contextGuard';
-import { referencedRuns, rejoin } from '../domain/rejoin';
-import { STATE_QUERY, type CallModelInput, type ChatCompletionInput, type ChatCompletionResult, type HiddenSteps, type RunState } from '../domain/run';
-import { firstStepRequest } from '../domain/stepRequest';
-import { resolveTools } from './tools';
-import { completionBody } from './chunks';
-import { ApiError, badRequest } from './errors';
-import { implicitRun } from './implicitKey';
-import { queryRun } from './query';
-import { relayRun } from './relay';
-import { peerSecret } from './peer';
-import { streamRun } from './sse';
-import { runIdFor, sessionIdOf, sessionWorkflowId, startRun } from './startRun';
-import type { KeyLimiter } from './limits';
-import type { ModelRouter } from './routing';
-import type { Metrics } from '../telemetry/metrics';
-import { ChatCompletionRequestSchema, issueParam, type ChatCompletionRequest } from './schemas';
-import type { RunEvent } from '../domain/events';
+import type { Config } from '../../config/load';
+import type { LiveHub } from '../../connectors/liveHub';
+import type { ChatMessage } from '../../domain/chat';
+import { contextLengthMessage, estimateTokens, fitToWindow, fixedCost } from '../../domain/contextGuard';
+import { referencedRuns, rejoin } from '../../domain/rejoin';
+import { STATE_QUERY, type CallModelInput, type ChatCompletionInput, type ChatCompletionResult, type HiddenSteps, type RunState } from '../../domain/run';
+import { firstStepRequest } from '../../domain/stepRequest';
+import { resolveTools } from '../engine/tools';
+import { completionBody } from '../http/chunks';
+import { ApiError, badRequest } from '../http/errors';
+import { implicitRun } from '../engine/implicitKey';
+import { queryRun } from '../http/query';
+import { relayRun } from '../http/relay';
+import { peerSecret } from '../http/peer';
+import { streamRun } from '../http/sse';
+import { runIdFor, sessionIdOf, sessionWorkflowId, startRun } from '../engine/startRun';
+import type { KeyLimiter } from '../http/limits';
+import type { ModelRouter } from '../engine/routing';
+import type { Metrics } from '../../telemetry/metrics';
+import { ChatCompletionRequestSchema, issueParam, type ChatCompletionRequest } from '../engine/request';
+import type { RunEvent } from '../../domain/events';
 
 export interface CompletionDeps {
   config: Config;

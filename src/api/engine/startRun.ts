@@ -6,9 +6,9 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { WithStartWorkflowOperation, type Client, type WorkflowHandle } from '@temporalio/client';
 import { WorkflowExecutionAlreadyStartedError, WorkflowIdConflictPolicy, WorkflowIdReusePolicy } from '@temporalio/common';
-import type { Config } from '../config/load';
-import { SESSION_TURN_UPDATE, type ChatCompletionInput, type SessionInput, type SessionTurn } from '../domain/run';
-import { badRequest } from './errors';
+import type { Config } from '../../config/load';
+import { SESSION_TURN_UPDATE, type ChatCompletionInput, type SessionInput, type SessionTurn } from '../../domain/run';
+import { badRequest } from '../http/errors';
 
 export interface StartRequest {
   runId: string;

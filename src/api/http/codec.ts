@@ -6,8 +6,8 @@
  */
 import express from 'express';
 import type { PayloadCodec } from '@temporalio/common';
-import type { ApiKeyConfig } from '../config/schema';
-import { payloadsFromJson, payloadsToJson } from '../connectors/payloadCodec';
+import type { ApiKeyConfig } from '../../config/schema';
+import { payloadsFromJson, payloadsToJson } from '../../connectors/payloadCodec';
 import { createAuth } from './auth';
 import { jsonBody } from './body';
 import { ApiError, badRequest } from './errors';

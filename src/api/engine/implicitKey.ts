@@ -17,8 +17,8 @@
  */
 import { createHash } from 'node:crypto';
 import { WorkflowNotFoundError, type Client, type WorkflowExecutionDescription } from '@temporalio/client';
-import { TOOL_RESULTS_QUERY, type ReusableToolResult } from '../domain/run';
-import { queryRun } from './query';
+import { TOOL_RESULTS_QUERY, type ReusableToolResult } from '../../domain/run';
+import { queryRun } from '../http/query';
 import { scoped } from './startRun';
 
 /** Runs per window and key; past it, requests get random ids again. */
