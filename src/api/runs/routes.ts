@@ -4,11 +4,12 @@
  * pending tool approvals. A run is visible only to the API key that started it.
  */
 import { Router, type Request, type Response } from 'express';
-import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Config } from '../../config/load';
 import type { LiveHub } from '../../connectors/liveHub';
 import { parsePosition } from '../../domain/positions';
-import { APPROVE_UPDATE, STATE_QUERY, type ApprovalDecision, type RunState } from '../../domain/run';
+import { STATE_QUERY, type ApprovalDecision, type RunState } from '../../domain/run';
+import { decideApproval } from '../engine/approvals';
 import { completionBody } from '../http/chunks';
 import { ApiError, badRequest, fromRunFailure } from '../http/errors';
 import { queryRun } from '../http/query';
@@ -108,22 +109,4 @@ export function createRunsRouter(d: RunsDeps): Router {
   });
 
   return r;
-}
-
-/** Decides one of a running run's pending approvals: 404 when it has none by that id, 409 when decided already. */
-export async function decideApproval(handle: WorkflowHandle, id: string, decision: ApprovalDecision): Promise<ApprovalDecision & { by: string }> {
-  try {
-    return await handle.executeUpdate<ApprovalDecision & { by: string }, [ApprovalDecision]>(APPROVE_UPDATE, { args: [decision] });
-  } catch (e) {
-    // The run closed between the caller's check and the update.
-    if (!(e instanceof WorkflowUpdateFailedError) && (await handle.describe()).status.name !== 'RUNNING') {
-      throw new ApiError(404, `Run '${id}' has no pending approvals (it has closed).`, 'invalid_request_error', 'approval_not_found', 'approval_id');
-    }
-    if (e instanceof WorkflowUpdateFailedError) {
-      const msg = e.cause?.message ?? e.message;
-      const already = /already decided/.test(msg);
-      throw new ApiError(already ? 409 : 404, msg, 'invalid_request_error', already ? 'approval_already_decided' : 'approval_not_found', 'approval_id');
-    }
-    throw e;
-  }
 }
