@@ -1,6 +1,6 @@
 /**
  * The one configuration schema: the YAML file plus env overrides, validated once at boot.
- * Every default and limit named in the README lives here.
+ * Every default and limit named in docs/configuration.md lives here.
  */
 import { z } from 'zod';
 import { McpServerSchema } from './mcpSchema';
@@ -11,7 +11,7 @@ const seconds = (def: number, max: number) => z.number().positive().max(max).def
  * What one API key may use (0 = unlimited, the default for each: behind an edge gateway one key
  * carries every user's traffic, and the gateway limits its users). `concurrentRuns` and `sessions` hold across replicas
  * (counted by the key's ledger workflow: exact within a process, near-exact across processes, see
- * the README); `requestsPerMinute` and `openStreams` per API process.
+ * docs/design.md); `requestsPerMinute` and `openStreams` per API process.
  */
 const limitFields = {
   requestsPerMinute: z.number().int().min(0).max(1_000_000),

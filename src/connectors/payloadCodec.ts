@@ -75,7 +75,7 @@ export class AesGcmCodec implements PayloadCodec {
 /**
  * The codec (null without keys) and the data converter that every Temporal client and worker of
  * this process shares. Failures' details are payloads and so encrypted; their message line is not
- * (see README).
+ * (see docs/operating.md).
  */
 export function payloadEncryption(keys: readonly EncryptionKey[]): { codec: AesGcmCodec | null; dataConverter: DataConverter | undefined } {
   const codec = keys.length === 0 ? null : new AesGcmCodec(keys);

@@ -22,7 +22,7 @@ export const SEARCH_ATTRIBUTES: Record<string, string> = {
 const DEFAULT_PRAGMAS: Record<string, string> = { journal_mode: 'wal', synchronous: 'normal' };
 
 /**
- * Server settings for a short hot path; a cluster wants the same (see the README's "Temporal
+ * Server settings for a short hot path; a cluster wants the same (see docs/topology.md, "Temporal
  * settings"). Eager workflow start hands a run's first workflow task to the starting process in
  * the start call's answer; eager activity execution hands an activity scheduled on the
  * workflow's own queue to the worker that scheduled it. The transfer queue is how new tasks

@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import { MAX_OPENAI_TOOLS } from '../../domain/toolNames';
 
-/** Input bounds (README, "Limits"): each over-limit field is a 400 naming its `param`. */
+/** Input bounds (docs/configuration.md): each over-limit field is a 400 naming its `param`. */
 export const INPUT_BOUNDS = {
   messages: 4096,
   /** OpenAI's own cap on function tools. */
