@@ -55,11 +55,12 @@ async function describe(client: Client, id: string): Promise<WorkflowExecutionDe
   }
 }
 
-export async function implicitRun(client: Client, keyName: string, body: unknown, o: { windowSeconds: number; replayCompleted: boolean }, now = Date.now()): Promise<ImplicitRun | null> {
+export async function implicitRun(client: Client, keyName: string, body: unknown, o: { windowSeconds: number; replayCompleted: boolean; taskQueue: string }, now = Date.now()): Promise<ImplicitRun | null> {
   const digest = createHash('sha256').update(canonicalJson(body)).digest('hex');
   const windowMs = o.windowSeconds * 1000;
   const bucket = Math.floor(now / windowMs);
-  const idOf = (b: number, n: number) => `chatcmpl-${scoped(keyName, `implicit\n${digest}\n${b}\n${n}`)}`;
+  // Scoped by task queue too: deployments that share a namespace do not join each other's runs.
+  const idOf = (b: number, n: number) => `chatcmpl-${scoped(keyName, `implicit\n${o.taskQueue}\n${digest}\n${b}\n${n}`)}`;
   let latest: { id: string; d: WorkflowExecutionDescription } | null = null;
   let free = -1;
   for (const b of [bucket - 1, bucket]) {

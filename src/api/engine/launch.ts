@@ -106,7 +106,7 @@ export async function launchRun(d: CompletionDeps, req: Request, res: Response, 
   const sessionId = sessionIdOf(req.header('x-session-id'), body.metadata);
   // A gateway's retry of a tool-running request finds the earlier run (see implicitKey).
   const { implicitSeconds, replayCompleted } = d.config.idempotency;
-  const implicit = explicitKey === undefined && sessionId === null && tools.servers.length > 0 && implicitSeconds > 0 ? await implicitRun(d.client, keyName, raw, { windowSeconds: implicitSeconds, replayCompleted }) : null;
+  const implicit = explicitKey === undefined && sessionId === null && tools.servers.length > 0 && implicitSeconds > 0 ? await implicitRun(d.client, keyName, raw, { windowSeconds: implicitSeconds, replayCompleted, taskQueue: d.config.temporal.taskQueue }) : null;
   if (implicit) runId = implicit.runId;
   const { model: _m, stream, stream_options: _o, tools: _t, metadata, ...rest } = body;
   // `session_id` is for mix2api; other metadata goes upstream as sent.
