@@ -10,11 +10,9 @@
  * - A process that finds its lease gone while it lives (a frozen process woken up; here its
  *   lease workflow is terminated under it, so nothing released its step) hands its steps back.
  */
-import { CompleteAsyncError, Context } from '@temporalio/activity';
 import { defaultPayloadConverter } from '@temporalio/common';
-import { NativeConnection, Worker } from '@temporalio/worker';
-import { instanceIdentity } from '../../src/activities/lease';
 import type { ChatCompletionInput } from '../../src/domain/run';
+import { startGhost } from '../support/ghostProcess';
 import { newStreamLog, readInto } from '../support/streamLog';
 import { startStack, testEnv, uniqueQueue, type Stack } from '../support/stack';
 import { waitFor } from '../support/waitFor';
@@ -41,39 +39,17 @@ test('a step a lost process took but its lease never named moves when the lease 
 
   // The stand-in for the lost process: its own instance queue and identity, a lease it renews
   // with nothing named, and a `callModel` that takes the step and never reports.
-  const ghostQueue = uniqueQueue('ghost');
-  const native = await NativeConnection.connect({ address: testEnv().address });
-  let leaseToken: Uint8Array | null = null;
   let taken = false;
-  const ghost = await Worker.create({
-    connection: native,
-    taskQueue: ghostQueue,
-    identity: instanceIdentity(ghostQueue, null),
-    activities: {
-      async holdLease() {
-        leaseToken = Context.current().info.taskToken;
-        throw new CompleteAsyncError();
-      },
-      async callModel() {
-        taken = true;
-        throw new CompleteAsyncError();
-      },
-    },
-  });
-  const ghostRun = ghost.run();
-  const leaseId = `lease-${ghostQueue}-1`;
-  const lease = await s.temporal.workflow.start('processLeaseWorkflow', { taskQueue: s.config.temporal.taskQueue, workflowId: leaseId, args: [{ queue: ghostQueue, lapseSeconds: 2 }] });
-  await waitFor(async () => leaseToken !== null, 10_000);
-  const renew = setInterval(() => void s.temporal.activity.heartbeat(leaseToken!, { held: [] }).catch(() => undefined), 500);
+  const ghost = await startGhost({ address: testEnv().address, client: s.temporal, sharedQueue: s.config.temporal.taskQueue, queue: uniqueQueue('ghost'), onStep: () => (taken = true) });
+  const lease = s.temporal.workflow.getHandle(ghost.leaseId);
+  ghost.renew(() => [], 500);
   try {
     const runId = `sweep-${uniqueQueue()}`;
-    const run = await s.temporal.workflow.start('chatCompletionWorkflow', { taskQueue: s.config.temporal.taskQueue, workflowId: runId, args: [{ ...seed, liveTaskQueue: ghostQueue }] });
+    const run = await s.temporal.workflow.start('chatCompletionWorkflow', { taskQueue: s.config.temporal.taskQueue, workflowId: runId, args: [{ ...seed, liveTaskQueue: ghost.queue }] });
     await waitFor(async () => taken, 10_000);
     // The process is gone: its renewals stop, and its worker with them.
-    clearInterval(renew);
     const lostAt = Date.now();
-    ghost.shutdown();
-    await ghostRun;
+    await ghost.vanish();
     const result = (await run.result()) as { message?: { content?: string } };
     const movedInMs = Date.now() - lostAt;
     expect(result.message?.content).toBe('swept answer');
@@ -82,9 +58,8 @@ test('a step a lost process took but its lease never named moves when the lease 
     expect(await historyText(runId)).toMatch(/stopped renewing its lease/);
     console.log(`unnamed step moved ${movedInMs} ms after its process was lost`);
   } finally {
-    clearInterval(renew);
+    await ghost.vanish().catch(() => undefined);
     await lease.terminate().catch(() => undefined);
-    await native.close();
   }
 });
 

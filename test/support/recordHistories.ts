@@ -14,11 +14,8 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CompleteAsyncError, Context } from '@temporalio/activity';
 import { Client, Connection } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
-import { NativeConnection, Worker } from '@temporalio/worker';
-import { instanceIdentity } from '../../src/activities/lease';
 import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils';
 import OpenAI from 'openai';
 import { ledgerIdOf } from '../../src/api/http/limits';
@@ -28,6 +25,7 @@ import { parseConfig } from '../../src/config/load';
 import { startDevServer } from '../../src/connectors/temporalDevServer';
 import { installLogger } from '../../src/roles/logging';
 import { startSystem } from '../../src/roles/system';
+import { startGhost } from './ghostProcess';
 import { EVERYTHING, MEMORY, freePort, stdioServer } from './mcpServers';
 import { startScriptedUpstream, type ScriptedUpstream } from './scriptedUpstream';
 import { contentOf, sseEvents } from './sse';
@@ -199,39 +197,21 @@ const scenarios: Record<string, Scenario> = {
     const seedRun = await c.openai.chat.completions.create(ask('plain', 'seed'));
     const started = (await c.temporal.workflow.getHandle(seedRun.id).fetchHistory()).events![0]!.workflowExecutionStartedEventAttributes!;
     const seed = defaultPayloadConverter.fromPayload<Record<string, unknown>>(started.input!.payloads![0]!);
-    const ghostQueue = `${c.taskQueue}-ghost`;
-    const native = await NativeConnection.connect({ address: c.address });
-    let leaseToken: Uint8Array | null = null;
     let held: unknown[] | null = null;
-    const ghost = await Worker.create({
-      connection: native,
-      taskQueue: ghostQueue,
-      identity: instanceIdentity(ghostQueue, null),
-      activities: {
-        async holdLease() {
-          leaseToken = Context.current().info.taskToken;
-          throw new CompleteAsyncError();
-        },
-        async callModel(input: { step: number }) {
-          const { info } = Context.current();
-          held = [info.workflowExecution!.workflowId, info.workflowExecution!.runId, info.activityId, info.attempt, input.step, 0, ''];
-          throw new CompleteAsyncError();
-        },
-      },
+    const ghost = await startGhost({
+      address: c.address,
+      client: c.temporal,
+      sharedQueue: c.taskQueue,
+      queue: `${c.taskQueue}-ghost`,
+      onStep: (info, input) => (held = [info.workflowExecution!.workflowId, info.workflowExecution!.runId, info.activityId, info.attempt, input.step, 0, '']),
     });
-    const running = ghost.run();
-    const leaseId = `lease-${ghostQueue}-1`;
-    await c.temporal.workflow.start('processLeaseWorkflow', { taskQueue: c.taskQueue, workflowId: leaseId, args: [{ queue: ghostQueue, lapseSeconds: 2 }] });
-    await waitFor(async () => leaseToken !== null);
-    const renew = setInterval(() => void c.temporal.activity.heartbeat(leaseToken!, { held: held ? [held] : [] }).catch(() => undefined), 300);
+    const leaseId = ghost.leaseId;
+    ghost.renew(() => (held ? [held] : []), 300);
     const runId = 'record-lost-process';
-    const run = await c.temporal.workflow.start('chatCompletionWorkflow', { taskQueue: c.taskQueue, workflowId: runId, args: [{ ...seed, liveTaskQueue: ghostQueue }] });
+    const run = await c.temporal.workflow.start('chatCompletionWorkflow', { taskQueue: c.taskQueue, workflowId: runId, args: [{ ...seed, liveTaskQueue: ghost.queue }] });
     await waitFor(async () => held !== null);
     await new Promise((r) => setTimeout(r, 1000)); // renewals name the step
-    clearInterval(renew);
-    ghost.shutdown();
-    await running;
-    await native.close();
+    await ghost.vanish();
     const result = (await run.result()) as { message?: { content?: string } };
     check(result.message?.content === 'moved answer', `lost-process answer: ${result.message?.content}`);
     check(JSON.stringify((await run.fetchHistory()).events).includes('stopped renewing its lease'), 'lost-process step moved by the lapse');
