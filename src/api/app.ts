@@ -20,6 +20,7 @@ import type { PayloadCodec } from '@temporalio/common';
 import type { Logger } from '../telemetry/log';
 import type { Metrics } from '../telemetry/metrics';
 import { requestTraceId, traceRequest } from '../telemetry/tracing';
+import { inboundTraceContext, withTraceContext } from '../telemetry/traceContext';
 
 export interface AppDeps extends CompletionDeps {
   config: Config;
@@ -63,7 +64,7 @@ export function createHandler(d: AppDeps): RequestListener {
     // Probes and scrapes are neither counted, logged nor traced.
     if (route === '/metrics' || route === '/healthz' || route === '/readyz') return handle(req, res);
     observeRequest(d.metrics, d.logger, route, req, res);
-    traceRequest(req, res, route, () => handle(req, res));
+    withTraceContext(inboundTraceContext(req.headers), () => traceRequest(req, res, route, () => handle(req, res)));
   };
 }
 

@@ -9,6 +9,7 @@ import { OpenTelemetryWorkflowClientInterceptor } from '@temporalio/interceptors
 import { encryptionKeys, type Config } from '../config/load';
 import type { DataConverter } from '@temporalio/common';
 import { payloadEncryption, type AesGcmCodec } from '../connectors/payloadCodec';
+import { traceContextClientInterceptor } from '../telemetry/traceContext';
 
 export interface TemporalHandles {
   native: NativeConnection;
@@ -27,8 +28,9 @@ export async function connectTemporal(config: Config, address: string, tracing =
     connection: native,
     namespace: t.namespace,
     dataConverter,
-    // Starts (and queries, signals, updates) carry the caller's trace context in Temporal headers.
-    ...(tracing ? { interceptors: { workflow: [new OpenTelemetryWorkflowClientInterceptor()] } } : {}),
+    // Starts (and queries, signals, updates) carry the caller's trace context in Temporal headers:
+    // the caller's own always, and with tracing on, the spans' too.
+    interceptors: { workflow: tracing ? [traceContextClientInterceptor, new OpenTelemetryWorkflowClientInterceptor()] : [traceContextClientInterceptor] },
   });
   return { native, client, codec, dataConverter, close: () => native.close() };
 }

@@ -11,6 +11,7 @@ import type { WorkflowInfo } from '@temporalio/workflow';
 import type { Context as ActivityContext } from '@temporalio/activity';
 import { OpenTelemetryActivityInboundInterceptor, OpenTelemetryActivityOutboundInterceptor, makeWorkflowExporter, type OpenTelemetrySinks } from '@temporalio/interceptors-opentelemetry';
 import type { Tracing } from '../telemetry/tracing';
+import { traceContextActivityInterceptor } from '../telemetry/traceContext';
 import { createActivities, type ActivityDeps } from '../activities';
 import type { DataConverter } from '@temporalio/common';
 import type { Config } from '../config/load';
@@ -61,9 +62,18 @@ export interface WorkerOptions {
   identity: string;
 }
 
-/** With tracing on: the Temporal SDK's OpenTelemetry interceptors for activities. */
+/**
+ * Every activity runs in the caller's trace context (telemetry/traceContext); with tracing on, the
+ * Temporal SDK's OpenTelemetry interceptors add its span.
+ */
 function activityInterceptors(o: WorkerOptions) {
-  return o.tracing ? { activity: [(ctx: ActivityContext) => ({ inbound: new OpenTelemetryActivityInboundInterceptor(ctx), outbound: new OpenTelemetryActivityOutboundInterceptor(ctx) })] } : {};
+  const otel = (ctx: ActivityContext) => ({ inbound: new OpenTelemetryActivityInboundInterceptor(ctx), outbound: new OpenTelemetryActivityOutboundInterceptor(ctx) });
+  return { activity: o.tracing ? [() => ({ inbound: traceContextActivityInterceptor }), otel] : [() => ({ inbound: traceContextActivityInterceptor })] };
+}
+
+/** Workflow interceptor modules a bundle needs: the trace context always, OpenTelemetry's with tracing on. */
+export function workflowInterceptorModules(tracing: boolean): string[] {
+  return [require.resolve('../workflows/traceContext'), ...(tracing ? [require.resolve('../workflows/tracing')] : [])];
 }
 
 function workflowOptions(o: WorkerOptions) {
@@ -83,7 +93,7 @@ function workflowOptions(o: WorkerOptions) {
     ...(o.workflowBundle ? { workflowBundle: o.workflowBundle } : { workflowsPath: require.resolve('../workflows') }),
     dataConverter: o.dataConverter,
     sinks: o.tracing ? { ...sinks, exporter: makeWorkflowExporter(o.tracing.spanProcessor, o.tracing.resource) } : sinks,
-    interceptors: { ...activityInterceptors(o), ...(o.tracing && !o.workflowBundle ? { workflowModules: [require.resolve('../workflows/tracing')] } : {}) },
+    interceptors: { ...activityInterceptors(o), ...(o.workflowBundle ? {} : { workflowModules: workflowInterceptorModules(Boolean(o.tracing)) }) },
     // A run's next workflow task goes to the worker that ran the last one; if that worker died,
     // wait this long (default 10 s) before any worker may take it. Part of how long a dead
     // process's run takes to move: a live worker's sticky poll is always waiting.

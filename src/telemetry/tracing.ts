@@ -21,6 +21,7 @@ import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import { OTLPTraceExporter as OtlpHttpJson } from '@opentelemetry/exporter-trace-otlp-http';
 import { OTLPTraceExporter as OtlpHttpProto } from '@opentelemetry/exporter-trace-otlp-proto';
 import type { TracingConfig } from '../config/load';
+import { currentTraceContext } from './traceContext';
 
 export { SpanKind, SpanStatusCode, type Span };
 
@@ -52,11 +53,16 @@ export function startTracing(cfg: TracingConfig, version: string): Tracing | nul
   return installed;
 }
 
-/** W3C trace headers for a request made within `span` (empty while tracing is off). */
+/**
+ * W3C trace headers for a request made within `span`. While tracing is off (nothing recorded,
+ * nothing injected): the caller's own context, forwarded as it came (telemetry/traceContext).
+ */
 export function traceHeaders(span?: Span): Record<string, string> {
   const carrier: Record<string, string> = {};
   propagation.inject(span ? trace.setSpan(context.active(), span) : context.active(), carrier);
-  return carrier;
+  if (carrier.traceparent) return carrier;
+  const inherited = currentTraceContext();
+  return inherited ? { traceparent: inherited.traceparent, ...(inherited.tracestate ? { tracestate: inherited.tracestate } : {}) } : carrier;
 }
 
 /** Runs `fn` with `span` as the active span. */

@@ -7,6 +7,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { DefaultLogger, bundleWorkflowCode } from '@temporalio/worker';
+import { workflowInterceptorModules } from '../../src/roles/workers';
 import { startDevServer } from '../../src/connectors/temporalDevServer';
 
 const root = join(__dirname, '..', '..');
@@ -30,7 +31,7 @@ export default async function globalSetup(): Promise<void> {
   const [server, bundle] = await Promise.all([
     // A low continue-as-new suggestion lets the session tests cross it in a few turns.
     startDevServer({ root, dbFile: join(dir, 'temporal.db'), port, headless: true, dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 40 } }),
-    bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows'), logger: new DefaultLogger('WARN') }),
+    bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows'), workflowInterceptorModules: workflowInterceptorModules(false), logger: new DefaultLogger('WARN') }),
   ]);
   const bundlePath = join(dir, 'workflow-bundle.js');
   writeFileSync(bundlePath, bundle.code);
