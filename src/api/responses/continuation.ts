@@ -1,8 +1,9 @@
 /** `previous_response_id`: the conversation an earlier response ended, read from its run. */
 import { WorkflowNotFoundError } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
 import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
 import type { ChatMessage } from '../../domain/chat';
-import { STATE_QUERY, type ChatCompletionInput, type RunState } from '../../domain/run';
+import { STATE_QUERY, type ChatCompletionInput, type ChatCompletionResult, type RunState } from '../../domain/run';
 import type { CompletionDeps } from '../engine/launch';
 import { ApiError } from '../http/errors';
 import { queryRun } from '../http/query';
@@ -25,20 +26,38 @@ export async function loadPrevious(d: CompletionDeps, responseId: string, keyNam
   return { ref, handle, state };
 }
 
-/** The conversation a previous response ended: its run's input messages, then its answer. */
+/**
+ * The conversation a previous response ended: its run's input messages, then its answer. Two
+ * reads of one history event each (the run's start and its close), whatever the run did in
+ * between and however long the conversation is: no query (which, on a closed run, makes a
+ * worker replay its whole history) and no read of the steps' events.
+ */
 export async function previousConversation(d: CompletionDeps, responseId: string, keyName: string): Promise<ChatMessage[]> {
-  const { ref, state } = await loadPrevious(d, responseId, keyName);
-  const runId = ref.runId;
-  if (!state.result) throw new ApiError(409, `Previous response '${responseId}' has not completed.`, 'invalid_request_error', 'previous_response_in_progress', 'previous_response_id');
-  const input = await runInput(d, runId);
+  const ref = refOf(responseId);
+  const notFound = () => new ApiError(404, `Previous response with id '${responseId}' not found.`, 'invalid_request_error', 'previous_response_not_found', 'previous_response_id');
+  if (!ref) throw notFound();
+  const [first, close] = await Promise.all([oneEvent(d, ref.runId, 'first'), oneEvent(d, ref.runId, 'close')]).catch((e: unknown) => {
+    throw (e as { code?: number } | null)?.code === 5 ? notFound() : e;
+  });
+  const started = first?.workflowExecutionStartedEventAttributes;
+  if (!started || started.workflowType?.name !== 'chatCompletionWorkflow') throw notFound();
+  const input = await decodeFromPayloadsAtIndex<ChatCompletionInput>(d.client.options.loadedDataConverter, 0, started.input?.payloads ?? []);
+  if ((input.keyName ?? 'anonymous') !== keyName) throw notFound();
+  const completed = close?.workflowExecutionCompletedEventAttributes;
+  if (!completed) throw new ApiError(409, `Previous response '${responseId}' has not completed.`, 'invalid_request_error', 'previous_response_in_progress', 'previous_response_id');
+  const result = await decodeFromPayloadsAtIndex<ChatCompletionResult>(d.client.options.loadedDataConverter, 0, completed.result?.payloads ?? []);
   // The answer as the client saw it: when it ended with client calls, the engine's re-join puts the
   // run's hidden server-side steps back in its place (as for a Chat Completions follow-up).
-  return [...(input.body.messages as ChatMessage[]), state.result.message as unknown as ChatMessage];
+  return [...(input.body.messages as ChatMessage[]), result.message as unknown as ChatMessage];
 }
 
-/** A run's input, from the first event of its history (decoded through the client's codec). */
-async function runInput(d: CompletionDeps, runId: string): Promise<ChatCompletionInput> {
-  const h = await d.client.workflow.getHandle(runId).fetchHistory();
-  const started = h.events?.[0]?.workflowExecutionStartedEventAttributes;
-  return decodeFromPayloadsAtIndex<ChatCompletionInput>(d.client.options.loadedDataConverter, 0, started?.input?.payloads ?? []);
+/** A run's first history event, or its close event (none while it runs), read on its own. */
+async function oneEvent(d: CompletionDeps, workflowId: string, which: 'first' | 'close') {
+  const r = await d.client.workflowService.getWorkflowExecutionHistory({
+    namespace: d.client.options.namespace,
+    execution: { workflowId },
+    maximumPageSize: 1,
+    ...(which === 'close' ? { historyEventFilterType: temporal.api.enums.v1.HistoryEventFilterType.HISTORY_EVENT_FILTER_TYPE_CLOSE_EVENT } : {}),
+  });
+  return r.history?.events?.[0];
 }
