@@ -223,3 +223,38 @@ test('a tool loop survives a SIGKILL of the worker running its tool: the other w
   const tool = (await identities(runId!)).filter((s) => s.activity === 'callTool');
   expect(tool.map((s) => whose(s.identity))).toEqual([`worker${workers.indexOf(victim!)}`, `worker${workers.indexOf(survivor)}`]);
 });
+
+test('while PostgreSQL is down, requests get 503 temporal_unavailable with Retry-After, never a 500; once it is back they run again', async () => {
+  const api = apis[1]!; // apis[0] was killed above
+  const ask = async (label: string, stream: boolean) => {
+    const res = await fetch(`${api.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'idempotency-key': `pg-${label}` },
+      body: JSON.stringify({ model: 'agent', stream, messages: [{ role: 'user', content: userText(label) }] }),
+      signal: AbortSignal.timeout(60_000),
+    });
+    const text = await res.text();
+    return { status: res.status, retryAfter: res.headers.get('retry-after'), code: res.status === 200 ? null : ((JSON.parse(text) as { error?: { code?: string } }).error?.code ?? text.slice(0, 100)) };
+  };
+  cluster.faults!.signal('postgres', 'SIGKILL');
+  let answers: Array<Awaited<ReturnType<typeof ask>>>;
+  try {
+    await sleep(500);
+    answers = await Promise.all(Array.from({ length: 6 }, (_, i) => ask(`P${i}-${stamp}`, i % 2 === 0)));
+  } finally {
+    await cluster.faults!.restart('postgres');
+  }
+  console.log(`PostgreSQL down: ${answers.map((a) => `${a.status} ${a.code ?? ''}`).join(', ')}`);
+  expect(answers.filter((a) => a.status !== 200)).toEqual(answers.filter((a) => a.status !== 200).map(() => ({ status: 503, retryAfter: '1', code: 'temporal_unavailable' })));
+  expect(answers.some((a) => a.status === 503)).toBe(true);
+  // Back: the same requests (same keys) run to their answers.
+  const label = `P1-${stamp}`;
+  const deadline = Date.now() + 60_000;
+  let again = await chat(api, label).catch(() => null);
+  while (again?.status !== 200 && Date.now() < deadline) {
+    await sleep(1000);
+    again = await chat(api, label).catch(() => null);
+  }
+  expect(again?.status).toBe(200);
+  expect(again?.content).toContain(`${label} done:`);
+});

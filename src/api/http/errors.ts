@@ -36,7 +36,7 @@ export class ApiError extends Error {
   }
 }
 
-export const temporalUnavailable = () => new ApiError(503, 'Temporal is unreachable', 'server_error', 'temporal_unavailable', null, { 'Retry-After': '1' });
+export const temporalUnavailable = (message = 'Temporal is unreachable') => new ApiError(503, message, 'server_error', 'temporal_unavailable', null, { 'Retry-After': '1' });
 
 export const badRequest = (message: string, param: string | null = null, code: string | null = null) =>
   new ApiError(400, message, 'invalid_request_error', code, param);
@@ -69,6 +69,12 @@ export function toApiError(e: unknown): ApiError {
   if (t?.expose === true && typeof t.status === 'number' && t.status >= 400 && t.status < 500)
     return new ApiError(t.status, `request body: ${t.message ?? 'unreadable'}`, 'invalid_request_error', FRAMEWORK_CODES[t.type ?? ''] ?? 'invalid_request_body');
   if (t?.name === 'ServiceError') return fromServiceError(e as { message?: string; cause?: { code?: number; details?: string } });
+  // The client's name for a NOT_FOUND on the namespace. A Temporal server whose database is down
+  // answers every call so (it cannot load the namespace registry), and a misnamed namespace is
+  // the operator's to fix: the server's fault either way, worth a retry, never the client's.
+  if (t?.name === 'NamespaceNotFoundError') return temporalUnavailable(`Temporal cannot find namespace '${(e as { namespace?: string }).namespace ?? '?'}' (not registered, or the server cannot read its database)`);
+  // A gRPC error the client passed on unwrapped (a status code and details of its own).
+  if (typeof (e as { code?: unknown })?.code === 'number' && typeof (e as { details?: unknown }).details === 'string' && (e as { metadata?: unknown }).metadata) return fromServiceError({ message: t.message, cause: e as { code: number; details: string } });
   return new ApiError(500, 'internal error', 'server_error', 'internal_error');
 }
 
