@@ -20,6 +20,7 @@ import { CompleteAsyncError, Context } from '@temporalio/activity';
 import { ActivityCancelledError, ActivityNotFoundError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { optionalTsToMs } from '@temporalio/common/lib/time';
+import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
 import { FailureType } from '../domain/run';
 import { UNNAMED_STEP, type HeldEntry, type LeaseInput, type LostStep } from '../domain/lease';
 import type { Logger } from '../telemetry/log';
@@ -339,4 +340,64 @@ export function createLeaseActivities(deps: LeaseDeps) {
       return fail.count();
     },
   };
+}
+
+/** How many lease generations of one queue a report looks through (a process takes a new one each time it lost its lease). */
+const REPORT_GENERATIONS = 8;
+/** Reports in flight, by queue: many readers of one dead process make one report. */
+const reports = new Map<string, Promise<boolean>>();
+
+/**
+ * A reader found a process's peer address refusing connections: a process that has exited (a
+ * SIGKILL, a crash) closes its listening socket at once, long before its lease lapses. Ends that
+ * process's lease now, as a lapse would (its lease workflow releases what the last renewal named),
+ * but only once no renewal has come for `renewMs` plus a margin, so a process that merely
+ * closed its port while it lives keeps its work; a hung or partitioned one (no refusal) still
+ * waits for the lapse. Resolves with whether the lease was ended here.
+ */
+export function reportGone(client: Client, queue: string, renewMs: number): Promise<boolean> {
+  let r = reports.get(queue);
+  if (!r) {
+    r = endLeaseOf(client, queue, renewMs).catch(() => false).finally(() => setTimeout(() => reports.delete(queue), 10_000).unref());
+    reports.set(queue, r);
+  }
+  return r;
+}
+
+async function endLeaseOf(client: Client, queue: string, renewMs: number): Promise<boolean> {
+  const quiet = renewMs + Math.max(200, renewMs / 4);
+  for (let g = 1; g <= REPORT_GENERATIONS; g++) {
+    const handle = client.workflow.getHandle(`lease-${queue}-${g}`);
+    let d;
+    try {
+      d = await handle.describe();
+    } catch (e) {
+      if (e instanceof WorkflowNotFoundError) return false;
+      throw e;
+    }
+    if (d.status.name !== 'RUNNING') continue;
+    let lease = d.raw.pendingActivities?.find((a) => a.activityType?.name === 'holdLease' && a.state === STARTED);
+    if (!lease) return false;
+    // The last renewal, or the lease's start when none has come yet.
+    const lastBeat = (a: typeof lease) => optionalTsToMs(a?.lastHeartbeatTime) ?? optionalTsToMs(a?.lastStartedTime) ?? 0;
+    const beat = lastBeat(lease);
+    const age = Date.now() - beat;
+    if (age < quiet) {
+      await new Promise((ok) => setTimeout(ok, quiet - age));
+      lease = (await handle.describe()).raw.pendingActivities?.find((a) => a.activityId === lease!.activityId && a.state === STARTED);
+      if (!lease || lastBeat(lease) !== beat) return false; // it renewed: alive
+    }
+    const payloads = lease.heartbeatDetails?.payloads ?? [];
+    const last = payloads.length > 0 ? await decodeFromPayloadsAtIndex<{ held?: HeldEntry[] }>(client.options.loadedDataConverter, 0, payloads) : undefined;
+    const held = Array.isArray(last?.held) ? last.held : [];
+    const failure = ApplicationFailure.create({ type: FailureType.ProcessLost, message: `${queue} refuses connections and stopped renewing its lease`, nonRetryable: true, details: [{ held }] });
+    try {
+      await client.activity.fail({ workflowId: d.workflowId, runId: d.runId, activityId: lease.activityId ?? '' }, failure);
+      return true;
+    } catch (e) {
+      if (e instanceof ActivityNotFoundError) return false; // lapsed or released meanwhile
+      throw e;
+    }
+  }
+  return false;
 }

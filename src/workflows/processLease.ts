@@ -1,8 +1,9 @@
 /**
  * `processLeaseWorkflow`: one process's lease (see activities/lease). It holds the `holdLease`
  * activity on the process's instance queue; the process renews it once a second. When renewals
- * stop, the activity's heartbeat timeout ends it, and what the last renewal named is released
- * to live processes. A lease handed back (shutdown) ends quietly; a rotated one continues as new.
+ * stop, the activity's heartbeat timeout ends it (or, sooner, a reader that found the process's
+ * port refusing connections: activities/lease `reportGone`), and what the last renewal named is
+ * released to live processes. A lease handed back (shutdown) ends quietly; a rotated one continues as new.
  */
 import * as wf from '@temporalio/workflow';
 import { ActivityFailure, ApplicationFailure, TimeoutFailure } from '@temporalio/common';
@@ -44,8 +45,12 @@ export async function processLeaseWorkflow(input: LeaseInput): Promise<void> {
     if ((await holdLease()) === 'rotate') await wf.continueAsNew<typeof processLeaseWorkflow>(input);
     return;
   } catch (e) {
-    const details = e instanceof ActivityFailure && e.cause instanceof TimeoutFailure ? (e.cause.lastHeartbeatDetails as { held?: HeldEntry[] } | undefined) : undefined;
-    held = Array.isArray(details?.held) ? details.held : [];
+    // A lapse (the heartbeat timeout, with the last renewal's details), or a reader that found the
+    // process gone and ended the lease early with the same details (activities/lease `reportGone`).
+    const cause = e instanceof ActivityFailure ? e.cause : undefined;
+    const details = cause instanceof TimeoutFailure ? cause.lastHeartbeatDetails : cause instanceof ApplicationFailure && cause.type === FailureType.ProcessLost ? cause.details?.[0] : undefined;
+    const named = (details as { held?: HeldEntry[] } | undefined)?.held;
+    held = Array.isArray(named) ? named : [];
   }
   const release = wf.proxyActivities<LeaseActivities>({
     summary: `release what ${input.queue} held (${held.length} named)`,

@@ -10,6 +10,9 @@
  * - A process that finds its lease gone while it lives (a frozen process woken up; here its
  *   lease workflow is terminated under it, so nothing released its step) hands its steps back.
  */
+import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { ChatCompletionInput } from '../../src/domain/run';
 import { startGhost } from '../support/ghostProcess';
@@ -82,4 +85,75 @@ test('a process whose lease is gone while it lives hands its unreleased steps ba
   expect(await historyText(log.runId)).toMatch(/lost its lease/);
   // The process took a new lease and goes on.
   await waitFor(async () => s.system.lease.holding, 10_000);
+});
+
+/** A port nothing listens on: what a process's peer address answers once the process has exited. */
+async function closedPortUrl(): Promise<string> {
+  const srv = createServer();
+  await new Promise<void>((ok) => srv.listen(0, '127.0.0.1', ok));
+  const { port } = srv.address() as AddressInfo;
+  await new Promise((ok) => srv.close(ok));
+  return `http://127.0.0.1:${port}`;
+}
+
+/** A run whose first model step a ghost process takes (it never reports), with its seed input copied from a real run. */
+async function ghostRun(o: { renewing: boolean }) {
+  s.upstream.setDefault({ steps: [{ kind: 'text', text: 'moved answer', chunks: 2 }] });
+  const first = await s.openai.chat.completions.create({ model: 'test-model', messages: [{ role: 'user', content: 'hello' }] }).withResponse();
+  const started = await s.temporal.workflow.getHandle(first.response.headers.get('x-run-id')!).fetchHistory();
+  const seed = defaultPayloadConverter.fromPayload<ChatCompletionInput>(started.events![0]!.workflowExecutionStartedEventAttributes!.input!.payloads![0]!);
+  let held: unknown[] = [];
+  // A long lapse (30 s): only an early end of the lease moves the step within the test's bounds.
+  const ghost = await startGhost({
+    address: testEnv().address,
+    client: s.temporal,
+    sharedQueue: s.config.temporal.taskQueue,
+    queue: uniqueQueue('gone'),
+    peerUrl: await closedPortUrl(),
+    lapseSeconds: 30,
+    onStep: (info, input) => (held = [[info.workflowExecution!.workflowId, info.workflowExecution!.runId, info.activityId, info.attempt, input.step, 0, '']]),
+  });
+  ghost.renew(() => held, 300);
+  const runId = `chatcmpl-${randomUUID().replace(/-/g, "")}`;
+  const run = await s.temporal.workflow.start('chatCompletionWorkflow', { taskQueue: s.config.temporal.taskQueue, workflowId: runId, args: [{ ...seed, liveTaskQueue: ghost.queue }] });
+  await waitFor(async () => held.length > 0, 10_000);
+  const lostAt = Date.now();
+  if (!o.renewing) await ghost.vanish();
+  // A reader on this stack's API follows the run; the step's holder is the ghost, at its peer address.
+  // (Its headers come with the first event: the reader is not awaited here.)
+  const reader = new AbortController();
+  const log = newStreamLog('gone', runId);
+  const reading = fetch(`${s.apiUrl}/v1/runs/${runId}/events`, { signal: reader.signal }).then((res) => (res.status === 200 ? readInto(res, log) : `status ${res.status}`)).catch(() => 'aborted');
+  return { ghost, run, runId, log, lostAt, reader, reading, lease: s.temporal.workflow.getHandle(ghost.leaseId) };
+}
+
+test('a reader that finds the holder’s peer address refusing connections ends its lease at once: the step moves long before the lapse', async () => {
+  const g = await ghostRun({ renewing: false });
+  try {
+    expect(await g.reading).toBe('done');
+    expect(g.log.content).toBe('moved answer');
+    const movedInMs = Date.now() - g.lostAt;
+    // The lapse is 30 s; the early end waits one quiet renewal period (300 ms + 200 ms) after the refusal.
+    expect(movedInMs).toBeLessThan(15_000);
+    expect(await historyText(g.ghost.leaseId)).toMatch(/refuses connections and stopped renewing its lease/);
+    console.log(`a refusing holder's step moved ${movedInMs} ms after the loss (lapse 30 s)`);
+  } finally {
+    await g.lease.terminate().catch(() => undefined);
+  }
+});
+
+test('a holder that refuses connections but still renews its lease keeps it: nothing moves', async () => {
+  const g = await ghostRun({ renewing: true });
+  try {
+    // The reader asks the refusing peer again and again; the renewals say the process lives.
+    await new Promise((ok) => setTimeout(ok, 4000));
+    expect(g.log.content).toBe('');
+    expect(await historyText(g.runId)).not.toMatch(/stopped renewing/);
+    expect(await historyText(g.ghost.leaseId)).not.toMatch(/refuses connections/);
+  } finally {
+    g.reader.abort();
+    await g.run.terminate().catch(() => undefined);
+    await g.lease.terminate().catch(() => undefined);
+    await g.ghost.vanish().catch(() => undefined);
+  }
 });

@@ -19,13 +19,14 @@ export interface Ghost {
   vanish(): Promise<void>;
 }
 
-export async function startGhost(o: { address: string; client: Client; sharedQueue: string; queue: string; onStep: (info: Info, input: { step: number }) => void }): Promise<Ghost> {
+/** `peerUrl`: the peer address its identity names (default none); `lapseSeconds`: its lease's (default 2). */
+export async function startGhost(o: { address: string; client: Client; sharedQueue: string; queue: string; onStep: (info: Info, input: { step: number }) => void; peerUrl?: string; lapseSeconds?: number }): Promise<Ghost> {
   const native = await NativeConnection.connect({ address: o.address });
   let token: Uint8Array | null = null;
   const worker = await Worker.create({
     connection: native,
     taskQueue: o.queue,
-    identity: instanceIdentity(o.queue, null),
+    identity: instanceIdentity(o.queue, o.peerUrl ?? null),
     activities: {
       async holdLease() {
         token = Context.current().info.taskToken;
@@ -39,7 +40,7 @@ export async function startGhost(o: { address: string; client: Client; sharedQue
   });
   const running = worker.run();
   const leaseId = `lease-${o.queue}-1`;
-  await o.client.workflow.start('processLeaseWorkflow', { taskQueue: o.sharedQueue, workflowId: leaseId, args: [{ queue: o.queue, lapseSeconds: 2 }] });
+  await o.client.workflow.start('processLeaseWorkflow', { taskQueue: o.sharedQueue, workflowId: leaseId, args: [{ queue: o.queue, lapseSeconds: o.lapseSeconds ?? 2 }] });
   await waitFor(async () => token !== null, 10_000);
   let timer: NodeJS.Timeout | null = null;
   return {

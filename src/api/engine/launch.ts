@@ -134,7 +134,7 @@ export async function launchRun(d: CompletionDeps, req: Request, res: Response, 
   // A run with a fixed id may exist already (then it is joined, and its log read first).
   const fresh = explicitKey === undefined && sessionId === null && !implicit?.existing;
   // Subscribe before starting so the first live delta cannot be missed.
-  const events = stream ? relayRun({ client: d.client, live: d.live, runId, signal: abort.signal, fresh, heartbeatMs: d.config.stream.heartbeatSeconds * 1000, peerSecret: peerSecret(d.config) }) : null;
+  const events = stream ? relayRun({ client: d.client, live: d.live, runId, signal: abort.signal, fresh, heartbeatMs: d.config.stream.heartbeatSeconds * 1000, peerSecret: peerSecret(d.config), renewMs: d.config.liveness.renewSeconds * 1000 }) : null;
   const first = stream && fresh && d.prestart ? firstStepRequest(runId, input) : null;
   if (first) d.prestart!.start(first);
   const handle = await startRun(d.config, d.client, {

@@ -86,8 +86,11 @@ export function createPeerRouter(o: { hub: LiveHub; secret: string }): express.R
   return r;
 }
 
-/** Reads a step's progress from the peer that holds it; null when the peer does not hold it (or cannot be reached). */
-export async function readPeer(peerUrl: string, secret: string, runId: string, from: Position, waitMs: number, signal: AbortSignal): Promise<StepDelta | null> {
+/**
+ * Reads a step's progress from the peer that holds it; null when the peer does not hold it (or
+ * cannot be reached), `refused` when nothing listens at its address any more (it has exited).
+ */
+export async function readPeer(peerUrl: string, secret: string, runId: string, from: Position, waitMs: number, signal: AbortSignal): Promise<StepDelta | null | 'refused'> {
   const call = new AbortController();
   const abort = () => call.abort();
   signal.addEventListener('abort', abort, { once: true });
@@ -99,8 +102,8 @@ export async function readPeer(peerUrl: string, secret: string, runId: string, f
       return null;
     }
     return (await res.json()) as StepDelta;
-  } catch {
-    return null;
+  } catch (e) {
+    return (e as { cause?: { code?: string } } | null)?.cause?.code === 'ECONNREFUSED' ? 'refused' : null;
   } finally {
     clearTimeout(timer);
     signal.removeEventListener('abort', abort);

@@ -16,7 +16,7 @@ import type { Client } from '@temporalio/client';
 import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
 import type { LiveHub, LiveView } from '../../connectors/liveHub';
 import type { EndEvent, RunEvent } from '../../domain/events';
-import { parseIdentity } from '../../activities/lease';
+import { parseIdentity, reportGone } from '../../activities/lease';
 import { readPeer } from './peer';
 import { RunMerger } from '../../domain/merge';
 import type { Position } from '../../domain/positions';
@@ -47,6 +47,8 @@ export interface RelayOptions {
   heartbeatMs: number;
   /** What this deployment's instances present to each other (./peer). */
   peerSecret: string;
+  /** The lease's renewal period (`liveness.renewSeconds`), for ending a refusing peer's lease early. */
+  renewMs: number;
 }
 
 /** Whether a model call in this process is writing the step the reader is at (or a later one). */
@@ -174,6 +176,8 @@ async function guarded<T>(client: Client, stop: AbortSignal, fn: () => Promise<T
 
 interface PeerCursor {
   url: string | null;
+  /** Its instance queue (whose lease a refusal ends early). */
+  queue?: string;
 }
 
 interface RemoteProgress extends StepProgress {
@@ -191,7 +195,9 @@ async function remoteProgress(o: RelayOptions, peer: PeerCursor, cursor: Positio
   const from = cursor.step < 0 ? { step: 0, seq: -1 } : cursor;
   if (peer.url) {
     const d = await readPeer(peer.url, o.peerSecret, o.runId, from, o.heartbeatMs, stop);
-    if (d) return { step: d.step, events: d.events, ...(d.end ? { end: d.end } : {}), waited: true };
+    if (d === 'refused') {
+      if (peer.queue) void reportGone(o.client, peer.queue, o.renewMs);
+    } else if (d) return { step: d.step, events: d.events, ...(d.end ? { end: d.end } : {}), waited: true };
     peer.url = null;
   }
   const { client, runId } = o;
@@ -205,6 +211,7 @@ async function remoteProgress(o: RelayOptions, peer: PeerCursor, cursor: Positio
       // Started there (not a retry waiting for its turn): read it from there from now on.
       if (holder?.peerUrl && pending.state === PENDING_STARTED && !found) {
         peer.url = holder.peerUrl;
+        peer.queue = holder.queue;
         return remoteProgress(o, peer, cursor, stop, true);
       }
       return { step: -1, events: [] };

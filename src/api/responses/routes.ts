@@ -29,7 +29,7 @@ import { ResponseBuilder, collect, responseObject, streamResponse } from './rend
 function runEvents(d: CompletionDeps, res: Response, runId: string): AsyncGenerator<RunEvent> {
   const abort = new AbortController();
   res.on('close', () => abort.abort());
-  return relayRun({ client: d.client, live: d.live, runId, from: START, signal: abort.signal, heartbeatMs: d.config.stream.heartbeatSeconds * 1000, peerSecret: peerSecret(d.config) });
+  return relayRun({ client: d.client, live: d.live, runId, from: START, signal: abort.signal, heartbeatMs: d.config.stream.heartbeatSeconds * 1000, peerSecret: peerSecret(d.config), renewMs: d.config.liveness.renewSeconds * 1000 });
 }
 
 /** Answers a response as JSON or as its stream. */
