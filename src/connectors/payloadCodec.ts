@@ -1,9 +1,11 @@
 /**
  * Payload encryption: AES-256-GCM over each whole payload (its metadata and data, protobuf
  * encoded), so what Temporal stores — run inputs, prompts, tool arguments and output, results,
- * heartbeats, summaries, failure messages — is ciphertext. Each encrypted payload names its key
- * (`encryption-key-id`): the first configured key encrypts, every configured key decrypts, so a
- * key rotates by putting the new one first and keeping the old until its runs have closed.
+ * heartbeats, summaries, failures' details — is ciphertext; failures' messages and stack traces
+ * too, which the failure converter that comes with it (workflows/failureConverter) makes a payload.
+ * Each encrypted payload names its key (`encryption-key-id`): the first configured key encrypts,
+ * every configured key decrypts, so a key rotates by putting the new one first and keeping the
+ * old until its runs have closed.
  *
  * The client, both workers and the `/codec` endpoint (the Temporal Web UI's and CLI's remote
  * codec) all use this one codec.
@@ -73,13 +75,20 @@ export class AesGcmCodec implements PayloadCodec {
 }
 
 /**
+ * The failure converter that goes with encryption, as the module path the SDK wants. A prebuilt
+ * workflow bundle must be built with it (`bundleWorkflowCode({ failureConverterPath })`) to
+ * encrypt the workflows' own failures; a worker that bundles at start passes it on itself.
+ */
+export const ENCRYPTED_FAILURE_CONVERTER = require.resolve('../workflows/failureConverter');
+
+/**
  * The codec (null without keys) and the data converter that every Temporal client and worker of
- * this process shares. Failures' details are payloads and so encrypted; their message line is not
- * (see docs/operating.md).
+ * this process shares. Without keys, failures keep the SDK's default converter: their messages
+ * stay plain text, readable in the Web UI with no codec.
  */
 export function payloadEncryption(keys: readonly EncryptionKey[]): { codec: AesGcmCodec | null; dataConverter: DataConverter | undefined } {
   const codec = keys.length === 0 ? null : new AesGcmCodec(keys);
-  return { codec, dataConverter: codec ? { payloadCodecs: [codec] } : undefined };
+  return { codec, dataConverter: codec ? { payloadCodecs: [codec], failureConverterPath: ENCRYPTED_FAILURE_CONVERTER } : undefined };
 }
 
 /** `{ payloads: [...] }` as the remote-codec protocol sends it: protobuf JSON (bytes as base64). */

@@ -52,7 +52,11 @@ export interface WorkerOptions {
   config: Config;
   native: NativeConnection;
   deps: ActivityDeps & { live: LiveHub; logger: Logger };
-  /** A prebuilt workflow bundle (tests); default: bundle `src/workflows` at start. */
+  /**
+   * A prebuilt workflow bundle (tests); default: bundle `src/workflows` at start. The workflows'
+   * failure converter is bundled in: a prebuilt bundle must be built with `dataConverter`'s
+   * `failureConverterPath` (the SDK passes it on when it bundles here).
+   */
   workflowBundle?: WorkflowBundleOption;
   /** The process's Temporal data converter (payload encryption), shared with its client. */
   dataConverter?: DataConverter;

@@ -1,17 +1,18 @@
 /**
  * Payload encryption: with keys configured, every payload Temporal stores for a run is
  * AES-256-GCM ciphertext (nothing of the prompt or the tool's output is readable in history),
- * while runs, streams, queries, resumed streams and replay work as before; a key rotates (runs
- * written under the old key stay readable); and `/codec` decodes for the Temporal CLI, as it
- * would for the Web UI.
+ * and so are failures' messages and stack traces, while runs, streams, queries, resumed streams,
+ * failed runs' errors and replay work as before; a key rotates (runs written under the old key
+ * stay readable); and `/codec` decodes for the Temporal CLI, as it would for the Web UI.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { Client, WorkflowFailedError } from '@temporalio/client';
 import { Worker } from '@temporalio/worker';
 import { temporal } from '@temporalio/proto';
-import { AesGcmCodec, ENCRYPTED_ENCODING, KEY_ID_METADATA } from '../../src/connectors/payloadCodec';
+import { ENCRYPTED_ENCODING, KEY_ID_METADATA, payloadEncryption, payloadsFromJson, payloadsToJson } from '../../src/connectors/payloadCodec';
 import { EVERYTHING, stdioServer } from '../support/mcpServers';
 import { contentOf, sseEvents } from '../support/sse';
 import { startStack, testEnv, uniqueQueue, type Stack } from '../support/stack';
@@ -22,6 +23,8 @@ const oldKey = { id: 'k1', key: randomBytes(32).toString('base64') };
 const newKey = { id: 'k2', key: randomBytes(32).toString('base64') };
 const taskQueue = uniqueQueue('encrypted');
 const SECRET = 'zebra-violet-secret';
+/** The rotated stack's data converter, as an operator's own Temporal client would hold it. */
+const { dataConverter } = payloadEncryption([newKey, oldKey].map((k) => ({ id: k.id, key: Buffer.from(k.key, 'base64') })));
 
 const stackWith = (keys: Array<{ id: string; key: string }>, apiKey?: string) =>
   startStack({
@@ -97,9 +100,45 @@ test('history holds ciphertext only; the run, its stream, queries and a resumed 
   expect(streamed.choices[0]!.message.content).toBe(`streamed ${SECRET}`);
 
   // The recorded history replays against the workflow code through the codec.
-  const codec = new AesGcmCodec([newKey, oldKey].map((k) => ({ id: k.id, key: Buffer.from(k.key, 'base64') })));
-  const replay = await Worker.runReplayHistory({ workflowBundle: { codePath: testEnv().bundlePath }, dataConverter: { payloadCodecs: [codec] }, replayName: 'encrypted', sinks: { live: { event: { fn: () => undefined } } } }, history, runId);
+  const replay = await Worker.runReplayHistory({ workflowBundle: { codePath: testEnv().encryptedBundlePath }, dataConverter, replayName: 'encrypted', sinks: { live: { event: { fn: () => undefined } } } }, history, runId);
   expect(replay).toBeUndefined();
+});
+
+test('a failed run: no failure message or stack trace is readable in history; the client gets its error, /codec reads them', async () => {
+  const marker = `${SECRET}-failed`;
+  // The upstream's error bodies echo the prompt: on a retried 500, then on a final 400.
+  s.upstream.enqueue(
+    { steps: [{ kind: 'fault', fault: 'http500', message: `cannot serve "${marker}"` }] },
+    { steps: [{ kind: 'fault', fault: 'http400', message: `rejected "${marker}"` }] },
+  );
+  const res = await fetch(`${s.apiUrl}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'agent', messages: [{ role: 'user', content: `say ${marker}` }] }) });
+  expect(res.status).toBe(400);
+  expect(await res.json()).toEqual({ error: { message: `upstream scripted: rejected "${marker}"`, type: 'invalid_request_error', param: null, code: null } });
+  const runId = res.headers.get('x-run-id')!;
+
+  // As Temporal stores it (a client without the codec). The run's failure, its activity's and the
+  // upstream's within, and the retried attempt's: each an "Encoded failure" line, its message and
+  // stack trace ciphertext.
+  const history = await s.temporal.workflow.getHandle(runId).fetchHistory();
+  const chain: temporal.api.failure.v1.IFailure[] = [];
+  for (let f = history.events!.at(-1)!.workflowExecutionFailedEventAttributes!.failure; f; f = f.cause) chain.push(f);
+  const retried = history.events!.map((e) => e.activityTaskStartedEventAttributes?.lastFailure).find(Boolean);
+  expect([...chain, retried].map((f) => [f?.message, f?.stackTrace, text(f?.encodedAttributes?.metadata?.encoding)])).toEqual(Array(4).fill(['Encoded failure', '', ENCRYPTED_ENCODING]));
+  // Nowhere else either: every string field as JSON text, and the wire bytes (payloads' too).
+  expect(JSON.stringify(history).includes(marker)).toBe(false);
+  expect(Buffer.from(temporal.api.history.v1.History.encode(history).finish()).includes(marker)).toBe(false);
+
+  // `/codec/decode` (the Web UI's and CLI's way) reads the encoded attributes like any payload.
+  const decoded = await fetch(`${s.apiUrl}/codec/decode`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(payloadsToJson([chain[0]!.encodedAttributes!])) });
+  const [attrs] = payloadsFromJson(await decoded.json())!;
+  expect(JSON.parse(text(attrs!.data))).toMatchObject({ message: `upstream scripted: rejected "${marker}"`, stack_trace: expect.stringContaining('workflows/chatCompletion') });
+
+  // A Temporal client with the codec sees the messages.
+  const withCodec = new Client({ connection: s.temporal.connection, namespace: s.config.temporal.namespace, dataConverter });
+  const failed = (await withCodec.workflow.getHandle(runId).result().catch((e: unknown) => e)) as WorkflowFailedError;
+  expect(failed).toBeInstanceOf(WorkflowFailedError);
+  expect(failed.cause?.message).toBe(`upstream scripted: rejected "${marker}"`);
+  expect((failed.cause?.cause as Error | undefined)?.cause).toMatchObject({ message: expect.stringContaining(`rejected "${marker}"`) });
 });
 
 test('a run written under the rotated-out key stays readable', async () => {

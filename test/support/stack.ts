@@ -14,10 +14,17 @@ import { startScriptedUpstream, type ScriptedUpstream } from './scriptedUpstream
 // Retries are the point of many tests; their warnings would bury real failures.
 installLogger('ERROR');
 
-export function testEnv(): { address: string; bundlePath: string } {
+export interface TestEnv {
+  address: string;
+  bundlePath: string;
+  /** The bundle built with encryption's failure converter (see globalSetup). */
+  encryptedBundlePath: string;
+}
+
+export function testEnv(): TestEnv {
   const file = process.env.MIX2API_TEST_ENV_FILE;
   if (!file) throw new Error('MIX2API_TEST_ENV_FILE is not set: run integration tests through jest (globalSetup)');
-  return JSON.parse(readFileSync(file, 'utf8')) as { address: string; bundlePath: string };
+  return JSON.parse(readFileSync(file, 'utf8')) as TestEnv;
 }
 
 let queueN = 0;
@@ -67,7 +74,7 @@ export async function startStack(o: StackOptions = {}): Promise<Stack> {
     config,
     temporalAddress: env.address,
     roles: { worker: true, api: true },
-    workflowBundle: { codePath: env.bundlePath },
+    workflowBundle: { codePath: config.encryption.keys.length > 0 ? env.encryptedBundlePath : env.bundlePath },
     logger: o.logger,
   });
   const connection = await Connection.connect({ address: env.address });
