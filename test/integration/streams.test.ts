@@ -48,7 +48,7 @@ beforeAll(async () => {
     temporal,
     // One attempt may take the whole 60 s answer.
     upstreams: [{ name: 'scripted', baseURL: url, retry: { maxAttempts: 2, initialIntervalSeconds: 0.2, maxIntervalSeconds: 1 }, timeouts: { connectSeconds: 5, idleSeconds: 3, totalSeconds: 120 } }],
-    stream: { heartbeatSeconds: 1, stallSeconds: 2 },
+    stream: { heartbeatSeconds: 1, stallSeconds: 4 },
     loop: { keepaliveSeconds: 1 },
   });
   [a, b] = await Promise.all([startStack({ config }), startStack({ config })]);
@@ -147,10 +147,11 @@ test('a client that reads nothing holds a socket buffer, then is cut off with st
   const url = new URL(`${a.apiUrl}/v1/chat/completions`);
   const { runId, received } = await new Promise<{ runId: string; received: string }>((ok, fail) => {
     const req = request({ host: url.hostname, port: url.port, path: url.pathname, method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
-      // Take nothing. The server's 2-s stall clock starts once the connection is full (this
-      // side's buffers stop filling: bytesRead holds still), and 2 s after the stall it drops a
-      // client that still reads nothing. So read again 3 s after the connection filled up, in the
-      // middle of that window, and take what the server still sends.
+      // Take nothing. The server's 4-s stall clock starts once its writes back up, which is a
+      // little before this side's buffers stop filling (bytesRead holds still; longer on a busy
+      // machine), and 4 s after the stall it drops a client that still reads nothing. So read
+      // again 5 s after bytesRead held still, inside that window with up to 3 s of lag, and take
+      // what the server still sends.
       res.pause();
       let text = '';
       let last = -1;
@@ -162,7 +163,7 @@ test('a client that reads nothing holds a socket buffer, then is cut off with st
           stillSince = Date.now();
           return;
         }
-        if (Date.now() - stillSince < 3000) return;
+        if (Date.now() - stillSince < 5000) return;
         clearInterval(poll);
         res.setEncoding('utf8');
         res.on('data', (c: string) => (text += c));
