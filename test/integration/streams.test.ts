@@ -156,8 +156,8 @@ function dechunk(body: string): string {
 
 // Skipped while its failure in full runs is open: run with the rest of this file (not with -t
 // alone), the paused client receives the whole 6-MB answer and [DONE], so no stall happens. No
-// other test covers `stream_stalled` meanwhile (test/integration/slowClients covers slow requests
-// and never-reading clients' limits, not this cut-off).
+// other test covers `stream_stalled` meanwhile (test/integration/slowClients covers clients that
+// never finish their request, not this cut-off).
 test.skip('a client that reads nothing holds a socket buffer, then is cut off with stream_stalled; the run goes on', async () => {
   // 30,000 deltas (~6 MB of SSE) as fast as the upstream can: far more than sockets buffer.
   const big = Array.from({ length: 30_000 }, (_, i) => `${String(i).padStart(5, '0')}${'x'.repeat(15)}`).join('');
