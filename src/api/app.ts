@@ -20,7 +20,7 @@ import type { PayloadCodec } from '@temporalio/common';
 import type { Logger } from '../telemetry/log';
 import type { Metrics } from '../telemetry/metrics';
 import { requestTraceId, traceRequest } from '../telemetry/tracing';
-import { inboundTraceContext, withTraceContext } from '../telemetry/traceContext';
+import { TRACEPARENT, inboundTraceContext, withTraceContext } from '../telemetry/traceContext';
 
 export interface AppDeps extends CompletionDeps {
   config: Config;
@@ -82,8 +82,7 @@ function routeOf(url: string | undefined): string {
 
 /** The trace a request belongs to: W3C `traceparent`'s trace id (the edge's, or ours). */
 function traceIdOf(req: IncomingMessage): string | undefined {
-  const m = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}$/.exec(String(req.headers.traceparent ?? ''));
-  return m?.[1];
+  return TRACEPARENT.exec(String(req.headers.traceparent ?? ''))?.[2];
 }
 
 /**

@@ -23,7 +23,7 @@ export interface TraceContext {
 const current = new AsyncLocalStorage<TraceContext>();
 
 /** version-traceid-parentid-flags, lowercase hex; version ff, an all-zero trace id or parent id are invalid. */
-const TRACEPARENT = /^([\da-f]{2})-([\da-f]{32})-([\da-f]{16})-[\da-f]{2}$/;
+export const TRACEPARENT = /^([\da-f]{2})-([\da-f]{32})-([\da-f]{16})-[\da-f]{2}$/;
 
 /** The request's trace context, when its `traceparent` is valid (an invalid one is dropped, as the spec says). */
 export function inboundTraceContext(headers: IncomingHttpHeaders): TraceContext | undefined {

@@ -33,12 +33,17 @@ beforeEach(() => s.upstream.reset());
 
 const historyText = async (workflowId: string) => JSON.stringify((await s.temporal.workflow.getHandle(workflowId).fetchHistory()).events);
 
+/** A real run's start input (answered with `text`), for runs the test starts itself. */
+async function seedInput(text: string): Promise<ChatCompletionInput> {
+  s.upstream.setDefault({ steps: [{ kind: 'text', text, chunks: 2 }] });
+  const first = await s.openai.chat.completions.create({ model: 'test-model', messages: [{ role: 'user', content: 'hello' }] }).withResponse();
+  const started = await s.temporal.workflow.getHandle(first.response.headers.get('x-run-id')!).fetchHistory();
+  return defaultPayloadConverter.fromPayload<ChatCompletionInput>(started.events![0]!.workflowExecutionStartedEventAttributes!.input!.payloads![0]!);
+}
+
 test('a step a lost process took but its lease never named moves when the lease lapses (the sweep), long before its start-to-close timeout', async () => {
   // A real run, to copy its start input.
-  s.upstream.setDefault({ steps: [{ kind: 'text', text: 'swept answer', chunks: 2 }] });
-  const first = await s.openai.chat.completions.create({ model: 'test-model', messages: [{ role: 'user', content: 'hello' }] }).withResponse();
-  const startRun = await s.temporal.workflow.getHandle(first.response.headers.get('x-run-id')!).fetchHistory();
-  const seed = defaultPayloadConverter.fromPayload<ChatCompletionInput>(startRun.events![0]!.workflowExecutionStartedEventAttributes!.input!.payloads![0]!);
+  const seed = await seedInput('swept answer');
 
   // The stand-in for the lost process: its own instance queue and identity, a lease it renews
   // with nothing named, and a `callModel` that takes the step and never reports.
@@ -98,10 +103,7 @@ async function closedPortUrl(): Promise<string> {
 
 /** A run whose first model step a ghost process takes (it never reports), with its seed input copied from a real run. */
 async function ghostRun(o: { renewing: boolean }) {
-  s.upstream.setDefault({ steps: [{ kind: 'text', text: 'moved answer', chunks: 2 }] });
-  const first = await s.openai.chat.completions.create({ model: 'test-model', messages: [{ role: 'user', content: 'hello' }] }).withResponse();
-  const started = await s.temporal.workflow.getHandle(first.response.headers.get('x-run-id')!).fetchHistory();
-  const seed = defaultPayloadConverter.fromPayload<ChatCompletionInput>(started.events![0]!.workflowExecutionStartedEventAttributes!.input!.payloads![0]!);
+  const seed = await seedInput('moved answer');
   let held: unknown[] = [];
   // A long lapse (30 s): only an early end of the lease moves the step within the test's bounds.
   const ghost = await startGhost({

@@ -17,8 +17,7 @@ import { resolveTools } from './tools';
 import { ApiError, badRequest } from '../http/errors';
 import { implicitRun } from './implicitKey';
 import { queryRun } from '../http/query';
-import { relayRun } from '../http/relay';
-import { peerSecret } from '../http/peer';
+import { relayRun, relaySettings } from '../http/relay';
 import { runIdFor, sessionIdOf, sessionWorkflowId, startRun } from './startRun';
 import type { KeyLimiter } from '../http/limits';
 import type { ModelRouter } from './routing';
@@ -134,7 +133,7 @@ export async function launchRun(d: CompletionDeps, req: Request, res: Response, 
   // A run with a fixed id may exist already (then it is joined, and its log read first).
   const fresh = explicitKey === undefined && sessionId === null && !implicit?.existing;
   // Subscribe before starting so the first live delta cannot be missed.
-  const events = stream ? relayRun({ client: d.client, live: d.live, runId, signal: abort.signal, fresh, heartbeatMs: d.config.stream.heartbeatSeconds * 1000, peerSecret: peerSecret(d.config), renewMs: d.config.liveness.renewSeconds * 1000 }) : null;
+  const events = stream ? relayRun({ client: d.client, live: d.live, runId, signal: abort.signal, fresh, ...relaySettings(d.config) }) : null;
   const first = stream && fresh && d.prestart ? firstStepRequest(runId, input) : null;
   if (first) d.prestart!.start(first);
   const handle = await startRun(d.config, d.client, {

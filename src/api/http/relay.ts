@@ -17,7 +17,8 @@ import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-w
 import type { LiveHub, LiveView } from '../../connectors/liveHub';
 import type { EndEvent, RunEvent } from '../../domain/events';
 import { parseIdentity, reportGone } from '../../activities/lease';
-import { readPeer } from './peer';
+import { peerSecret, readPeer } from './peer';
+import type { Config } from '../../config/load';
 import { RunMerger } from '../../domain/merge';
 import type { Position } from '../../domain/positions';
 import type { StepProgress } from '../../domain/stepLog';
@@ -49,6 +50,11 @@ export interface RelayOptions {
   peerSecret: string;
   /** The lease's renewal period (`liveness.renewSeconds`), for ending a refusing peer's lease early. */
   renewMs: number;
+}
+
+/** The relay settings every reader of this deployment shares, from its config. */
+export function relaySettings(config: Config): Pick<RelayOptions, 'heartbeatMs' | 'peerSecret' | 'renewMs'> {
+  return { heartbeatMs: config.stream.heartbeatSeconds * 1000, peerSecret: peerSecret(config), renewMs: config.liveness.renewSeconds * 1000 };
 }
 
 /** Whether a model call in this process is writing the step the reader is at (or a later one). */

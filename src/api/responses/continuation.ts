@@ -9,10 +9,13 @@ import { ApiError } from '../http/errors';
 import { queryRun } from '../http/query';
 import { refOf } from './request';
 
+/** What an unknown `previous_response_id` (or another key's) gets. */
+const previousNotFound = (responseId: string) => new ApiError(404, `Previous response with id '${responseId}' not found.`, 'invalid_request_error', 'previous_response_not_found', 'previous_response_id');
+
 /** The run behind `previous_response_id`, when it is the caller's (404 `previous_response_not_found` otherwise). */
 export async function loadPrevious(d: CompletionDeps, responseId: string, keyName: string) {
   const ref = refOf(responseId);
-  const notFound = () => new ApiError(404, `Previous response with id '${responseId}' not found.`, 'invalid_request_error', 'previous_response_not_found', 'previous_response_id');
+  const notFound = () => previousNotFound(responseId);
   if (!ref) throw notFound();
   const handle = d.client.workflow.getHandle(ref.runId);
   let state: RunState;
@@ -34,7 +37,7 @@ export async function loadPrevious(d: CompletionDeps, responseId: string, keyNam
  */
 export async function previousConversation(d: CompletionDeps, responseId: string, keyName: string): Promise<ChatMessage[]> {
   const ref = refOf(responseId);
-  const notFound = () => new ApiError(404, `Previous response with id '${responseId}' not found.`, 'invalid_request_error', 'previous_response_not_found', 'previous_response_id');
+  const notFound = () => previousNotFound(responseId);
   if (!ref) throw notFound();
   const [first, close] = await Promise.all([oneEvent(d, ref.runId, 'first'), oneEvent(d, ref.runId, 'close')]).catch((e: unknown) => {
     throw (e as { code?: number } | null)?.code === 5 ? notFound() : e;

@@ -16,8 +16,7 @@ import { endingLease, launchRun, type CompletionDeps } from '../engine/launch';
 import { ApiError, badRequest } from '../http/errors';
 import { queryRun } from '../http/query';
 import { decideApproval } from '../engine/approvals';
-import { relayRun } from '../http/relay';
-import { peerSecret } from '../http/peer';
+import { relayRun, relaySettings } from '../http/relay';
 import { ChatCompletionRequestSchema, issueParam } from '../engine/request';
 import type { ResponsesRequest } from './request';
 import { RUN_PREFIX, ResponsesRequestSchema, chatBodyOf, deepest, refOf, responseIdOf } from './request';
@@ -29,7 +28,7 @@ import { ResponseBuilder, collect, responseObject, streamResponse } from './rend
 function runEvents(d: CompletionDeps, res: Response, runId: string): AsyncGenerator<RunEvent> {
   const abort = new AbortController();
   res.on('close', () => abort.abort());
-  return relayRun({ client: d.client, live: d.live, runId, from: START, signal: abort.signal, heartbeatMs: d.config.stream.heartbeatSeconds * 1000, peerSecret: peerSecret(d.config), renewMs: d.config.liveness.renewSeconds * 1000 });
+  return relayRun({ client: d.client, live: d.live, runId, from: START, signal: abort.signal, ...relaySettings(d.config) });
 }
 
 /** Answers a response as JSON or as its stream. */

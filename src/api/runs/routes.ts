@@ -13,8 +13,7 @@ import { decideApproval } from '../engine/approvals';
 import { completionBody } from '../http/chunks';
 import { ApiError, badRequest, fromRunFailure } from '../http/errors';
 import { queryRun } from '../http/query';
-import { relayRun } from '../http/relay';
-import { peerSecret } from '../http/peer';
+import { relayRun, relaySettings } from '../http/relay';
 import type { KeyLimiter } from '../http/limits';
 import { streamRun } from '../http/sse';
 import type { Metrics } from '../../telemetry/metrics';
@@ -84,7 +83,7 @@ export function createRunsRouter(d: RunsDeps): Router {
     res.once('close', d.limiter.openStream(String(res.locals.keyName ?? 'anonymous')));
     const abort = new AbortController();
     res.on('close', () => abort.abort());
-    const events = relayRun({ client: d.client, live: d.live, runId: id, from, signal: abort.signal, heartbeatMs: d.config.stream.heartbeatSeconds * 1000, peerSecret: peerSecret(d.config), renewMs: d.config.liveness.renewSeconds * 1000 });
+    const events = relayRun({ client: d.client, live: d.live, runId: id, from, signal: abort.signal, ...relaySettings(d.config) });
     const ctx = { id, created: Math.floor(desc.startTime.getTime() / 1000), model: state.model };
     res.setHeader('X-Run-Id', id);
     await streamRun(d.config, res, events, ctx, req.query.include_usage === 'true', { resumed: from !== null, metrics: d.metrics });
