@@ -164,7 +164,10 @@ export async function startOneApi(o: GatewayOptions & { channels?: number; env?:
         rows.push(...page);
         if (page.length === 0 || p >= 100) break;
       }
-      return rows.reverse().map((r) => ({ outcome: 'success', promptTokens: Number(r.prompt_tokens), completionTokens: Number(r.completion_tokens), raw: r }));
+      // A log written while the pages are read shifts them: a row seen on page p comes again on
+      // page p + 1. One row per id, oldest first (the newest may wait for the next read).
+      const byId = new Map(rows.map((r) => [Number(r.id), r]));
+      return [...byId.entries()].sort(([a], [b]) => a - b).map(([, r]) => ({ outcome: 'success', promptTokens: Number(r.prompt_tokens), completionTokens: Number(r.completion_tokens), raw: r }));
     };
     const baseURL = `${base}/v1`;
     return {
