@@ -41,6 +41,7 @@ export class Metrics {
   readonly timeToFirstToken: Histogram<'model'>;
   readonly activeStreams: Gauge<string>;
   readonly activeRuns: Gauge<string>;
+  readonly streamsStalled: Counter<'api'>;
   readonly modelCalls: Counter<'upstream' | 'outcome'>;
   readonly modelRetries: Counter<'upstream'>;
   readonly modelFallbacks: Counter<'upstream'>;
@@ -61,6 +62,7 @@ export class Metrics {
     this.timeToFirstToken = make(() => new Histogram({ name: 'mix2api_time_to_first_token_seconds', help: 'From request to the first content a streaming client was sent, by model.', labelNames: ['model'] as const, buckets: LATENCY_BUCKETS, registers }));
     this.activeStreams = make(() => new Gauge({ name: 'mix2api_active_streams', help: 'SSE streams open on this API process.', registers }));
     this.activeRuns = make(() => new Gauge({ name: 'mix2api_active_runs', help: 'Runs this API process is answering a request for (streaming or not).', registers }));
+    this.streamsStalled = make(() => new Counter({ name: 'mix2api_streams_stalled_total', help: 'Streams cut off because the client read nothing for stream.stallSeconds (the run goes on), by front door (chat, responses).', labelNames: ['api'] as const, registers }));
     this.modelCalls = make(() => new Counter({ name: 'mix2api_model_calls_total', help: 'Upstream model calls (one per attempt and fallback target), by upstream and outcome.', labelNames: ['upstream', 'outcome'] as const, registers }));
     this.modelRetries = make(() => new Counter({ name: 'mix2api_model_retries_total', help: 'Model-step attempts after the first (Temporal retries of callModel), by upstream.', labelNames: ['upstream'] as const, registers }));
     this.modelFallbacks = make(() => new Counter({ name: 'mix2api_model_fallbacks_total', help: 'Model calls handed to the next fallback target, by the upstream that failed.', labelNames: ['upstream'] as const, registers }));

@@ -73,6 +73,16 @@ test('stream: responses.stream gets the Responses events in order with growing s
   expect(seqs).toEqual(seqs.map((_, i) => i));
 });
 
+test('stream failure: an `error` event keeps its type (as OpenAI sends it), then response.failed', async () => {
+  s.upstream.enqueue({ steps: [{ kind: 'fault', fault: 'http400', message: 'bad prompt' }] });
+  const res = await fetch(`${s.apiUrl}/v1/responses`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'test-model', stream: true, input: 'fail' }) });
+  const events: Array<{ type: string; code?: string; message?: string }> = [];
+  for await (const e of sseEvents(res)) events.push(JSON.parse(e.data) as (typeof events)[number]);
+  const types = events.map((e) => e.type);
+  expect(types.slice(-2)).toEqual(['error', 'response.failed']);
+  expect(events.at(-2)).toMatchObject({ type: 'error', message: expect.stringContaining('bad prompt') });
+});
+
 test('client function tool: a function_call item, then function_call_output with previous_response_id continues the conversation', async () => {
   const tools = [{ type: 'function' as const, name: 'get_weather', description: 'Weather for a city', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] }, strict: false }];
   s.upstream.enqueue({ steps: [{ kind: 'toolCalls', calls: [{ id: 'call_w1', name: 'get_weather', arguments: '{"city":"Oslo"}' }] }] });

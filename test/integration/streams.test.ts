@@ -154,21 +154,23 @@ function dechunk(body: string): string {
   }
 }
 
-// Skipped while its failure in full runs is open: run with the rest of this file (not with -t
-// alone), the paused client receives the whole 6-MB answer and [DONE], so no stall happens. No
-// other test covers `stream_stalled` meanwhile (test/integration/slowClients covers clients that
-// never finish their request, not this cut-off).
-test.skip('a client that reads nothing holds a socket buffer, then is cut off with stream_stalled; the run goes on', async () => {
-  // 30,000 deltas (~6 MB of SSE) as fast as the upstream can: far more than sockets buffer.
-  const big = Array.from({ length: 30_000 }, (_, i) => `${String(i).padStart(5, '0')}${'x'.repeat(15)}`).join('');
-  scripts.set('a lot', { steps: [{ kind: 'text', text: big, chunks: 30_000 }] });
-  const url = new URL(`${a.apiUrl}/v1/chat/completions`);
-  // A raw socket, paused before it reads a byte: the kernel's receive buffer stays at its initial
-  // size (it only grows, by autotuning, while the application reads), so the server's writes back
-  // up within a moment whatever the machine's TCP limits. The server's 4-s stall clock starts then,
-  // and 4 s after the stall it drops a client that still reads nothing; so read again 6 s after
-  // connecting, inside that window, and take what the server still sends.
-  const body = JSON.stringify(ask('a lot'));
+/** `mix2api_streams_stalled_total{api}` on a stack's API process. */
+async function stalls(s: Stack, api: string): Promise<number> {
+  const text = await (await fetch(`${s.apiUrl}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`mix2api_streams_stalled_total{api="${api}"}`));
+  return line ? Number(line.split(' ').pop()) : 0;
+}
+
+/**
+ * POSTs `body` on a raw socket that is paused before it reads a byte: the kernel's receive buffer
+ * stays at its initial size (it grows, by autotuning, only while the application reads), so the
+ * server's writes back up whatever the machine's TCP limits. The socket reads again once the
+ * server has counted its stall (inside the spell before it drops a client that still reads
+ * nothing), and takes what the server still sends: the decoded body and the head.
+ */
+async function pausedUntilStalled(s: Stack, path: string, body: string, api: string): Promise<{ head: string; body: string }> {
+  const url = new URL(`${s.apiUrl}${path}`);
+  const before = await stalls(s, api);
   const raw = await new Promise<string>((ok, fail) => {
     const sock = connect(Number(url.port), url.hostname, () => {
       sock.write(`POST ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
@@ -178,11 +180,26 @@ test.skip('a client that reads nothing holds a socket buffer, then is cut off wi
     sock.on('data', (c: Buffer) => chunks.push(c));
     sock.on('error', fail);
     sock.on('close', () => ok(Buffer.concat(chunks).toString('utf8')));
-    setTimeout(() => sock.resume(), 6000);
+    const watch = setInterval(() => {
+      void stalls(s, api).then((n) => {
+        if (n <= before) return;
+        clearInterval(watch);
+        sock.resume();
+      });
+    }, 100);
+    sock.on('close', () => clearInterval(watch));
   });
   const head = raw.slice(0, raw.indexOf('\r\n\r\n'));
+  return { head, body: dechunk(raw.slice(head.length + 4)) };
+}
+
+/** 30,000 deltas (~6 MB of SSE) as fast as the upstream can: far more than sockets buffer. */
+const BIG = Array.from({ length: 30_000 }, (_, i) => `${String(i).padStart(5, '0')}${'x'.repeat(15)}`).join('');
+
+test('a client that reads nothing holds a socket buffer, then is cut off with stream_stalled; the run goes on', async () => {
+  scripts.set('a lot', { steps: [{ kind: 'text', text: BIG, chunks: 30_000 }] });
+  const { head, body: received } = await pausedUntilStalled(a, '/v1/chat/completions', JSON.stringify(ask('a lot')), 'chat');
   const runId = /^x-run-id: (\S+)/im.exec(head)?.[1] ?? '';
-  const received = dechunk(raw.slice(head.length + 4));
   expect(received).toContain('"code":"stream_stalled"');
   expect(received).not.toContain('data: [DONE]');
   // It got the socket's worth, not the whole answer.
@@ -194,13 +211,31 @@ test.skip('a client that reads nothing holds a socket buffer, then is cut off wi
     .map(contentOf)
     .join('');
   expect(content.length).toBeGreaterThan(0);
-  expect(content.length).toBeLessThan(big.length);
+  expect(content.length).toBeLessThan(BIG.length);
   // The run itself finished with the whole answer.
   await a.temporal.workflow.getHandle(runId).result();
   const run = (await (await fetch(`${a.apiUrl}/v1/runs/${runId}`)).json()) as { status: string; message: { content: string } };
   expect(run.status).toBe('completed');
-  expect(run.message.content).toBe(big);
-});
+  expect(run.message.content).toBe(BIG);
+}, 60_000);
+
+test('a Responses client that reads nothing is cut off the same way, with an error event; the response completes', async () => {
+  scripts.set('a lot, as a response', { steps: [{ kind: 'text', text: BIG, chunks: 30_000 }] });
+  const body = JSON.stringify({ model: 'test-model', stream: true, input: 'a lot, as a response' });
+  const { head, body: received } = await pausedUntilStalled(a, '/v1/responses', body, 'responses');
+  const events = received
+    .split('\n\n')
+    .map((b) => /^data: (.*)$/m.exec(b)?.[1])
+    .filter((d): d is string => !!d)
+    .map((d) => JSON.parse(d) as { type: string; code?: string; sequence_number: number });
+  const last = events[events.length - 1]!;
+  // The event keeps its type, as OpenAI's `error` stream events do, and the stream stops there.
+  expect(last).toMatchObject({ type: 'error', code: 'stream_stalled' });
+  expect(events.some((e) => e.type === 'response.completed')).toBe(false);
+  expect(last.sequence_number).toBe(events[events.length - 2]!.sequence_number + 1);
+  const id = /^x-run-id: (\S+)/im.exec(head)?.[1] ?? '';
+  await a.temporal.workflow.getHandle(id).result();
+}, 60_000);
 
 test('a 60-s answer leaves no more history than a 1-s one: the bound holds whatever the length', async () => {
   const r = await long;

@@ -15,10 +15,10 @@ import { chunk, errorChunk, eventDeltas, usageChunk, type ChunkContext } from '.
 import { ApiError, toApiError } from './errors';
 import type { Metrics } from '../../telemetry/metrics';
 
-class StalledError extends Error {}
+export class StalledError extends Error {}
 
 /** Waits until `res` drains, closes, or `ms` pass (then throws StalledError). */
-function drained(res: Response, ms: number): Promise<void> {
+export function drained(res: Response, ms: number): Promise<void> {
   return new Promise((ok, fail) => {
     const done = (err?: Error) => {
       clearTimeout(timer);
@@ -122,6 +122,7 @@ export async function streamRun(
     }
   } catch (err) {
     if (err instanceof StalledError) {
+      o.metrics?.streamsStalled.inc({ api: 'chat' });
       // Past the socket buffer, so this one frame is all a stalled client can cost.
       // The error goes behind what the socket holds: a client that reads again gets it last.
       res.end(frame(null, errorChunk(ctx, new ApiError(408, `the client read nothing for ${config.stream.stallSeconds}s; the stream was closed (the run goes on)`, 'timeout_error', 'stream_stalled'))));

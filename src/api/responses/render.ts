@@ -5,7 +5,9 @@
 import type { Response } from 'express';
 import type { Usage } from '../../domain/chat';
 import { deltaOf, type RunEvent, type WireError } from '../../domain/events';
-import { errorBody, toApiError } from '../http/errors';
+import { ApiError, toApiError } from '../http/errors';
+import { StalledError, drained } from '../http/sse';
+import type { Metrics } from '../../telemetry/metrics';
 import type { ResponsesRequest } from './request';
 
 type OutputItem = Record<string, unknown> & { type: string; id: string };
@@ -236,16 +238,17 @@ export async function collect(events: AsyncGenerator<RunEvent>, b: ResponseBuild
   return b;
 }
 
-function drainOrClose(res: Response): Promise<void> {
-  return new Promise((ok) => {
-    const done = () => {
-      res.off('drain', done);
-      res.off('close', done);
-      ok();
-    };
-    res.on('drain', done);
-    res.on('close', done);
-  });
+/** An `error` stream event's fields, as OpenAI sends them: its `type` stays `error`. */
+function errorEventOf(e: Pick<WireError, 'message' | 'code' | 'param'>): Record<string, unknown> {
+  return { code: e.code, message: e.message, param: e.param };
+}
+
+/** How a Responses stream is paced: keepalives in quiet spells, and the cut-off of a stalled client. */
+export interface StreamPacing {
+  keepaliveMs: number;
+  /** A client that takes nothing this long gets an `error` event (`stream_stalled`) and is cut off. */
+  stallMs: number;
+  metrics?: Metrics;
 }
 
 /**
@@ -253,7 +256,8 @@ function drainOrClose(res: Response): Promise<void> {
  * The events of a run and their numbers are the same on every reading of its log, so a reader
  * that resumes `after` a sequence number is sent only what follows it.
  */
-export async function streamResponse(res: Response, events: AsyncGenerator<RunEvent>, ctx: ResponseContext, keepaliveMs: number, after = -1): Promise<void> {
+export async function streamResponse(res: Response, events: AsyncGenerator<RunEvent>, ctx: ResponseContext, pacing: StreamPacing, after = -1): Promise<void> {
+  const { keepaliveMs, stallMs } = pacing;
   let seq = 0;
   let started = false;
   let wroteAt = Date.now();
@@ -291,16 +295,28 @@ export async function streamResponse(res: Response, events: AsyncGenerator<RunEv
       b.take(e);
       if (b.over) break;
       // At the client's pace: nothing more is read from the run while its socket is full.
-      if (res.writableNeedDrain) await drainOrClose(res);
+      if (res.writableNeedDrain) await drained(res, stallMs);
     }
   } catch (e) {
+    if (e instanceof StalledError) {
+      // As on Chat Completions: one error event behind what the socket holds, then the cut-off;
+      // the run goes on, and `GET /v1/responses/{id}?stream=true&starting_after=` resumes it.
+      pacing.metrics?.streamsStalled.inc({ api: 'responses' });
+      clearInterval(keepalive);
+      const err = new ApiError(408, `the client read nothing for ${stallMs / 1000}s; the stream was closed (the response goes on)`, 'timeout_error', 'stream_stalled');
+      res.end(`event: error\ndata: ${JSON.stringify({ type: 'error', sequence_number: seq, ...errorEventOf(err) })}\n\n`);
+      const drop = setTimeout(() => res.destroy(), stallMs);
+      drop.unref();
+      res.once('finish', () => clearTimeout(drop));
+      return;
+    }
     const err = toApiError(e);
     b.error = { status: err.status, message: err.message, type: err.type, code: err.code, param: err.param };
     b.status = 'failed';
   }
   if (b.status === 'cancelled') write('response.cancelled', { response: responseObject(ctx, b) });
   else if (b.status === 'failed' && b.error) {
-    write('error', { ...errorBody(b.error).error });
+    write('error', errorEventOf(b.error));
     write('response.failed', { response: responseObject(ctx, b) });
   } else write(b.status === 'incomplete' ? 'response.incomplete' : 'response.completed', { response: responseObject(ctx, b) });
   clearInterval(keepalive);

@@ -21,7 +21,7 @@ import { ChatCompletionRequestSchema, issueParam } from '../engine/request';
 import type { ResponsesRequest } from './request';
 import { RUN_PREFIX, ResponsesRequestSchema, chatBodyOf, deepest, refOf, responseIdOf } from './request';
 import { loadPrevious, previousConversation } from './continuation';
-import type { ResponseContext } from './render';
+import type { ResponseContext, StreamPacing } from './render';
 import { ResponseBuilder, collect, responseObject, streamResponse } from './render';
 
 /** The run's events from its start, for as long as the request lasts. */
@@ -31,9 +31,11 @@ function runEvents(d: CompletionDeps, res: Response, runId: string): AsyncGenera
   return relayRun({ client: d.client, live: d.live, runId, from: START, signal: abort.signal, ...relaySettings(d.config) });
 }
 
+const pacingOf = (d: CompletionDeps): StreamPacing => ({ keepaliveMs: d.config.loop.keepaliveSeconds * 1000, stallMs: d.config.stream.stallSeconds * 1000, metrics: d.metrics });
+
 /** Answers a response as JSON or as its stream. */
-async function answer(res: Response, events: AsyncGenerator<RunEvent>, ctx: ResponseContext, stream: boolean, keepaliveMs: number): Promise<void> {
-  if (stream) return streamResponse(res, events, ctx, keepaliveMs);
+async function answer(res: Response, events: AsyncGenerator<RunEvent>, ctx: ResponseContext, stream: boolean, pacing: StreamPacing): Promise<void> {
+  if (stream) return streamResponse(res, events, ctx, pacing);
   const b = await collect(events, new ResponseBuilder(ctx.hex, ctx.segment, () => undefined));
   if (b.error && b.output.length === 0) throw new ApiError(b.error.status, b.error.message, b.error.type, b.error.code, b.error.param);
   res.json(responseObject(ctx, b));
@@ -58,7 +60,7 @@ async function continueAfterApproval(d: CompletionDeps, req: Request, res: Respo
   const ctx: ResponseContext = { id: responseIdOf(ref.hex, segment), hex: ref.hex, segment, created: Math.floor(Date.now() / 1000), model: state.model, request: r };
   res.setHeader('X-Run-Id', ref.runId);
   // This request follows the run to its end: the run's lease ends with it, as a first request's would.
-  await answer(res, endingLease(runEvents(d, res, ref.runId), d.limiter, keyName, ref.runId), ctx, r.stream === true, d.config.loop.keepaliveSeconds * 1000);
+  await answer(res, endingLease(runEvents(d, res, ref.runId), d.limiter, keyName, ref.runId), ctx, r.stream === true, pacingOf(d));
 }
 
 export function createResponsesHandler(d: CompletionDeps) {
@@ -91,7 +93,7 @@ export function createResponsesHandler(d: CompletionDeps) {
       res.json(responseObject(ctx, null));
       return;
     }
-    await answer(res, run.events!, ctx, r.stream === true, d.config.loop.keepaliveSeconds * 1000);
+    await answer(res, run.events!, ctx, r.stream === true, pacingOf(d));
   };
 }
 
@@ -125,7 +127,7 @@ export function createGetResponseHandler(d: CompletionDeps) {
       const after = raw === undefined ? -1 : Number(raw);
       if (!Number.isInteger(after) || after < -1) throw badRequest('starting_after must be a sequence number (an integer from 0)', 'starting_after');
       res.once('close', d.limiter.openStream(String(res.locals.keyName ?? 'anonymous')));
-      await streamResponse(res, runEvents(d, res, runId), ctx, d.config.loop.keepaliveSeconds * 1000, after);
+      await streamResponse(res, runEvents(d, res, runId), ctx, pacingOf(d), after);
       return;
     }
     // A run whose answer is in (its workflow may still be closing), or that waits for an
