@@ -200,6 +200,15 @@ export const LoopSchema = z
     onDisconnect: z.enum(['continue', 'cancel']).default('continue'),
     /** A tool call waiting for approval is denied after this long. */
     approvalTimeoutSeconds: z.number().positive().max(30 * 24 * 3600).default(900),
+    /**
+     * Budgets per run (unset: none). A run that reaches one ends with `run_budget_exceeded`,
+     * its tool calls compensated as on a cancel. Model calls count every upstream attempt
+     * (retries and fallbacks too); tool calls count every server-side call the model asked for;
+     * tokens are prompt + completion over the whole loop, as the upstream reported them.
+     */
+    maxModelCalls: z.number().int().min(1).max(10_000).optional(),
+    maxToolCalls: z.number().int().min(0).max(100_000).optional(),
+    maxTokens: z.number().int().min(1).optional(),
   })
   .strict();
 

@@ -73,6 +73,8 @@ export interface ChatCompletionInput {
   /** Task queue of the API instance holding the client's connection (live deltas). */
   liveTaskQueue?: string;
   maxSteps: number;
+  /** `loop.maxModelCalls` / `maxToolCalls` / `maxTokens`: absent on runs with none. */
+  budgets?: RunBudgets;
   /** For the Temporal UI: `apiKeyName` of the caller. */
   keyName?: string;
   /** Server-side MCP tools of this run. */
@@ -87,6 +89,12 @@ export interface ChatCompletionInput {
   reuseToolResults?: ReusableToolResult[];
   /** A session's last turn's stored upstream response (see StoredResponse). */
   from?: StoredResponse;
+}
+
+export interface RunBudgets {
+  modelCalls?: number;
+  toolCalls?: number;
+  tokens?: number;
 }
 
 export interface ReusableToolResult {

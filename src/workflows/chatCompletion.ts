@@ -37,6 +37,7 @@ import {
   STATE_QUERY,
   TOOL_RESULTS_QUERY,
   type ReusableToolResult,
+  type RunBudgets,
 } from '../domain/run';
 import { Approvals } from './approvals';
 import { Saga, UNDO_UNFINISHED } from './saga';
@@ -48,7 +49,7 @@ type LeaseActivities = ReturnType<typeof createLeaseActivities>;
 /** How long a live-queue task may wait for its API instance before falling back to the shared queue. */
 const LIVE_QUEUE_WAIT = '3 seconds';
 
-function modelProxy(input: ChatCompletionInput, step: number, taskQueue: string | undefined, live: boolean) {
+function modelProxy(input: ChatCompletionInput, step: number, taskQueue: string | undefined, live: boolean, attempts: number) {
   const r = input.route;
   return wf.proxyActivities<ModelActivities>({
     taskQueue,
@@ -58,7 +59,7 @@ function modelProxy(input: ChatCompletionInput, step: number, taskQueue: string 
     startToCloseTimeout: `${r.totalSeconds + 5} seconds`,
     ...(live ? { scheduleToStartTimeout: LIVE_QUEUE_WAIT } : {}),
     retry: {
-      maximumAttempts: r.retry.maxAttempts,
+      maximumAttempts: attempts,
       initialInterval: `${r.retry.initialIntervalSeconds} seconds`,
       maximumInterval: `${r.retry.maxIntervalSeconds} seconds`,
       backoffCoefficient: 2,
@@ -82,12 +83,12 @@ function lastProgress(e: unknown, step: number): RunEvent[] {
  * to the shared queue. A step whose process was lost (its lease lapsed, or it shut down) runs
  * again on the shared queue at once, seeded with what the lost attempt had streamed.
  */
-async function callModel(input: ChatCompletionInput, args: CallModelInput, live: { queue?: string }): Promise<CallModelResult> {
+async function callModel(input: ChatCompletionInput, args: CallModelInput, live: { queue?: string }, attempts: number): Promise<CallModelResult> {
   let call = args;
   for (let moves = 0; ; ) {
     const queue = live.queue;
     try {
-      return await modelProxy(input, call.step, queue, queue !== undefined)(call);
+      return await modelProxy(input, call.step, queue, queue !== undefined, attempts)(call);
     } catch (e) {
       // (Runs recorded before steps stopped heartbeating were told by their heartbeats.)
       if (wf.isCancellation(e)) {
@@ -154,6 +155,25 @@ const TOOLS_ATTRIBUTE = defineSearchAttributeKey('Mix2apiTools', SearchAttribute
 
 const STOP_NOTE = (n: number) => `\n\n[mix2api: stopped after ${n} model steps (loop.maxSteps); the model still wanted to call tools]`;
 
+/**
+ * The run's end when going on would pass a budget: `calls` more tool calls and at least `prompt`
+ * more tokens (the next step's prompt holds this one's) on top of what is spent. Null to go on.
+ */
+function overBudget(budgets: RunBudgets, spent: { modelCalls: number; toolCalls: number }, calls: number, prompt: number, usage: Usage | undefined): ApplicationFailure | null {
+  const tokens = usage?.total_tokens ?? 0;
+  const reached =
+    budgets.modelCalls !== undefined && spent.modelCalls >= budgets.modelCalls
+      ? { key: 'maxModelCalls', limit: budgets.modelCalls, why: `${spent.modelCalls} model calls made, and the model wants another step` }
+      : budgets.toolCalls !== undefined && spent.toolCalls + calls > budgets.toolCalls
+        ? { key: 'maxToolCalls', limit: budgets.toolCalls, why: `${spent.toolCalls} tool calls made, and the model asked for ${calls} more` }
+        : budgets.tokens !== undefined && tokens + prompt > budgets.tokens
+          ? { key: 'maxTokens', limit: budgets.tokens, why: `${tokens} tokens spent, and the next step's prompt alone would take at least ${prompt}` }
+          : null;
+  if (!reached) return null;
+  const message = `this run reached loop.${reached.key} (${reached.limit}): ${reached.why}. Spent: ${spent.modelCalls} model calls, ${spent.toolCalls} tool calls, ${tokens} tokens (${usage?.prompt_tokens ?? 0} prompt, ${usage?.completion_tokens ?? 0} completion); finished tool calls were compensated where their servers have an undo.`;
+  return ApplicationFailure.create({ type: 'BudgetExceeded', message, nonRetryable: true, details: [wireError(400, message, 'invalid_request_error', 'run_budget_exceeded', `loop.${reached.key}`)] });
+}
+
 /** Most events one `mix2api.events` query returns; a reader asks again for the rest. */
 const EVENTS_PAGE = 500;
 
@@ -218,6 +238,8 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
     const toolsUsed = new Set<string>();
     const liveQueue = { queue: input.liveTaskQueue };
     let content = '';
+    const budgets = input.budgets ?? {};
+    const spent = { modelCalls: 0, toolCalls: 0 };
 
     const finish = (end: EndEvent, hidden?: HiddenSteps): ChatCompletionResult => {
       result = { id: runId, created: Math.floor(info.startTime.getTime() / 1000), model: input.route.exposedModel, message: end.message, finishReason: end.finishReason, usage, steps, ...(hidden ? { hidden } : {}), ...(from ? { stored: from } : {}) };
@@ -230,7 +252,10 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
     let from = input.from;
     for (;; step++) {
       const call = stepRequest(runId, input, { step, messages, tools, serverTools: [...byName.keys()], contentSoFar: content, usageSoFar: usage, from });
-      const r = await callModel(input, call, liveQueue);
+      // Under a model-call budget, a step's retries stop where the budget does.
+      const attempts = budgets.modelCalls === undefined ? input.route.retry.maxAttempts : Math.max(1, Math.min(input.route.retry.maxAttempts, budgets.modelCalls - spent.modelCalls));
+      const r = await callModel(input, call, liveQueue, attempts);
+      spent.modelCalls += r.attempt;
       // The step's output joins the log in one piece; its readers already have it live.
       log.push(...r.events);
       usage = addUsage(usage, r.usage);
@@ -263,6 +288,9 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
         content += note;
         return finish(endWith(clientFacing(), 'length', seq));
       }
+      const over = overBudget(budgets, spent, serverCalls.length, r.usage?.prompt_tokens ?? 0, usage);
+      if (over) throw over;
+      spent.toolCalls += serverCalls.length;
       transcript.push(assistant);
       messages.push(assistant);
       // Each call: approval if its server asks for one, then the call itself; all calls in parallel.

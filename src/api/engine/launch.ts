@@ -11,7 +11,7 @@ import type { LiveHub } from '../../connectors/liveHub';
 import type { ChatMessage } from '../../domain/chat';
 import { contextLengthMessage, estimateTokens, fitToWindow, fixedCost } from '../../domain/contextGuard';
 import { referencedRuns, rejoin } from '../../domain/rejoin';
-import { STATE_QUERY, type CallModelInput, type ChatCompletionInput, type ChatCompletionResult, type HiddenSteps, type RunState } from '../../domain/run';
+import { STATE_QUERY, type CallModelInput, type ChatCompletionInput, type RunBudgets, type ChatCompletionResult, type HiddenSteps, type RunState } from '../../domain/run';
 import { firstStepRequest } from '../../domain/stepRequest';
 import { resolveTools } from './tools';
 import { ApiError, badRequest } from '../http/errors';
@@ -91,6 +91,16 @@ export interface LaunchedRun {
   result(): Promise<ChatCompletionResult>;
 }
 
+/** The run's budgets, when any is configured (a run without them carries none). */
+function budgetsOf(loop: Config['loop']): { budgets?: RunBudgets } {
+  const budgets: RunBudgets = {
+    ...(loop.maxModelCalls !== undefined ? { modelCalls: loop.maxModelCalls } : {}),
+    ...(loop.maxToolCalls !== undefined ? { toolCalls: loop.maxToolCalls } : {}),
+    ...(loop.maxTokens !== undefined ? { tokens: loop.maxTokens } : {}),
+  };
+  return Object.keys(budgets).length > 0 ? { budgets } : {};
+}
+
 /**
  * Routes, checks limits and starts (or joins) the run for a validated Chat Completions body:
  * the engine every front door shares. `raw` is the body as the client sent it (what a
@@ -126,6 +136,7 @@ export async function launchRun(d: CompletionDeps, req: Request, res: Response, 
     searchAttributes: d.config.temporal.searchAttributes === true,
     liveTaskQueue: stream ? d.liveTaskQueue : undefined,
     maxSteps: d.config.loop.maxSteps,
+    ...budgetsOf(d.config.loop),
     keyName,
     ...(implicit?.reuse ? { reuseToolResults: implicit.reuse } : {}),
   };
