@@ -18,7 +18,8 @@ import { UpstreamUnavailableError, type UpstreamClient } from '../connectors/ups
 import type { Metrics } from '../telemetry/metrics';
 import { failSpan, providerOf, SpanKind, traceHeaders, tracer } from '../telemetry/tracing';
 import { MessageAccumulator, type ChatMessage, type Delta, type Usage } from '../domain/chat';
-import { contextLengthMessage, estimateTokens, fitToWindow, fixedCost } from '../domain/contextGuard';
+import { contextLengthMessage, fitToWindow, fixedCost } from '../domain/contextGuard';
+import { tokenCounterFor } from '../domain/tokens';
 import { stepEnd } from '../domain/stepRequest';
 import type { RunEvent } from '../domain/events';
 import type { StepLog } from '../domain/stepLog';
@@ -326,11 +327,13 @@ export class ModelStep {
     const body = input.body as unknown as ChatBody;
     if (!input.contextTokens) return { body, dropped: 0 };
     const messages = body.messages as ChatMessage[];
-    const fitted = input.trim === false ? null : fitToWindow(messages, input.contextTokens, fixedCost(body));
+    const counter = tokenCounterFor(body.model, this.ctx.upstreams.get(input.upstream)?.cfg.api);
+    const fixed = fixedCost(body, undefined, counter);
+    const fitted = input.trim === false ? null : fitToWindow(messages, input.contextTokens, fixed, counter);
     if (fitted) return { body: { ...body, messages: fitted.messages as ChatBody['messages'] }, dropped: fitted.dropped };
-    const need = estimateTokens(messages) + fixedCost(body);
+    const need = counter.count(messages) + fixed;
     if (input.trim === false && need <= input.contextTokens) return { body, dropped: 0 };
-    const msg = contextLengthMessage(need, input.contextTokens, input.trim !== false);
+    const msg = contextLengthMessage(need, input.contextTokens, input.trim !== false, counter.method);
     throw ApplicationFailure.create({ type: FailureType.ContextLength, message: msg, nonRetryable: true, details: [wireError(400, msg, 'invalid_request_error', 'context_length_exceeded', 'messages')] });
   }
 

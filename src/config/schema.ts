@@ -177,9 +177,9 @@ export const ModelSchema = z
      */
     fallbacks: z.array(z.object({ upstream: z.string(), model: z.string().optional() }).strict()).max(8).default([]),
     /**
-     * The model's context window in tokens (estimated as UTF-8 bytes / 4). A request over it
-     * has its oldest turns trimmed (`trim: true`, the default) or is refused with
-     * 400 `context_length_exceeded`.
+     * The model's context window in tokens (counted with OpenAI's encoding for OpenAI's models,
+     * else estimated as UTF-8 bytes / 4: domain/tokens). A request over it has its oldest turns
+     * trimmed (`trim: true`, the default) or is refused with 400 `context_length_exceeded`.
      */
     contextTokens: z.number().int().positive().optional(),
     trim: z.boolean().default(true),

@@ -1,24 +1,26 @@
 /**
- * The context window guard: a request whose estimated size is over its model's `contextTokens`
+ * The context window guard: a request whose size in tokens is over its model's `contextTokens`
  * loses its oldest turns until it fits. What is never dropped: system and developer messages,
  * the last user message (the question being answered) and the last turn (with the calls and
  * results it belongs to). An
  * assistant message with `tool_calls` and the `tool` results answering it go or stay together,
  * since an upstream refuses a result without its call and a call without its result.
  *
- * Tokens are estimated, not counted: a message's UTF-8 JSON bytes / 4 (what the upstream's
- * tokenizer sees is model-specific, and mix2api talks to many). The output cap the client asked
- * for (`max_completion_tokens`/`max_tokens`) counts against the window too, as OpenAI counts it.
+ * Tokens are what the caller's counter says (./tokens): counted with the model's own encoding
+ * for OpenAI's models, else estimated as UTF-8 JSON bytes / 4, which is also the default here.
+ * The output cap the client asked for (`max_completion_tokens`/`max_tokens`) counts against the
+ * window too, as OpenAI counts it.
  */
 import type { ChatMessage } from './chat';
+import { estimateCounter, type TokenCounter } from './tokens';
 
-export const estimateTokens = (v: unknown): number => Math.ceil(Buffer.byteLength(JSON.stringify(v) ?? '') / 4);
+export { estimateTokens } from './tokens';
 
 export interface Fitted {
   messages: ChatMessage[];
   /** How many messages were left out. */
   dropped: number;
-  /** The estimate of what is sent. */
+  /** The count (or estimate) of what is sent. */
   tokens: number;
 }
 
@@ -39,8 +41,8 @@ function groups(messages: ChatMessage[]): number[][] {
  * `messages` trimmed to fit `limit` tokens together with `fixed` (tools, the output cap), or null
  * when even the messages that are never dropped are over it.
  */
-export function fitToWindow(messages: ChatMessage[], limit: number, fixed = 0): Fitted | null {
-  const sizes = messages.map(estimateTokens);
+export function fitToWindow(messages: ChatMessage[], limit: number, fixed = 0, counter: TokenCounter = estimateCounter): Fitted | null {
+  const sizes = messages.map((m) => counter.count(m));
   let total = fixed + sizes.reduce((a, b) => a + b, 0);
   if (total <= limit) return { messages, dropped: 0, tokens: total };
   const keep = new Array<boolean>(messages.length).fill(true);
@@ -65,12 +67,13 @@ export function fitToWindow(messages: ChatMessage[], limit: number, fixed = 0): 
 }
 
 /** The window's fixed costs: the tools sent with every step and the output cap asked for. */
-export function fixedCost(body: { tools?: unknown; max_tokens?: unknown; max_completion_tokens?: unknown }, tools?: unknown[]): number {
+export function fixedCost(body: { tools?: unknown; max_tokens?: unknown; max_completion_tokens?: unknown }, tools?: unknown[], counter: TokenCounter = estimateCounter): number {
   const cap = typeof body.max_completion_tokens === 'number' ? body.max_completion_tokens : typeof body.max_tokens === 'number' ? body.max_tokens : 0;
   const t = tools ?? (Array.isArray(body.tools) ? body.tools : []);
-  return cap + (t.length ? estimateTokens(t) : 0);
+  return cap + (t.length ? counter.count(t) : 0);
 }
 
-export function contextLengthMessage(tokens: number, limit: number, trimmed: boolean): string {
-  return `This model's maximum context length is ${limit} tokens, and this request needs about ${tokens} (estimated: UTF-8 bytes / 4, with the output cap and tools)${trimmed ? ', more than fits even with every older turn left out' : ''}. Shorten the messages or lower max_completion_tokens.`;
+export function contextLengthMessage(tokens: number, limit: number, trimmed: boolean, method: TokenCounter['method'] = 'estimate'): string {
+  const how = method === 'estimate' ? 'estimated: UTF-8 bytes / 4' : `counted with ${method}`;
+  return `This model's maximum context length is ${limit} tokens, and this request needs about ${tokens} (${how}, with the output cap and tools)${trimmed ? ', more than fits even with every older turn left out' : ''}. Shorten the messages or lower max_completion_tokens.`;
 }

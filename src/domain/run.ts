@@ -56,7 +56,7 @@ export interface ModelRoute {
   continuation: 'none' | 'prefill';
   /** Tried in order when the upstream fails retryably before its first byte. */
   fallbacks?: UpstreamTarget[];
-  /** The model's context window (tokens, estimated) and whether a request over it is trimmed. */
+  /** The model's context window (tokens, as ./tokens counts them) and whether a request over it is trimmed. */
   contextTokens?: number;
   trim?: boolean;
 }

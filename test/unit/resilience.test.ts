@@ -1,6 +1,7 @@
 // The circuit breaker's states and the context window guard's trimming, as pure units.
 import { Breaker } from '../../src/connectors/breaker';
-import { estimateTokens, fitToWindow } from '../../src/domain/contextGuard';
+import { contextLengthMessage, estimateTokens, fitToWindow, fixedCost } from '../../src/domain/contextGuard';
+import { tokenCounterFor } from '../../src/domain/tokens';
 import type { ChatMessage } from '../../src/domain/chat';
 
 describe('Breaker', () => {
@@ -113,5 +114,28 @@ describe('fitToWindow', () => {
     const small: ChatMessage[] = [{ role: 'user', content: 'hi' }];
     expect(fitToWindow(small, 10, 0)).not.toBeNull();
     expect(fitToWindow(small, 10, 8)).toBeNull();
+  });
+
+  test('counted with the model\'s encoding, English prose that the estimate would trim fits', () => {
+    const o200k = tokenCounterFor('gpt-4o');
+    const prose = 'The guard keeps the newest turns. '.repeat(40);
+    const chat: ChatMessage[] = [
+      { role: 'user', content: `old ${prose}` },
+      { role: 'assistant', content: `answer ${prose}` },
+      { role: 'user', content: 'now' },
+    ];
+    const counted = o200k.count(chat);
+    expect(counted).toBeLessThan(chat.reduce((n, m) => n + estimateTokens(m), 0));
+    expect(fitToWindow(chat, counted, 0, o200k)).toEqual({ messages: chat, dropped: 0, tokens: counted });
+    expect(fitToWindow(chat, counted)!.messages.map((m) => m.content)).toEqual(['now']);
+  });
+
+  test('the tools are counted with the same counter, and the refusal names how tokens were had', () => {
+    const o200k = tokenCounterFor('gpt-4o');
+    const tools = [{ type: 'function', function: { name: 'f', parameters: { type: 'object' } } }];
+    expect(fixedCost({ max_tokens: 100 }, tools, o200k)).toBe(100 + o200k.count(tools));
+    expect(fixedCost({ max_tokens: 100, tools })).toBe(100 + estimateTokens(tools));
+    expect(contextLengthMessage(900, 800, true, o200k.method)).toContain('(counted with o200k_base, with the output cap and tools)');
+    expect(contextLengthMessage(900, 800, true)).toContain('(estimated: UTF-8 bytes / 4, with the output cap and tools)');
   });
 });

@@ -9,7 +9,8 @@ import type { Client } from '@temporalio/client';
 import type { Config } from '../../config/load';
 import type { LiveHub } from '../../connectors/liveHub';
 import type { ChatMessage } from '../../domain/chat';
-import { contextLengthMessage, estimateTokens, fitToWindow, fixedCost } from '../../domain/contextGuard';
+import { contextLengthMessage, fitToWindow, fixedCost } from '../../domain/contextGuard';
+import { tokenCounterFor, type TokenCounter } from '../../domain/tokens';
 import { referencedRuns, rejoin } from '../../domain/rejoin';
 import { STATE_QUERY, type CallModelInput, type ChatCompletionInput, type RunBudgets, type ChatCompletionResult, type HiddenSteps, type RunState } from '../../domain/run';
 import { firstStepRequest } from '../../domain/stepRequest';
@@ -76,10 +77,10 @@ async function rejoinHidden(client: Client, messages: ChatMessage[], keyName: st
  * cannot save (trimming off, or too big even with every older turn left out). Server-side
  * tools' definitions are not known yet: a run that grows past the window later fails its step.
  */
-function checkContext(limit: number, trim: boolean, messages: ChatMessage[], body: Record<string, unknown>, clientTools?: unknown[]): void {
-  const fixed = fixedCost(body, clientTools ?? []);
-  if (trim ? fitToWindow(messages, limit, fixed) : estimateTokens(messages) + fixed <= limit) return;
-  throw new ApiError(400, contextLengthMessage(estimateTokens(messages) + fixed, limit, trim), 'invalid_request_error', 'context_length_exceeded', 'messages');
+function checkContext(limit: number, trim: boolean, messages: ChatMessage[], body: Record<string, unknown>, clientTools: unknown[] | undefined, counter: TokenCounter): void {
+  const fixed = fixedCost(body, clientTools ?? [], counter);
+  if (trim ? fitToWindow(messages, limit, fixed, counter) : counter.count(messages) + fixed <= limit) return;
+  throw new ApiError(400, contextLengthMessage(counter.count(messages) + fixed, limit, trim, counter.method), 'invalid_request_error', 'context_length_exceeded', 'messages');
 }
 
 /** A started (or joined) run, and how to follow it. */
@@ -122,7 +123,7 @@ export async function launchRun(d: CompletionDeps, req: Request, res: Response, 
   const { session_id: _s, ...upstreamMetadata } = metadata ?? {};
   if (Object.keys(upstreamMetadata).length > 0) Object.assign(rest, { metadata: upstreamMetadata });
   const messages = await rejoinHidden(d.client, rest.messages, keyName);
-  if (route.contextTokens) checkContext(route.contextTokens, route.trim !== false, messages as ChatMessage[], rest, tools.clientTools);
+  if (route.contextTokens) checkContext(route.contextTokens, route.trim !== false, messages as ChatMessage[], rest, tools.clientTools, tokenCounterFor(route.upstreamModel, d.config.upstreams.find((u) => u.name === route.upstream)?.api));
   // Limits, before anything starts: a stream slot here, then the key's run (and session) lease.
   const abort = new AbortController();
   res.on('close', () => abort.abort());
