@@ -21,11 +21,12 @@ import { MessageAccumulator, type ChatMessage, type Delta, type Usage } from '..
 import { contextLengthMessage, fitToWindow, fixedCost } from '../domain/contextGuard';
 import { tokenCounterFor } from '../domain/tokens';
 import { stepEnd } from '../domain/stepRequest';
+import { offerTools, withInstruction } from '../domain/stepTools';
 import type { RunEvent } from '../domain/events';
 import type { StepLog } from '../domain/stepLog';
 import type { HeldEntry, LostStep } from '../domain/lease';
 import type { HeldActivity } from './lease';
-import { FailureType, wireError, type CallModelInput, type CallModelResult, type StoredResponse } from '../domain/run';
+import { FailureType, wireError, type CallModelInput, type CallModelResult, type StoredResponse, type ToolOfferRecord } from '../domain/run';
 import { StepAttempt } from '../domain/stepAttempt';
 import { ClientCallFilter, clientCallId } from '../domain/toolCalls';
 import { classifyUpstreamError } from './classify';
@@ -305,6 +306,7 @@ export class ModelStep {
         ...(answered && (answered !== input.upstream || input.fallbacks?.length) ? { upstream: answered } : {}),
         ...(stored ? { stored } : {}),
         ...(fitted.dropped ? { trimmed: fitted.dropped } : {}),
+        ...(fitted.offer ? { tools: fitted.offer } : {}),
       };
       const bytes = Buffer.byteLength(JSON.stringify(result));
       if (bytes > MAX_STEP_RESULT_BYTES) throw tooLarge(bytes);
@@ -321,18 +323,22 @@ export class ModelStep {
     return digestMessages(body.messages.slice(0, f.messageCount)) === f.digest ? f : undefined;
   }
 
-  /** The step's body, trimmed to the model's context window when it has one. */
-  private fit(): { body: ChatBody; dropped: number } {
+  /**
+   * The step's body: its tools and tool instruction shaped for this step (domain/stepTools), then
+   * trimmed to the model's context window when it has one.
+   */
+  private fit(): { body: ChatBody; dropped: number; offer?: ToolOfferRecord } {
     const { input } = this;
-    const body = input.body as unknown as ChatBody;
-    if (!input.contextTokens) return { body, dropped: 0 };
+    const given = input.body as unknown as ChatBody;
+    const { body, offer } = offerTools({ ...given, messages: withInstruction(given.messages as ChatMessage[], input.step, input.toolInstruction) as ChatBody['messages'] }, input.serverTools ?? [], input.toolSelection);
+    if (!input.contextTokens) return { body, dropped: 0, offer };
     const messages = body.messages as ChatMessage[];
     const counter = tokenCounterFor(body.model, this.ctx.upstreams.get(input.upstream)?.cfg.api);
     const fixed = fixedCost(body, undefined, counter);
     const fitted = input.trim === false ? null : fitToWindow(messages, input.contextTokens, fixed, counter);
-    if (fitted) return { body: { ...body, messages: fitted.messages as ChatBody['messages'] }, dropped: fitted.dropped };
+    if (fitted) return { body: { ...body, messages: fitted.messages as ChatBody['messages'] }, dropped: fitted.dropped, offer };
     const need = counter.count(messages) + fixed;
-    if (input.trim === false && need <= input.contextTokens) return { body, dropped: 0 };
+    if (input.trim === false && need <= input.contextTokens) return { body, dropped: 0, offer };
     const msg = contextLengthMessage(need, input.contextTokens, input.trim !== false, counter.method);
     throw ApplicationFailure.create({ type: FailureType.ContextLength, message: msg, nonRetryable: true, details: [wireError(400, msg, 'invalid_request_error', 'context_length_exceeded', 'messages')] });
   }

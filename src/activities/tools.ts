@@ -9,7 +9,7 @@ import Ajv, { type ValidateFunction } from 'ajv';
 import Ajv2020 from 'ajv/dist/2020';
 import { McpTimeoutError, McpToolError, McpTransportError, type McpPool } from '../connectors/mcp/pool';
 import { cappedStructured, toolResultToText } from '../connectors/mcp/toolResult';
-import { MAX_OPENAI_TOOLS, ToolLimitError, assertToolLimit, buildToolCatalog, filterTools, type CatalogEntry } from '../domain/toolNames';
+import { MAX_OPENAI_TOOLS, MAX_SELECTABLE_TOOLS, ToolLimitError, assertToolLimit, buildToolCatalog, filterTools, type CatalogEntry } from '../domain/toolNames';
 import type { Metrics, ToolCallOutcome } from '../telemetry/metrics';
 import { failSpan, tracer, withSpan } from '../telemetry/tracing';
 import { heldActivity, type HeldCalls } from './lease';
@@ -100,10 +100,10 @@ export function createToolActivities(deps: ToolDeps) {
       }
       const catalog = buildToolCatalog(lists);
       try {
-        assertToolLimit(catalog.entries.length + input.clientToolCount, input.servers.map((s) => s.name));
+        assertToolLimit(catalog.entries.length + input.clientToolCount, input.servers.map((s) => s.name), input.selecting ? MAX_SELECTABLE_TOOLS : MAX_OPENAI_TOOLS);
       } catch (e) {
         if (!(e instanceof ToolLimitError)) throw e;
-        throw ApplicationFailure.create({ type: 'ToolLimit', message: e.message, nonRetryable: true, details: [wireError(400, `${e.message} (limit ${MAX_OPENAI_TOOLS})`, 'invalid_request_error', 'too_many_tools', 'tools')] });
+        throw ApplicationFailure.create({ type: 'ToolLimit', message: e.message, nonRetryable: true, details: [wireError(400, `${e.message} (limit ${e.limit})`, 'invalid_request_error', 'too_many_tools', 'tools')] });
       }
       return catalog.entries;
     },

@@ -165,6 +165,25 @@ export const UpstreamSchema = z
     path: ['continuation'],
   });
 
+/**
+ * Which of a run's MCP tools each model step offers. `rank` (the default): every tool while
+ * they all fit `maxTools` and `budgetTokens` as they are; past that, the ones the conversation
+ * has called, then the most relevant by BM25, their schemas trimmed, within those limits.
+ * `all`: every tool on every step, up to OpenAI's 128 (more is a 400 `too_many_tools`).
+ * Client (function) tools are always sent as the client sent them.
+ */
+export const ToolSelectionSchema = z
+  .object({
+    strategy: z.enum(['rank', 'all']).default('rank'),
+    /** Most tools one step sends (client tools included); at most OpenAI's 128. */
+    maxTools: z.number().int().min(1).max(128).default(64),
+    /** Most estimated tokens the offered MCP tools' definitions take in one step. */
+    budgetTokens: z.number().int().min(100).default(8000),
+    /** Once selecting, each MCP tool's parameters schema is trimmed toward this many tokens. */
+    schemaTokens: z.number().int().min(20).default(400),
+  })
+  .strict();
+
 export const ModelSchema = z
   .object({
     id: z.string().min(1).max(128),
@@ -184,6 +203,20 @@ export const ModelSchema = z
     contextTokens: z.number().int().positive().optional(),
     trim: z.boolean().default(true),
     mcpServers: z.array(z.string()).default([]),
+    toolSelection: ToolSelectionSchema.default(ToolSelectionSchema.parse({})),
+    /**
+     * Said to the model on every step of a run with MCP tools (after the client's own system
+     * messages), and again as the last message every `everySteps` steps of a long loop, so the
+     * model keeps the tool protocol. Its `version` is recorded on each model step of the run.
+     */
+    toolInstruction: z
+      .object({
+        version: z.string().min(1).max(64),
+        text: z.string().min(1).max(8000),
+        everySteps: z.number().int().min(0).max(256).default(0),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 

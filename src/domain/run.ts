@@ -59,6 +59,30 @@ export interface ModelRoute {
   /** The model's context window (tokens, as ./tokens counts them) and whether a request over it is trimmed. */
   contextTokens?: number;
   trim?: boolean;
+  /** Which MCP tools each step offers (absent on runs started before selection). */
+  toolSelection?: ToolSelectionSettings;
+  toolInstruction?: ToolInstruction;
+}
+
+/** `models[].toolInstruction`: said on every step of a run with MCP tools. */
+export interface ToolInstruction {
+  version: string;
+  text: string;
+  /** Also the last message every this many steps (0: never). */
+  everySteps: number;
+}
+
+export interface ToolSelectionSettings {
+  strategy: 'rank' | 'all';
+  maxTools: number;
+  budgetTokens: number;
+  schemaTokens: number;
+}
+
+/** What a step offered of the run's MCP tools, when it held some back. */
+export interface ToolOfferRecord {
+  offered: string[];
+  heldBack: number;
 }
 
 export interface UpstreamTarget {
@@ -122,6 +146,10 @@ export interface StepRecord {
   isError?: boolean;
   /** The result came from an earlier run of the same request (the tool did not run again). */
   reused?: boolean;
+  /** Model steps: the MCP tools offered, when tool selection held some back. */
+  tools?: ToolOfferRecord;
+  /** Model steps: the version of the tool instruction the step was given. */
+  instruction?: string;
 }
 
 /** Server-side steps a client never saw, kept so its follow-up request can be re-joined. */
@@ -174,6 +202,8 @@ export interface CallModelInput {
   fallbacks?: UpstreamTarget[];
   contextTokens?: number;
   trim?: boolean;
+  toolSelection?: ToolSelectionSettings;
+  toolInstruction?: ToolInstruction;
   /** An earlier step's (or session turn's) stored response that may hold the first messages of this one. */
   from?: StoredResponse;
 }
@@ -205,6 +235,8 @@ export interface CallModelResult {
   stored?: StoredResponse;
   /** Messages the context guard left out of this step's request. */
   trimmed?: number;
+  /** The MCP tools this step offered, when tool selection held some back. */
+  tools?: ToolOfferRecord;
 }
 
 /** ApplicationFailure types mix2api raises; the API maps them to HTTP statuses. */
@@ -247,6 +279,11 @@ export interface ListToolsInput {
   servers: Array<Pick<RunMcpServer, 'name' | 'allow' | 'deny'>>;
   /** Tools already in the request (client tools) count towards the upstream's limit. */
   clientToolCount: number;
+  /**
+   * Each step selects what it offers (`toolSelection: rank`): the catalog may be larger than an
+   * upstream takes in one request, up to MAX_SELECTABLE_TOOLS.
+   */
+  selecting?: boolean;
 }
 
 export interface CallToolInput {

@@ -34,6 +34,8 @@ export function stepRequest(runId: string, input: ChatCompletionInput, s: StepSt
     ...(s.usageSoFar ? { usageSoFar: s.usageSoFar } : {}),
     ...(input.route.fallbacks?.length ? { fallbacks: input.route.fallbacks } : {}),
     ...(input.route.contextTokens ? { contextTokens: input.route.contextTokens, trim: input.route.trim !== false } : {}),
+    ...(input.route.toolSelection?.strategy === 'rank' && s.serverTools.length > 0 ? { toolSelection: input.route.toolSelection } : {}),
+    ...(input.route.toolInstruction && s.serverTools.length > 0 ? { toolInstruction: input.route.toolInstruction } : {}),
     ...(s.from ? { from: s.from } : {}),
   };
 }

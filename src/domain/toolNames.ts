@@ -44,6 +44,11 @@ export const OPENAI_TOOL_NAME_MAX = 64;
 export const OPENAI_TOOL_NAME_PATTERN = /^[a-zA-Z0-9_-]{1,64}$/;
 /** OpenAI rejects requests with more tools than this. */
 export const MAX_OPENAI_TOOLS = 128;
+/**
+ * A run whose steps select their tools may list this many (each step's input carries the whole
+ * catalog, and Temporal's payloads stop at 2 MB).
+ */
+export const MAX_SELECTABLE_TOOLS = 1000;
 export const SERVER_TOOL_SEPARATOR = '__';
 
 const HASH_LENGTH = 7;
@@ -151,18 +156,19 @@ export class ToolLimitError extends Error {
   constructor(
     readonly count: number,
     readonly servers: string[],
+    readonly limit = MAX_OPENAI_TOOLS,
   ) {
     super(
-      `${count} tools from MCP server(s) ${servers.join(', ')} exceed the limit of ${MAX_OPENAI_TOOLS} tools ` +
-        `per request that OpenAI-compatible APIs accept; list the tools the model needs in tools.allow ` +
-        `(or hide some with tools.deny) on ${servers.length === 1 ? 'that server' : 'those servers'}`,
+      `${count} tools from MCP server(s) ${servers.join(', ')} exceed the limit of ${limit} tools ` +
+        (limit === MAX_OPENAI_TOOLS ? `per request that OpenAI-compatible APIs accept (models[].toolSelection.strategy: rank offers a selection instead)` : `a run selects from`) +
+        `; list the tools the model needs in tools.allow (or hide some with tools.deny) on ${servers.length === 1 ? 'that server' : 'those servers'}`,
     );
     this.name = 'ToolLimitError';
   }
 }
 
-export function assertToolLimit(entriesCount: number, servers: string[]): void {
-  if (entriesCount > MAX_OPENAI_TOOLS) throw new ToolLimitError(entriesCount, servers);
+export function assertToolLimit(entriesCount: number, servers: string[], limit = MAX_OPENAI_TOOLS): void {
+  if (entriesCount > limit) throw new ToolLimitError(entriesCount, servers, limit);
 }
 
 function suffixedName(base: string, taken: (name: string) => boolean): string {

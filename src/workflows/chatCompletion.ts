@@ -259,9 +259,10 @@ export async function chatCompletionWorkflow(input: ChatCompletionInput): Promis
       // The step's output joins the log in one piece; its readers already have it live.
       log.push(...r.events);
       usage = addUsage(usage, r.usage);
-      steps.push({ step, kind: 'model', attempt: r.attempt, finishReason: r.finishReason, usage: r.usage, ...(r.upstream ? { upstream: r.upstream } : {}) });
-      // The Web UI's "current details": which upstream answered the latest step.
-      wf.setCurrentDetails(`step ${step}: ${input.route.exposedModel} answered by upstream ${r.upstream ?? input.route.upstream}${r.trimmed ? ` (${r.trimmed} older messages trimmed to fit the context window)` : ''}`);
+      steps.push({ step, kind: 'model', attempt: r.attempt, finishReason: r.finishReason, usage: r.usage, ...(r.upstream ? { upstream: r.upstream } : {}), ...(r.tools ? { tools: r.tools } : {}), ...(call.toolInstruction ? { instruction: call.toolInstruction.version } : {}) });
+      // The Web UI's "current details": which upstream answered the latest step, and what it was offered.
+      const offer = r.tools ? ` (offered ${r.tools.offered.length} of ${r.tools.offered.length + r.tools.heldBack} MCP tools: ${r.tools.offered.slice(0, 20).join(', ')}${r.tools.offered.length > 20 ? ', …' : ''})` : '';
+      wf.setCurrentDetails(`step ${step}: ${input.route.exposedModel} answered by upstream ${r.upstream ?? input.route.upstream}${r.trimmed ? ` (${r.trimmed} older messages trimmed to fit the context window)` : ''}${offer}`);
       from = r.stored;
       content += r.message.content ?? '';
       let seq = r.nextSeq;
@@ -368,7 +369,7 @@ function listCatalog(input: ChatCompletionInput, clientToolCount: number): Promi
       startToCloseTimeout: '60 seconds',
       retry: { maximumAttempts: 5, initialInterval: '1 second', maximumInterval: '10 seconds' },
     })
-    .listTools({ servers: servers.map((s) => ({ name: s.name, allow: s.allow, deny: s.deny })), clientToolCount });
+    .listTools({ servers: servers.map((s) => ({ name: s.name, allow: s.allow, deny: s.deny })), clientToolCount, ...(input.route.toolSelection?.strategy === 'rank' ? { selecting: true } : {}) });
 }
 
 /** Some upstreams leave ids empty; the loop needs them to pair calls with results. */

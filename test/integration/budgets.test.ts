@@ -62,7 +62,7 @@ test('maxToolCalls: the step that asks past it runs none of its calls; the calls
   );
   const { error, run, done } = await runToError('two budgets of tools');
   expect(error.error).toMatchObject({ code: 'run_budget_exceeded', param: 'loop.maxToolCalls' });
-  expect(error.error.message).toMatch(/1 tool calls made, and the model asked for 2 more/);
+  expect(error.error!.message).toMatch(/1 tool calls made, and the model asked for 2 more/);
   expect(error.choices[0]!.finish_reason).toBe('error');
   expect(error.usage?.total_tokens).toBe(30);
   expect(done).toBe('[DONE]');
@@ -95,7 +95,7 @@ test('maxModelCalls: retries count, and the loop stops when the budget leaves no
   );
   const { error, run } = await runToError('calls');
   expect(error.error).toMatchObject({ code: 'run_budget_exceeded', param: 'loop.maxModelCalls' });
-  expect(error.error.message).toMatch(/3 model calls made/);
+  expect(error.error!.message).toMatch(/3 model calls made/);
   expect(s.upstream.requests).toHaveLength(3);
   expect(run.steps.filter((x) => x.kind === 'tool')).toHaveLength(1);
 });

@@ -6,13 +6,11 @@
  * process, so it survives a mix2api that is killed mid-call.
  */
 import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
-import { isInitializeRequest, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
+import { startMcpHttp } from './mcpHttp';
 
 export const COUNT_TOOL = 'count_slowly';
 
@@ -46,17 +44,6 @@ export interface CountingMcpServer {
 
 const bump = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
-  const text = Buffer.concat(chunks).toString('utf8');
-  return text ? (JSON.parse(text) as unknown) : undefined;
-}
-
-function rpcError(res: ServerResponse, status: number, message: string): void {
-  res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message }, id: null }));
-}
-
 /**
  * `workMs`: how long the work takes, for every label or per label. `holdMs`: how long the result
  * is held back after the side effect, and `onEffect` is told of each effect as it happens, so a
@@ -73,7 +60,6 @@ export async function startCountingMcpServer(opts: { workMs?: number | ((label: 
   const metas: Array<Record<string, unknown>> = [];
   const traceparents: Array<string | undefined> = [];
   const results = new Map<string, Promise<CallToolResult>>();
-  const sessions = new Map<string, { transport: StreamableHTTPServerTransport; mcp: McpServer }>();
 
   // The work itself ignores the caller: a client that went away (a killed worker) does not undo it.
   const work = (key: string, label: string): Promise<CallToolResult> => {
@@ -124,40 +110,11 @@ export async function startCountingMcpServer(opts: { workMs?: number | ((label: 
     return mcp;
   };
 
-  const handle = async (req: IncomingMessage, res: ServerResponse) => {
-    const sid = req.headers['mcp-session-id'];
-    const body = req.method === 'POST' ? await readJson(req) : undefined;
-    const known = typeof sid === 'string' ? sessions.get(sid) : undefined;
-    if (known) return known.transport.handleRequest(req, res, body);
-    if (typeof sid === 'string') return rpcError(res, 404, 'Session not found');
-    if (req.method !== 'POST' || !isInitializeRequest(body)) return rpcError(res, 400, 'Bad Request: no session');
-    const mcp = newMcp();
-    const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
-      sessionIdGenerator: () => randomUUID(),
-      onsessioninitialized: (id) => void sessions.set(id, { transport, mcp }),
-    });
-    transport.onclose = () => {
-      if (transport.sessionId) sessions.delete(transport.sessionId);
-    };
-    await mcp.connect(transport);
-    return transport.handleRequest(req, res, body);
-  };
-
-  const http = createServer((req, res) => {
-    handle(req, res).catch((e: unknown) => {
-      if (!res.headersSent) rpcError(res, 500, e instanceof Error ? e.message : String(e));
-      else res.destroy();
-    });
-  });
-  await new Promise<void>((ok, fail) => {
-    http.once('error', fail);
-    http.listen(0, '127.0.0.1', () => ok());
-  });
-  const { port } = http.address() as AddressInfo;
+  const http = await startMcpHttp(() => newMcp());
 
   const keysFor = (label: string) => [...labelOf].filter(([, l]) => l === label).map(([k]) => k);
   return {
-    url: `http://127.0.0.1:${port}/mcp`,
+    url: `http://127.0.0.1:${http.port}/mcp`,
     sideEffects,
     callsReceived,
     callTimes,
@@ -169,14 +126,12 @@ export async function startCountingMcpServer(opts: { workMs?: number | ((label: 
     addedCalls,
     addTool: (name) => {
       extraTools.push(name);
-      for (const { mcp } of sessions.values()) registerExtra(mcp, name);
+      for (const mcp of http.servers()) registerExtra(mcp, name);
     },
     effectsFor: (label) => keysFor(label).reduce((n, k) => n + (sideEffects.get(k) ?? 0), 0),
     close: async () => {
       closing.abort();
-      await Promise.all([...sessions.values()].map((s) => s.mcp.close().catch(() => undefined)));
-      http.closeAllConnections();
-      await new Promise<void>((ok) => http.close(() => ok()));
+      await http.close();
     },
   };
 }

@@ -6,6 +6,10 @@ import type { Config } from '../../config/load';
 import type { UpstreamClient } from '../../connectors/upstream';
 import type { ModelRoute } from '../../domain/run';
 import { ApiError } from '../http/errors';
+import { ToolSelectionSchema } from '../../config/schema';
+
+/** A model without an entry (passthrough) selects tools as an entry with no settings does. */
+const DEFAULT_TOOL_SELECTION = ToolSelectionSchema.parse({});
 
 export interface ExposedModel {
   id: string;
@@ -54,6 +58,8 @@ export class ModelRouter {
       continuation: up.continuation,
       ...(fallbacks.length ? { fallbacks } : {}),
       ...(entry?.contextTokens ? { contextTokens: entry.contextTokens, trim: entry.trim } : {}),
+      toolSelection: entry?.toolSelection ?? DEFAULT_TOOL_SELECTION,
+      ...(entry?.toolInstruction ? { toolInstruction: entry.toolInstruction } : {}),
     };
   }
 }
