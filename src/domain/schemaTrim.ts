@@ -8,7 +8,10 @@
  */
 import { estimateTokens } from './contextGuard';
 
-/** Annotations that are removed wherever they are keywords: validation ignores them all. */
+/**
+ * Removed wherever they are keywords: validation ignores them all. (`$schema` names the dialect a
+ * validator should use; only the model reads the trimmed schema.)
+ */
 const ANNOTATIONS = new Set(['title', 'examples', '$comment', '$schema', 'deprecated', 'readOnly', 'writeOnly']);
 const REFS = new Set(['$ref', '$dynamicRef', '$recursiveRef']);
 
@@ -77,7 +80,7 @@ export function trimSchema(
 export function trimDescription(text: string, maxChars: number): string {
   if (text.length <= maxChars) return text;
   if (maxChars < 1) return '';
-  // A boundary in the first half would throw away more than the cut saves: cut mid-word then.
+  // A boundary in the first half would waste more than half the room: then cut mid-word.
   const floor = Math.floor(maxChars / 2);
   // The last whole sentence (or line) that leaves room for ' …'.
   for (let i = maxChars - 3; i >= floor; i--) {

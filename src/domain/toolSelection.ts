@@ -42,8 +42,13 @@ const B = 0.75;
 const DESCRIPTION_CHARS = 300;
 /** Most characters of one message the query reads: its head and its tail, half each. */
 const MESSAGE_CHARS = 2000;
+// The last user message says what this step is for; earlier turns only hint. (After a reply like
+// "yes, do that", with no words of its own, they decide whatever their weight.)
 const LAST_USER_WEIGHT = 3;
-/** Messages besides the last user message that the query reads, newest first. */
+const RECENT_WEIGHT = 0.5;
+/** Words a message counts for at most, whatever its length. */
+const MESSAGE_TERMS = 16;
+/** Messages with words, besides the last user message, that the query reads, newest first. */
 const RECENT_MESSAGES = 3;
 
 const STOPWORDS = new Set(
@@ -198,38 +203,46 @@ function document(t: ServerTool): Doc {
 /** Indexes of the tools that match the query at all, best first; ties keep catalog order. */
 function rank(docs: Doc[], q: Map<string, number>): number[] {
   const n = docs.length;
-  const avg = docs.reduce((sum, d) => sum + d.length, 0) / n || 1;
-  const weighted: Array<[string, number]> = [];
-  for (const [term, weight] of q) {
-    let df = 0;
-    for (const d of docs) if (d.terms.has(term)) df++;
-    // Lucene's idf: never negative, so a term in most tools still counts a little.
-    if (df > 0) weighted.push([term, weight * Math.log(1 + (n - df + 0.5) / (df + 0.5))]);
-  }
-  const scores = docs.map((d) => {
-    let score = 0;
-    const norm = K1 * (1 - B + (B * d.length) / avg);
-    for (const [term, w] of weighted) {
-      const tf = d.terms.get(term);
-      if (tf) score += (w * tf * (K1 + 1)) / (tf + norm);
-    }
-    return score;
+  // Which tools hold each query term: one pass over the tools' terms, not one per query term
+  // (a query that read a tool result has a hundred terms or more).
+  const holders = new Map<string, number[]>();
+  let total = 0;
+  docs.forEach((d, i) => {
+    total += d.length;
+    for (const term of d.terms.keys()) if (q.has(term)) (holders.get(term) ?? holders.set(term, []).get(term)!).push(i);
   });
-  return scores
-    .map((score, i) => ({ score, i }))
-    .filter((r) => r.score > 0)
-    .sort((a, b) => b.score - a.score || a.i - b.i)
-    .map((r) => r.i);
+  const avg = total / n || 1;
+  const scores = new Float64Array(n);
+  for (const [term, weight] of q) {
+    const has = holders.get(term);
+    if (!has) continue;
+    // Lucene's idf: never negative, so a term in most tools still counts a little.
+    const w = weight * Math.log(1 + (n - has.length + 0.5) / (has.length + 0.5));
+    for (const i of has) {
+      const d = docs[i]!;
+      const tf = d.terms.get(term)!;
+      scores[i]! += (w * tf * (K1 + 1)) / (tf + K1 * (1 - B + (B * d.length) / avg));
+    }
+  }
+  const order: number[] = [];
+  scores.forEach((score, i) => score > 0 && order.push(i));
+  return order.sort((a, b) => scores[b]! - scores[a]! || a - b);
 }
 
 /** Query terms with their weights: the last user message counts most, then the newest others. */
 function query(messages: Message[]): Map<string, number> {
   const q = new Map<string, number>();
-  const add = (m: Message, weight: number) => {
-    for (const t of terms(excerpt(textOf(m)))) {
-      q.set(t, (q.get(t) ?? 0) + weight);
-      for (const other of synonyms.get(t) ?? []) q.set(other, (q.get(other) ?? 0) + weight * SYNONYM_WEIGHT);
+  /** Whether the message had words. */
+  const add = (m: Message, weight: number): boolean => {
+    const words = terms(excerpt(textOf(m)));
+    // A long message (a tool result, a pasted log) counts no more than a short one in all: its
+    // words would drown the few the user wrote.
+    const each = weight * Math.min(1, MESSAGE_TERMS / words.length);
+    for (const t of words) {
+      q.set(t, (q.get(t) ?? 0) + each);
+      for (const other of synonyms.get(t) ?? []) q.set(other, (q.get(other) ?? 0) + each * SYNONYM_WEIGHT);
     }
+    return words.length > 0;
   };
   let lastUser = -1;
   for (let i = messages.length - 1; i >= 0 && lastUser < 0; i--) if (messages[i]!.role === 'user') lastUser = i;
@@ -239,8 +252,7 @@ function query(messages: Message[]): Map<string, number> {
     const m = messages[i]!;
     // Instructions say who the model is, not what this step needs.
     if (i === lastUser || m.role === 'system' || m.role === 'developer') continue;
-    add(m, 1);
-    read++;
+    if (add(m, RECENT_WEIGHT)) read++;
   }
   return q;
 }

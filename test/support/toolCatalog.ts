@@ -644,7 +644,10 @@ export function fakeCatalog(): FakeTool[] {
   ).sort((a, b) => (a.function.name < b.function.name ? -1 : a.function.name > b.function.name ? 1 : 0));
 }
 
-/** What users ask, in their words, and the one tool that does it. */
+/**
+ * What users ask, in their words, and the one tool that does it. The tasks after "held out" were
+ * written once the ranking was settled, and not changed after it ran on them.
+ */
 export const TASKS: Array<{ message: string; tool: string }> = [
   { message: 'open an issue in the repo about the crash', tool: 'github__create_issue' },
   { message: 'Squash and merge PR #42 in acme/api please', tool: 'github__merge_pull_request' },
@@ -700,4 +703,27 @@ export const TASKS: Array<{ message: string; tool: string }> = [
   { message: 'the last deploy of checkout broke things, roll it back', tool: 'k8s__rollout_undo' },
   { message: 'which pods use the most memory in prod?', tool: 'k8s__top_pods' },
   { message: 'take node-3 out for maintenance, move its pods elsewhere', tool: 'k8s__drain_node' },
+  // Held out.
+  { message: 'list the open PRs on acme/web', tool: 'github__list_pull_requests' },
+  { message: 'leave a comment on issue 311 in acme/api saying it is fixed in 2.4', tool: 'github__add_issue_comment' },
+  { message: 're-run the failed Actions run 5521 on acme/api', tool: 'github__rerun_workflow' },
+  { message: 'write "hello" into ./out/greeting.txt', tool: 'fs__write_file' },
+  { message: 'copy config.yaml to config.backup.yaml', tool: 'fs__copy_file' },
+  { message: 'unzip release.tar.gz into ./build', tool: 'fs__extract_archive' },
+  { message: 'what did people say in the thread under my Slack message?', tool: 'slack__get_thread_replies' },
+  { message: 'create a private Slack channel called incident-42', tool: 'slack__create_channel' },
+  { message: 'assign PAY-77 to Marta in Jira', tool: 'jira__assign_issue' },
+  { message: 'add a sub-task to PAY-90 for writing the docs', tool: 'jira__create_subtask' },
+  { message: 'add an index on orders(customer_id) in postgres', tool: 'postgres__create_index' },
+  { message: 'what tables are there in the analytics schema?', tool: 'postgres__list_tables' },
+  { message: 'reply to the last email from Carla saying yes', tool: 'gmail__reply_email' },
+  { message: 'label all mail from the bank as Finance automatically', tool: 'gmail__create_filter' },
+  { message: 'move my 2pm dentist appointment to Thursday', tool: 'calendar__update_event' },
+  { message: 'who has accepted the invitation to the kickoff?', tool: 'calendar__get_attendee_status' },
+  { message: 'type my email address into the login box', tool: 'browser__type' },
+  { message: 'save this web page as a PDF', tool: 'browser__save_pdf' },
+  { message: 'make a new Notion page called Q3 plan under Projects', tool: 'notion__create_page' },
+  { message: 'restart the payments deployment', tool: 'k8s__rollout_restart' },
+  { message: 'why does the worker pod keep crashing? check the cluster events', tool: 'k8s__get_events' },
+  { message: 'run ls /app inside the api pod', tool: 'k8s__exec_in_pod' },
 ];
