@@ -17,6 +17,19 @@ import type { Metrics } from '../../telemetry/metrics';
 
 export class StalledError extends Error {}
 
+/**
+ * Ends a stalled stream with its last frame (the `stream_stalled` error, which goes behind what
+ * the socket holds, so a client that reads again gets it last), counted under `api`; a client
+ * that never reads even that is dropped after another `ms`. The run goes on.
+ */
+export function cutOffStalled(res: Response, ms: number, lastFrame: (error: ApiError) => string, api: 'chat' | 'responses', metrics?: Metrics): void {
+  metrics?.streamsStalled.inc({ api });
+  res.end(lastFrame(new ApiError(408, `the client read nothing for ${ms / 1000}s; the stream was closed (the run goes on)`, 'timeout_error', 'stream_stalled')));
+  const drop = setTimeout(() => res.destroy(), ms);
+  drop.unref();
+  res.once('finish', () => clearTimeout(drop));
+}
+
 /** Waits until `res` drains, closes, or `ms` pass (then throws StalledError). */
 export function drained(res: Response, ms: number): Promise<void> {
   return new Promise((ok, fail) => {
@@ -122,14 +135,8 @@ export async function streamRun(
     }
   } catch (err) {
     if (err instanceof StalledError) {
-      o.metrics?.streamsStalled.inc({ api: 'chat' });
       // Past the socket buffer, so this one frame is all a stalled client can cost.
-      // The error goes behind what the socket holds: a client that reads again gets it last.
-      res.end(frame(null, errorChunk(ctx, new ApiError(408, `the client read nothing for ${config.stream.stallSeconds}s; the stream was closed (the run goes on)`, 'timeout_error', 'stream_stalled'))));
-      // One that never does is dropped after another spell.
-      const drop = setTimeout(() => res.destroy(), stallMs);
-      drop.unref();
-      res.once('finish', () => clearTimeout(drop));
+      cutOffStalled(res, stallMs, (e) => frame(null, errorChunk(ctx, e)), 'chat', o.metrics);
       return;
     }
     if (!started) throw err;

@@ -5,8 +5,8 @@
 import type { Response } from 'express';
 import type { Usage } from '../../domain/chat';
 import { deltaOf, type RunEvent, type WireError } from '../../domain/events';
-import { ApiError, toApiError } from '../http/errors';
-import { StalledError, drained } from '../http/sse';
+import { toApiError } from '../http/errors';
+import { StalledError, cutOffStalled, drained } from '../http/sse';
 import type { Metrics } from '../../telemetry/metrics';
 import type { ResponsesRequest } from './request';
 
@@ -301,13 +301,8 @@ export async function streamResponse(res: Response, events: AsyncGenerator<RunEv
     if (e instanceof StalledError) {
       // As on Chat Completions: one error event behind what the socket holds, then the cut-off;
       // the run goes on, and `GET /v1/responses/{id}?stream=true&starting_after=` resumes it.
-      pacing.metrics?.streamsStalled.inc({ api: 'responses' });
       clearInterval(keepalive);
-      const err = new ApiError(408, `the client read nothing for ${stallMs / 1000}s; the stream was closed (the response goes on)`, 'timeout_error', 'stream_stalled');
-      res.end(`event: error\ndata: ${JSON.stringify({ type: 'error', sequence_number: seq, ...errorEventOf(err) })}\n\n`);
-      const drop = setTimeout(() => res.destroy(), stallMs);
-      drop.unref();
-      res.once('finish', () => clearTimeout(drop));
+      cutOffStalled(res, stallMs, (err) => `event: error\ndata: ${JSON.stringify({ type: 'error', sequence_number: seq, ...errorEventOf(err) })}\n\n`, 'responses', pacing.metrics);
       return;
     }
     const err = toApiError(e);
