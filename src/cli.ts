@@ -10,13 +10,9 @@ import { resolve } from 'node:path';
 import { ConfigError, DEMO_MODEL, loadConfig, type Config } from './config/load';
 import { policyLines } from './config/policy';
 import { demoMcpServers } from './connectors/demoTools';
-import { startDemoUpstream } from './connectors/demoUpstream';
 import { startDevServer, type DevServer } from './connectors/temporalDevServer';
-import { installLogger } from './roles/logging';
-import { startSystem, type RunningSystem } from './roles/system';
+import type { RunningSystem } from './roles/system';
 import { createLogger, type Logger } from './telemetry/log';
-import { Metrics } from './telemetry/metrics';
-import { startTracing } from './telemetry/tracing';
 
 const VERSION = (JSON.parse(readFileSync(resolve(__dirname, '..', 'package.json'), 'utf8')) as { version: string }).version;
 
@@ -74,9 +70,30 @@ function onShutdown(stop: () => Promise<void>): void {
 async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
   let config: Config = loadConfig();
   logger = createLogger(config.logging);
+  // The embedded dev server is started first, so it comes up while the rest of mix2api loads
+  // (about a second of module loading on a small machine) and its workflow bundle is found.
+  let devStart: Promise<DevServer> | null = null;
+  if (config.temporal.address === 'embedded') {
+    if (role !== 'start') throw new ConfigError([`temporal.address: \`mix2api ${role}\` needs an external Temporal (set TEMPORAL_ADDRESS)`], config.source);
+    const t = config.temporal;
+    log(`starting the Temporal dev server (frontend 127.0.0.1:${t.port}, data ${resolve(t.dataDir)}/temporal.db)…`);
+    // With encryption on, the UI decodes through this process's /codec (its origin is allowed there).
+    const codec = config.encryption.keys.length > 0 ? `http://127.0.0.1:${config.server.port}/codec` : undefined;
+    devStart = startDevServer({ dbFile: resolve(t.dataDir, 'temporal.db'), port: t.port, uiPort: t.uiPort, metricsPort: t.metricsPort, headless: t.headless, namespace: t.namespace, uiCodecEndpoint: codec });
+    devStart.catch(() => undefined);
+  }
+  const [{ startSystem }, { prepareWorkflowBundle }, { installLogger }, { Metrics }, { startTracing }, { startDemoUpstream }] = await Promise.all([
+    import('./roles/system'),
+    import('./roles/workers'),
+    import('./roles/logging'),
+    import('./telemetry/metrics'),
+    import('./telemetry/tracing'),
+    import('./connectors/demoUpstream'),
+  ]);
   const tracing = startTracing(config.tracing, VERSION);
   if (tracing) log(`tracing: OTLP (${config.tracing.protocol}) as service ${config.tracing.serviceName}`);
   const cleanups: Array<() => Promise<void>> = [];
+  if (devStart) cleanups.push(() => devStart.then((d) => d.stop()));
   let dev: DevServer | null = null;
   let system: RunningSystem | null = null;
   const stopAll = async () => {
@@ -87,6 +104,9 @@ async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
   };
   onShutdown(stopAll);
   try {
+    // Bundled (or read from the bundle cache) while the dev server starts.
+    const workflowBundle = role !== 'api' ? prepareWorkflowBundle(config, Boolean(tracing), (msg) => logger?.warn(msg)) : undefined;
+    workflowBundle?.catch(() => undefined);
     if (config.demo && role === 'start') {
       const demo = await startDemoUpstream();
       cleanups.push(demo.close);
@@ -99,14 +119,8 @@ async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
       }));
     }
     let address = config.temporal.address;
-    if (address === 'embedded') {
-      if (role !== 'start') throw new ConfigError([`temporal.address: \`mix2api ${role}\` needs an external Temporal (set TEMPORAL_ADDRESS)`], config.source);
-      const t = config.temporal;
-      log(`starting the Temporal dev server (frontend 127.0.0.1:${t.port}, data ${resolve(t.dataDir)}/temporal.db)…`);
-      // With encryption on, the UI decodes through this process's /codec (its origin is allowed there).
-      const codec = config.encryption.keys.length > 0 ? `http://127.0.0.1:${config.server.port}/codec` : undefined;
-      dev = await startDevServer({ dbFile: resolve(t.dataDir, 'temporal.db'), port: t.port, uiPort: t.uiPort, metricsPort: t.metricsPort, headless: t.headless, namespace: t.namespace, uiCodecEndpoint: codec });
-      cleanups.push(dev.stop);
+    if (devStart) {
+      dev = await devStart;
       address = dev.address;
     }
     // Picked only now, so it cannot take a port the dev server was told to use.
@@ -116,6 +130,7 @@ async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
       config,
       temporalAddress: address,
       roles: { worker: role !== 'api', api: role !== 'worker' },
+      workflowBundle,
       logger,
       tracing,
       codecOrigins: dev?.uiUrl ? [dev.uiUrl, dev.uiUrl.replace('localhost', '127.0.0.1')] : [],

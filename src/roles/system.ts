@@ -20,13 +20,17 @@ import { silentLogger, type Logger } from '../telemetry/log';
 import { Metrics } from '../telemetry/metrics';
 import type { Tracing } from '../telemetry/tracing';
 import { connectTemporal, TemporalHealth } from './temporal';
-import { createInstanceWorker, createSharedWorker, instanceQueueName } from './workers';
+import { createInstanceWorker, createSharedWorker, instanceQueueName, prepareWorkflowBundle } from './workers';
 
 export interface SystemOptions {
   config: Config;
   temporalAddress: string;
   roles: { worker: boolean; api: boolean };
-  workflowBundle?: WorkflowBundleOption;
+  /**
+   * The workflow bundle (or its promise, started early so it overlaps other start work); default:
+   * `prepareWorkflowBundle` (kept on disk per version of the code).
+   */
+  workflowBundle?: WorkflowBundleOption | Promise<WorkflowBundleOption>;
   /** Where the process's log lines go; default: nowhere. */
   logger?: Logger;
   /** Tracing, when on (telemetry/tracing `startTracing`). */
@@ -151,7 +155,10 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
   // The API listens first: its address is part of the workers' identity (a peer's way here).
   const identity = instanceIdentity(instanceQueue, apiUrl);
   const wo = { config, native: t.native, deps, tracing, dataConverter: t.dataConverter, identity };
-  if (o.roles.worker) run(await createSharedWorker({ ...wo, workflowBundle: o.workflowBundle }));
+  if (o.roles.worker) {
+    const workflowBundle = (await o.workflowBundle) ?? (await prepareWorkflowBundle(config, Boolean(tracing), (msg) => logger.warn(msg)));
+    run(await createSharedWorker({ ...wo, workflowBundle }));
+  }
   run(await createInstanceWorker(wo, instanceQueue));
   await lease.start();
 

@@ -6,6 +6,7 @@
  * Both name the instance queue in their identity, so a run can find the process holding its step.
  */
 import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
 import { Worker, type InjectedSinks, type NativeConnection, type WorkflowBundleOption } from '@temporalio/worker';
 import type { WorkflowInfo } from '@temporalio/workflow';
 import type { Context as ActivityContext } from '@temporalio/activity';
@@ -19,6 +20,8 @@ import type { LiveHub } from '../connectors/liveHub';
 import type { RunSinks } from '../workflows/sinks';
 import type { RunEvent } from '../domain/events';
 import type { Logger } from '../telemetry/log';
+import { ENCRYPTED_FAILURE_CONVERTER } from '../connectors/payloadCodec';
+import { workflowBundle } from './workflowBundle';
 
 /**
  * One line per run outcome (`end` or `error`), from the worker that ran the run's last workflow
@@ -117,6 +120,16 @@ export async function createSharedWorker(o: WorkerOptions): Promise<Worker> {
     // would otherwise hold them for 80% of the 8-s heartbeat timeout).
     maxHeartbeatThrottleInterval: '1 second',
     shutdownGraceTime: '5 seconds',
+  });
+}
+
+/** The workflow bundle for `config` (kept under `temporal.dataDir`/bundles; see workflowBundle). */
+export function prepareWorkflowBundle(config: Config, tracing: boolean, warn?: (msg: string) => void): Promise<WorkflowBundleOption> {
+  return workflowBundle({
+    dir: join(config.temporal.dataDir, 'bundles'),
+    workflowInterceptorModules: workflowInterceptorModules(tracing),
+    failureConverterPath: config.encryption.keys.length > 0 ? ENCRYPTED_FAILURE_CONVERTER : undefined,
+    warn,
   });
 }
 
