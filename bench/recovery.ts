@@ -8,8 +8,9 @@
  * - **tool**: the same two processes; a run calls a 2-s MCP tool; 0.5 s into the call the process
  *   running it (found from the activity's worker identity) is killed; the client reads on from whichever
  *   process is left.
- * - **restart**: `mix2api start` on its embedded dev server, killed as a whole (mix2api and its
- *   dev server, kill -9 both) mid-stream, then started again on the same data.
+ * - **restart**: `mix2api start` as `npm start` runs it (`node dist/cli.js`, without npm itself) on
+ *   its embedded dev server, killed as a whole (mix2api and its dev server, kill -9 both)
+ *   mid-stream, then started again on the same data.
  *
  * It reports, p50 and max: kill → the work moving again (the upstream asked again, or the tool
  * called again), kill → the first byte of new content the client did not have, kill → the run
@@ -215,7 +216,7 @@ async function main(): Promise<void> {
     await Promise.all(pair.map((p) => p.kill()));
 
     // ---- restart: kill -9 `mix2api start` with its embedded dev server, start it again ----
-    const solo = childMix2api({ dir, port: await freePort(), config: base({ address: 'embedded', port: await freePort(), headless: true, dataDir: join(dir, 'solo') }), configName: 'solo.yaml' });
+    const solo = childMix2api({ dir, port: await freePort(), config: base({ address: 'embedded', port: await freePort(), headless: true, dataDir: join(dir, 'solo') }), configName: 'solo.yaml', entry: 'dist' });
     pair.push(solo);
     await solo.start(120_000);
     for (let k = 0; SCENARIOS.has('restart') && k < KILLS; k++) {

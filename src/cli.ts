@@ -131,6 +131,7 @@ async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
       temporalAddress: address,
       roles: { worker: role !== 'api', api: role !== 'worker' },
       workflowBundle,
+      ...(dev ? { instanceFile: resolve(config.temporal.dataDir, 'instance') } : {}),
       logger,
       tracing,
       codecOrigins: dev?.uiUrl ? [dev.uiUrl, dev.uiUrl.replace('localhost', '127.0.0.1')] : [],

@@ -4,9 +4,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { join, resolve } from 'node:path';
-import { Connection } from '@temporalio/client';
+import type { Connection } from '@temporalio/client';
 
 /** Search attributes mix2api sets on runs, so the Web UI can filter by them. */
 export const SEARCH_ATTRIBUTES: Record<string, string> = {
@@ -82,6 +82,18 @@ export function defaultTemporalPath(root = process.cwd()): string {
   return join(root, '.tools', 'temporal', 'bin', 'temporal');
 }
 
+/** Resolves when a TCP connection to `port` on loopback is accepted; fails when refused. */
+function portOpen(port: number): Promise<void> {
+  return new Promise((ok, fail) => {
+    const sock = connect(port, '127.0.0.1');
+    sock.once('connect', () => {
+      sock.destroy();
+      ok();
+    });
+    sock.once('error', fail);
+  });
+}
+
 export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
   const exe = o.executable ?? defaultTemporalPath(o.root);
   if (!existsSync(exe)) throw new Error(`temporal CLI not found at ${exe}; run \`npm run bootstrap\``);
@@ -115,11 +127,16 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
   child.once('error', (e) => (exited = `temporal dev server could not start: ${e.message}`));
   child.once('exit', (code, sig) => (exited = `temporal dev server exited (${sig ?? code}): ${recent.slice(-5).join(' | ')}`));
   const address = `127.0.0.1:${o.port}`;
+  // Loaded only now: the server starts while the client library loads.
+  const { Connection } = await import('@temporalio/client');
   const deadline = Date.now() + (o.readyTimeoutMs ?? 60_000);
   for (;;) {
     if (exited) throw new Error(exited);
     let conn: Connection | null = null;
     try {
+      // The port first: a gRPC attempt on a closed port puts the address into gRPC's reconnect
+      // backoff (1 s, shared by every channel to it), which would hold up the next attempt too.
+      await portOpen(o.port);
       conn = await Connection.connect({ address, connectTimeout: 1000 });
       await conn.workflowService.describeNamespace({ namespace: o.namespace ?? 'default' });
       break;
@@ -128,7 +145,8 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
         child.kill('SIGKILL');
         throw new Error(`temporal dev server not ready after ${o.readyTimeoutMs ?? 60_000} ms: ${String(e)}`);
       }
-      await new Promise((r) => setTimeout(r, 250));
+      // Often: a restart's open runs wait on this (the frontend listens about 0.1 s after the spawn).
+      await new Promise((r) => setTimeout(r, 50));
     } finally {
       await conn?.close().catch(() => undefined);
     }

@@ -4,9 +4,11 @@
  * and the integration tests run exactly this.
  */
 import type { AddressInfo } from 'node:net';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import type { Client } from '@temporalio/client';
 import type { Worker, WorkflowBundleOption } from '@temporalio/worker';
-import { HeldCalls, instanceIdentity, ProcessLease } from '../activities/lease';
+import { HeldCalls, instanceIdentity, ProcessLease, reportGone } from '../activities/lease';
 import { ModelSteps } from '../activities/modelSteps';
 import { createHandler, metricsHandler } from '../api/app';
 import { answerClientError } from '../api/http/errors';
@@ -37,6 +39,11 @@ export interface SystemOptions {
   tracing?: Tracing | null;
   /** Browser origins of an embedded Temporal Web UI, allowed to call `/codec`. */
   codecOrigins?: string[];
+  /**
+   * A file that names the process's instance queue (`mix2api start`: under `temporal.dataDir`).
+   * A process that finds its predecessor's there ends that one's lease at once (see takeOverFrom).
+   */
+  instanceFile?: string;
   /** This process's metrics; default: a registry of its own (without process metrics). */
   metrics?: Metrics;
 }
@@ -155,12 +162,13 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
   // The API listens first: its address is part of the workers' identity (a peer's way here).
   const identity = instanceIdentity(instanceQueue, apiUrl);
   const wo = { config, native: t.native, deps, tracing, dataConverter: t.dataConverter, identity };
-  if (o.roles.worker) {
-    const workflowBundle = (await o.workflowBundle) ?? (await prepareWorkflowBundle(config, Boolean(tracing), (msg) => logger.warn(msg)));
-    run(await createSharedWorker({ ...wo, workflowBundle }));
-  }
-  run(await createInstanceWorker(wo, instanceQueue));
+  // Both at once: a restart's open runs wait on them.
+  const sharedWorker = async () => createSharedWorker({ ...wo, workflowBundle: (await o.workflowBundle) ?? (await prepareWorkflowBundle(config, Boolean(tracing), (msg) => logger.warn(msg))) });
+  const [shared, instance] = await Promise.all([o.roles.worker ? sharedWorker() : null, createInstanceWorker(wo, instanceQueue)]);
+  if (shared) run(shared);
+  run(instance);
   await lease.start();
+  if (o.instanceFile) takeOverFrom(o.instanceFile, instanceQueue, t.client, config.liveness.renewSeconds * 1000, logger);
 
   const metricsServer = config.metrics.enabled && config.metrics.port ? await listenMetrics(metrics, config.metrics.port, config.metrics.host ?? defaultHost(config)) : null;
 
@@ -183,6 +191,30 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
       await t.close();
     })());
   return { apiUrl, liveTaskQueue, instanceQueue, lease, stop };
+}
+
+/**
+ * A restart's shortcut: the process that ran on this data before, if it no longer renews its
+ * lease (activities/lease `reportGone` checks that, so a live one keeps its work), has its lease
+ * ended now rather than at its lapse, and its open steps and tool calls move here at once. The
+ * embedded default is one process on its own dev server, so its predecessor is the only other
+ * holder there can be. Then the file names this process.
+ */
+function takeOverFrom(file: string, queue: string, client: Client, renewMs: number, logger: Logger): void {
+  let previous: string | null = null;
+  try {
+    previous = readFileSync(file, 'utf8').trim() || null;
+  } catch {
+    // the first start on this data
+  }
+  try {
+    writeFileSync(file, `${queue}\n`);
+  } catch (e) {
+    logger.warn({ err: e }, `cannot write ${file}: the next restart waits for this process's lease to lapse`);
+  }
+  if (previous && previous !== queue) {
+    void reportGone(client, previous, renewMs).then((ended) => ended && logger.info({ queue: previous }, 'the previous process on this data is gone: its open work moves here now'));
+  }
 }
 
 /** `/metrics` alone on a port of its own (a worker has no API port to serve it on). */

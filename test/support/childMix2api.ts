@@ -4,7 +4,7 @@
  * tsx loader (`node --import tsx`), not the `tsx` CLI: that one runs the script in a grandchild,
  * which a SIGKILL of the CLI would leave running.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -32,7 +32,11 @@ export interface ChildMix2api {
   tail(n?: number): string;
 }
 
-export function childMix2api(o: { dir: string; port: number; config: Record<string, unknown>; configName?: string; role?: 'start' | 'api' | 'worker'; env?: Record<string, string> }): ChildMix2api {
+/**
+ * `entry`: `tsx` (default) runs src/cli.ts through tsx; `dist` runs what `npm start` runs,
+ * `node dist/cli.js` (transpiled here first, as its prestart does).
+ */
+export function childMix2api(o: { dir: string; port: number; config: Record<string, unknown>; configName?: string; role?: 'start' | 'api' | 'worker'; env?: Record<string, string>; entry?: 'tsx' | 'dist' }): ChildMix2api {
   const configFile = join(o.dir, o.configName ?? 'mix2api.yaml');
   writeFileSync(configFile, stringify({ ...o.config, server: { ...(o.config.server as object | undefined), port: o.port } }));
   const url = `http://127.0.0.1:${o.port}`;
@@ -71,7 +75,9 @@ export function childMix2api(o: { dir: string; port: number; config: Record<stri
     async start(timeoutMs = 90_000) {
       if (child && child.exitCode === null && child.signalCode === null) throw new Error('the child is running already');
       const n = ++starts;
-      const proc = spawn(process.execPath, ['--import', TSX_LOADER, 'src/cli.ts', o.role ?? 'start'], {
+      if (o.entry === 'dist' && n === 1) execFileSync(process.execPath, ['scripts/transpile.mjs'], { cwd: root });
+      const args = o.entry === 'dist' ? ['--enable-source-maps', 'dist/cli.js'] : ['--import', TSX_LOADER, 'src/cli.ts'];
+      const proc = spawn(process.execPath, [...args, o.role ?? 'start'], {
         cwd: root,
         env: { PATH: process.env.PATH, HOME: process.env.HOME, MIX2API_CONFIG: configFile, ...o.env },
         stdio: ['ignore', 'pipe', 'pipe'],
