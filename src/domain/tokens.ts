@@ -71,11 +71,11 @@ type Rec = Record<string, unknown>;
 const isRec = (v: unknown): v is Rec => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** A bounded map that forgets the entry used longest ago. */
-class Lru {
-  private readonly m = new Map<string, number>();
+export class Lru<V> {
+  private readonly m = new Map<string, V>();
   constructor(private readonly size: number) {}
 
-  get(k: string): number | undefined {
+  get(k: string): V | undefined {
     const v = this.m.get(k);
     if (v !== undefined) {
       this.m.delete(k);
@@ -84,15 +84,18 @@ class Lru {
     return v;
   }
 
-  set(k: string, v: number): void {
+  set(k: string, v: V): void {
     this.m.set(k, v);
     if (this.m.size > this.size) this.m.delete(this.m.keys().next().value!);
   }
 }
 
+/** A memo key for a value's JSON text: the text itself when short, else its SHA-1. */
+const memoKey = (json: string): string => (json.length <= MEMO_KEY_CHARS ? json : createHash('sha1').update(json).digest('base64'));
+
 class EncodingCounter implements TokenCounter {
   private encode?: typeof countTokens;
-  private readonly memo = new Lru(MEMO_SIZE);
+  private readonly memo = new Lru<number>(MEMO_SIZE);
 
   constructor(readonly method: Encoding) {}
 
@@ -102,7 +105,7 @@ class EncodingCounter implements TokenCounter {
     if (typeof v === 'string') return this.text(v);
     const json = JSON.stringify(v);
     if (json === undefined) return 0;
-    const key = json.length <= MEMO_KEY_CHARS ? json : createHash('sha1').update(json).digest('base64');
+    const key = memoKey(json);
     const known = this.memo.get(key);
     if (known !== undefined) return known;
     const n = isRec(v) && typeof v.role === 'string' ? this.message(v) : isRec(v) && (v.type === 'function' || isRec(v.function)) ? this.tool(v) : this.text(json);

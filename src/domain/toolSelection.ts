@@ -7,6 +7,7 @@
  */
 import { estimateTokens } from './contextGuard';
 import { trimDescription, trimSchema } from './schemaTrim';
+import { Lru } from './tokens';
 
 export interface ToolSelectionSettings {
   /** 'rank': offer the most relevant tools within the limits below; 'all': every tool (no selection). */
@@ -131,8 +132,10 @@ export function selectTools(
 }
 
 // --- What is kept per tool -------------------------------------------------------------------
-// Tools are treated as immutable values: what is derived from one is kept with it (a WeakMap, so
-// it goes when the tool does) and steps of a run with the same catalog pay for it once.
+// Tools are treated as immutable values: what is derived from one (its words, its sizes) is kept
+// by its content, so every step of every run with the same catalog pays for it once, although
+// each step's activity has new objects (its input is deserialized). An object seen before finds
+// its entry without serializing again.
 
 interface Doc {
   terms: Map<string, number>;
@@ -147,18 +150,37 @@ interface Sized {
   /** By schema budget. */
   trimmed: Map<number, Trimmed>;
 }
+interface Derived {
+  doc?: Doc;
+  /** By token counter. */
+  sized: WeakMap<(v: unknown) => number, Sized>;
+}
 
-const documents = new WeakMap<ServerTool, Doc>();
-const sizesByCount = new WeakMap<(v: unknown) => number, WeakMap<ServerTool, Sized>>();
+/**
+ * Tools remembered by content (their JSON text is the key: hashing it would cost more than the
+ * map's own hash of the string): two catalogs of MAX_SELECTABLE_TOOLS, a few MB at most.
+ */
+const TOOL_MEMO_SIZE = 2_000;
+const byContent = new Lru<Derived>(TOOL_MEMO_SIZE);
+const byObject = new WeakMap<ServerTool, Derived>();
+
+function derived(t: ServerTool): Derived {
+  let d = byObject.get(t);
+  if (!d) {
+    const key = JSON.stringify(t);
+    d = byContent.get(key);
+    if (!d) byContent.set(key, (d = { sized: new WeakMap() }));
+    byObject.set(t, d);
+  }
+  return d;
+}
 
 /** The sizes of tools, full and trimmed, as `count` estimates them. */
 function sizes(count: (v: unknown) => number) {
-  let byTool = sizesByCount.get(count);
-  if (!byTool) sizesByCount.set(count, (byTool = new WeakMap()));
-  const memo = byTool;
   const sizedOf = (t: ServerTool): Sized => {
-    let sized = memo.get(t);
-    if (!sized) memo.set(t, (sized = { full: count(t), trimmed: new Map() }));
+    const d = derived(t);
+    let sized = d.sized.get(count);
+    if (!sized) d.sized.set(count, (sized = { full: count(t), trimmed: new Map() }));
     return sized;
   };
   return {
@@ -179,7 +201,8 @@ function sizes(count: (v: unknown) => number) {
 
 /** The tool as a bag of words: its name (server included), description, and parameters. */
 function document(t: ServerTool): Doc {
-  let doc = documents.get(t);
+  const d = derived(t);
+  let doc = d.doc;
   if (!doc) {
     const f = t.function;
     const words = [...terms(f.name), ...terms(f.description)];
@@ -193,7 +216,7 @@ function document(t: ServerTool): Doc {
     }
     const bag = new Map<string, number>();
     for (const w of words) bag.set(w, (bag.get(w) ?? 0) + 1);
-    documents.set(t, (doc = { terms: bag, length: words.length }));
+    d.doc = doc = { terms: bag, length: words.length };
   }
   return doc;
 }
