@@ -57,6 +57,7 @@ function cleanDelta(d: (Delta & { role?: string }) | undefined): Delta | null {
   if (typeof d.content === 'string' && d.content !== '') out.content = d.content;
   if (typeof d.reasoning_content === 'string' && d.reasoning_content !== '') out.reasoning_content = d.reasoning_content;
   if (typeof d.refusal === 'string' && d.refusal !== '') out.refusal = d.refusal;
+  if (Array.isArray(d.reasoning_details) && d.reasoning_details.length > 0) out.reasoning_details = d.reasoning_details;
   if (Array.isArray(d.tool_calls) && d.tool_calls.length > 0) out.tool_calls = d.tool_calls;
   return Object.keys(out).length > 0 ? out : null;
 }

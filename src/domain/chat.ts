@@ -9,10 +9,21 @@ export interface ToolCall {
   function: { name: string; arguments: string };
 }
 
+/**
+ * An upstream's opaque reasoning state, carried on the assistant message so the next step (or a
+ * client that returns the message) sends it back in the upstream's own form. The shape is
+ * OpenRouter's `reasoning_details`: `format` names the dialect that made it and alone may read it.
+ */
+export type ReasoningDetail =
+  | { type: 'reasoning.text'; text: string; signature?: string; format: string; index: number }
+  /** `id`: the tool call it belongs to, when it is one call's (Gemini's thought signatures). */
+  | { type: 'reasoning.encrypted'; data: string; format: string; index: number; id?: string };
+
 export interface AssistantMessage {
   role: 'assistant';
   content: string | null;
   reasoning_content?: string;
+  reasoning_details?: ReasoningDetail[];
   tool_calls?: ToolCall[];
   refusal?: string | null;
 }
@@ -40,6 +51,8 @@ export interface ToolCallDelta {
 export interface Delta {
   content?: string;
   reasoning_content?: string;
+  /** Whole entries (a dialect sends each once it is complete, signature included). */
+  reasoning_details?: ReasoningDetail[];
   refusal?: string;
   tool_calls?: ToolCallDelta[];
 }
@@ -64,6 +77,7 @@ export function addUsage(a: Usage | undefined, b: Usage | undefined): Usage | un
 export class MessageAccumulator {
   private content = '';
   private reasoning = '';
+  private readonly details: ReasoningDetail[] = [];
   private refusal = '';
   private sawContent = false;
   private readonly calls = new Map<number, ToolCall>();
@@ -74,6 +88,7 @@ export class MessageAccumulator {
       this.sawContent = true;
     }
     if (typeof d.reasoning_content === 'string') this.reasoning += d.reasoning_content;
+    if (Array.isArray(d.reasoning_details)) this.details.push(...d.reasoning_details);
     if (typeof d.refusal === 'string') this.refusal += d.refusal;
     for (const tc of d.tool_calls ?? []) {
       const cur = this.calls.get(tc.index) ?? { id: '', type: 'function' as const, function: { name: '', arguments: '' } };
@@ -91,6 +106,7 @@ export class MessageAccumulator {
   message(): AssistantMessage {
     const msg: AssistantMessage = { role: 'assistant', content: this.sawContent || this.calls.size === 0 ? this.content : null };
     if (this.reasoning) msg.reasoning_content = this.reasoning;
+    if (this.details.length > 0) msg.reasoning_details = [...this.details];
     if (this.refusal) msg.refusal = this.refusal;
     if (this.calls.size > 0) msg.tool_calls = [...this.calls.entries()].sort((a, b) => a[0] - b[0]).map(([, c]) => c);
     return msg;

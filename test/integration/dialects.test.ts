@@ -9,6 +9,7 @@ import OpenAI from 'openai';
 import type { ChatCompletionChunk } from 'openai/resources/chat/completions';
 import { EVERYTHING, stdioServer } from '../support/mcpServers';
 import type { RecordedRequest, Script } from '../support/scriptedUpstream';
+import { geminiSignature } from '../support/scriptedDialects';
 import { startStack, type Stack } from '../support/stack';
 
 const DIALECTS = [
@@ -158,4 +159,62 @@ test('anthropic-messages: the second step of a tool loop reads the first step’
   const cached = (r.usage as { prompt_tokens_details?: { cached_tokens?: number } }).prompt_tokens_details?.cached_tokens ?? 0;
   expect(cached).toBeGreaterThan(0);
   expect(r.usage!.prompt_tokens).toBeGreaterThan(cached);
+});
+
+describe('anthropic-messages with extended thinking: each step’s signed thinking goes back on the next step', () => {
+  const thinkingThenCall: Script = {
+    steps: [
+      { kind: 'reasoning', text: 'The user wants an echo; I will call the tool.' },
+      { kind: 'toolCalls', calls: [{ name: 'everything__echo', arguments: '{"message":"thinking loop"}' }] },
+    ],
+  };
+  const assistantTurns = (r: RecordedRequest) => ((r.body as { messages: Array<{ role: string; content: unknown }> }).messages ?? []).filter((m) => m.role === 'assistant');
+
+  test('a server-side MCP loop with reasoning_effort answers; the second request starts the tool-use turn with the first step’s thinking block, signature intact', async () => {
+    s.upstream.enqueue(thinkingThenCall, { steps: [{ kind: 'reasoning', text: 'Echoed.' }, { kind: 'text', text: 'Echo done.' }] });
+    const r = await s.openai.chat.completions.create({ model: 'agent-anthropic-messages', messages: user, reasoning_effort: 'low' });
+    expect(r.choices[0]!.message.content).toBe('Echo done.');
+    expect(s.upstream.requests).toHaveLength(2);
+    const [turn] = assistantTurns(s.upstream.requests[1]!);
+    const blocks = turn!.content as Array<{ type: string; thinking?: string; signature?: string }>;
+    expect(blocks[0]).toMatchObject({ type: 'thinking', thinking: 'The user wants an echo; I will call the tool.', signature: expect.stringMatching(/^sig_/) });
+    expect(blocks.map((b) => b.type)).toEqual(['thinking', 'tool_use']);
+    // The last step's thinking comes back to the client, to return with the message.
+    const details = (r.choices[0]!.message as { reasoning_details?: Array<{ type: string; text?: string; signature?: string; format: string }> }).reasoning_details;
+    expect(details).toEqual([expect.objectContaining({ type: 'reasoning.text', text: 'Echoed.', format: 'anthropic-claude-v1', signature: expect.stringMatching(/^sig_/) })]);
+  });
+
+  test('a client tool call across turns: the client returns the message with its reasoning_details and the next turn is accepted; without them, or altered, Anthropic’s 400', async () => {
+    s.upstream.enqueue(
+      { steps: [{ kind: 'reasoning', text: 'Weather needs the client tool.' }, { kind: 'toolCalls', calls: [{ id: 'call_w1', name: 'weather', arguments: '{"city":"Oslo"}' }] }] },
+    );
+    const first = await s.openai.chat.completions.create({ model: 'plain-anthropic-messages', messages: user, tools: [weatherTool], reasoning_effort: 'low' });
+    const msg = first.choices[0]!.message as OpenAI.ChatCompletionMessage & { reasoning_details?: unknown[] };
+    expect(msg.tool_calls).toHaveLength(1);
+    expect(msg.reasoning_details).toHaveLength(1);
+    const next = (assistant: object) => [...user, assistant, { role: 'tool' as const, tool_call_id: msg.tool_calls![0]!.id, content: 'sunny' }] as OpenAI.ChatCompletionMessageParam[];
+
+    s.upstream.enqueue({ steps: [{ kind: 'text', text: 'It is sunny.' }] });
+    const ok = await s.openai.chat.completions.create({ model: 'plain-anthropic-messages', messages: next(msg), tools: [weatherTool], reasoning_effort: 'low' });
+    expect(ok.choices[0]!.message.content).toBe('It is sunny.');
+
+    const { reasoning_details: _dropped, ...bare } = msg;
+    const altered = { ...msg, reasoning_details: [{ ...(msg.reasoning_details![0] as object), text: 'Something else.' }] };
+    for (const assistant of [bare, altered]) {
+      s.upstream.enqueue({ steps: [{ kind: 'text', text: 'unreached' }] });
+      const err = await s.openai.chat.completions.create({ model: 'plain-anthropic-messages', messages: next(assistant), tools: [weatherTool], reasoning_effort: 'low' }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OpenAI.APIError);
+      expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(400);
+      expect((err as Error).message).toMatch(/thinking/);
+    }
+  });
+});
+
+test('gemini: a tool loop sends each function call back with the thought signature Gemini gave it, not the skip placeholder', async () => {
+  s.upstream.enqueue({ steps: [{ kind: 'toolCalls', calls: [{ name: 'everything__echo', arguments: '{"message":"signed call"}' }] }] }, { steps: [{ kind: 'text', text: 'ok' }] });
+  const r = await s.openai.chat.completions.create({ model: 'agent-gemini', messages: user });
+  expect(r.choices[0]!.message.content).toBe('ok');
+  const contents = (s.upstream.requests[1]!.body as { contents: Array<{ role: string; parts: Array<{ functionCall?: { name: string }; thoughtSignature?: string }> }> }).contents;
+  const call = contents.flatMap((c) => c.parts).find((p) => p.functionCall);
+  expect(call?.thoughtSignature).toBe(geminiSignature('everything__echo', '{"message":"signed call"}'));
 });

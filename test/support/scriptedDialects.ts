@@ -103,6 +103,37 @@ function calls(deltas: PlannedDelta[]): Call[] {
   return out;
 }
 
+/**
+ * The signature of a thinking block: bound to its text, as Anthropic's is (opaque to clients; the
+ * API refuses a block whose text or signature was altered).
+ */
+export const anthropicSignature = (thinking: string): string => `sig_${createHash('sha256').update(`scripted thinking\0${thinking}`).digest('base64')}`;
+
+/**
+ * What Anthropic answers (400 invalid_request_error) to a request with thinking on whose tool-use
+ * turns lost their thinking: the last assistant turn with tool calls must start with a thinking
+ * (or redacted_thinking) block, and every thinking block's signature must match its text. Null
+ * when the request is fine.
+ */
+export function anthropicThinkingError(body: Json): string | null {
+  if ((body.thinking as { type?: string } | undefined)?.type !== 'enabled') return null;
+  const messages = (body.messages ?? []) as Array<{ role: string; content: unknown }>;
+  let lastToolTurn = -1;
+  for (const [i, m] of messages.entries()) {
+    if (m.role !== 'assistant' || !Array.isArray(m.content)) continue;
+    const blocks = m.content as Array<{ type: string; thinking?: string; signature?: string }>;
+    for (const [j, b] of blocks.entries()) if (b.type === 'thinking' && b.signature !== anthropicSignature(b.thinking ?? '')) return `messages.${i}.content.${j}: Invalid \`signature\` in \`thinking\` block`;
+    if (blocks.some((b) => b.type === 'tool_use')) lastToolTurn = i;
+  }
+  if (lastToolTurn < 0) return null;
+  const first = (messages[lastToolTurn]!.content as Array<{ type: string }>)[0]!;
+  if (first.type === 'thinking' || first.type === 'redacted_thinking') return null;
+  return `messages.${lastToolTurn}.content.0.type: Expected \`thinking\` or \`redacted_thinking\`, but found \`${first.type}\`. When \`thinking\` is enabled, a final \`assistant\` message must start with a thinking block (preceeding the lastmost set of \`tool_use\` and \`tool_result\` blocks).`;
+}
+
+/** A Gemini 3 thought signature for a function call (opaque; Google wants it back on that call's part). */
+export const geminiSignature = (name: string, args: string): string => createHash('sha256').update(`scripted thought\0${name}\0${args || '{}'}`).digest('base64');
+
 const ANTHROPIC_STOP: Record<string, string> = { tool_calls: 'tool_use', length: 'max_tokens', stop: 'end_turn', content_filter: 'refusal' };
 
 export function renderAnthropic(deltas: PlannedDelta[], o: { model: string; finishReason: string; input: { input: number; read: number; write: number }; output: number }): Frame[] {
@@ -122,8 +153,9 @@ export function renderAnthropic(deltas: PlannedDelta[], o: { model: string; fini
   });
   let block = -1;
   let open: string | null = null;
+  let thinking = '';
   const close = () => {
-    if (open === 'thinking') emit('content_block_delta', { index: block, delta: { type: 'signature_delta', signature: `sig_${hex(16)}` } });
+    if (open === 'thinking') emit('content_block_delta', { index: block, delta: { type: 'signature_delta', signature: anthropicSignature(thinking) } });
     if (open) emit('content_block_stop', { index: block });
     open = null;
   };
@@ -138,7 +170,11 @@ export function renderAnthropic(deltas: PlannedDelta[], o: { model: string; fini
       if (open !== 'text') start('text', { type: 'text', text: '' }, delayMs);
       emit('content_block_delta', { index: block, delta: { type: 'text_delta', text: delta.content } }, open === 'text' ? delayMs : 0);
     } else if (typeof delta.reasoning_content === 'string') {
-      if (open !== 'thinking') start('thinking', { type: 'thinking', thinking: '', signature: '' }, delayMs);
+      if (open !== 'thinking') {
+        start('thinking', { type: 'thinking', thinking: '', signature: '' }, delayMs);
+        thinking = '';
+      }
+      thinking += delta.reasoning_content;
       emit('content_block_delta', { index: block, delta: { type: 'thinking_delta', thinking: delta.reasoning_content } });
     } else {
       for (const tc of delta.tool_calls as Array<{ id?: string; function: { name?: string; arguments?: string } }>) {
@@ -166,7 +202,7 @@ export function renderGemini(deltas: PlannedDelta[], o: { model: string; finishR
   }
   const cs = calls(deltas);
   const last = {
-    candidates: [{ content: { role: 'model', parts: cs.map((c) => ({ functionCall: { name: c.name, args: JSON.parse(c.args || '{}') as Json } })) }, finishReason: GEMINI_FINISH[o.finishReason] ?? 'STOP', index: 0 }],
+    candidates: [{ content: { role: 'model', parts: cs.map((c) => ({ functionCall: { name: c.name, args: JSON.parse(c.args || '{}') as Json }, thoughtSignature: geminiSignature(c.name, c.args) })) }, finishReason: GEMINI_FINISH[o.finishReason] ?? 'STOP', index: 0 }],
     usageMetadata: { promptTokenCount: o.input, candidatesTokenCount: o.output, totalTokenCount: o.input + o.output },
     modelVersion: o.model,
     responseId,

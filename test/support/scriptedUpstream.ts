@@ -8,7 +8,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { errorBodyOf, FAULTS, PromptCache, promptOf, renderAnthropic, renderGemini, renderResponses, streamFailure, tokens, type DialectName, type Frame } from './scriptedDialects';
+import { anthropicThinkingError, errorBodyOf, FAULTS, PromptCache, promptOf, renderAnthropic, renderGemini, renderResponses, streamFailure, tokens, type DialectName, type Frame } from './scriptedDialects';
 
 export type ScriptStep =
   | { kind: 'text'; text: string; chunks?: number; delayMs?: number }
@@ -211,6 +211,8 @@ export async function startScriptedUpstream(opts: { port?: number } = {}): Promi
       return sendJson(res, 400, { error: { message: `Previous response with id '${previous}' not found.`, type: 'invalid_request_error', param: 'previous_response_id', code: 'previous_response_not_found' } });
     }
     if (p.fault && p.fault.fault !== 'streamError' && p.deltas.length === 0) return fail(req, res, p.fault, dialect);
+    const lostThinking = dialect === 'anthropic' ? anthropicThinkingError(body) : null;
+    if (lostThinking) return sendJson(res, 400, errorBodyOf('anthropic', 400, 'invalid_request_error', null, lostThinking));
     let frames: Frame[];
     if (dialect === 'anthropic') {
       const input = script.usage ? { input: script.usage.prompt_tokens, read: 0, write: 0 } : cache.account(body);

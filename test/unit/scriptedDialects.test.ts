@@ -63,6 +63,24 @@ describe('Anthropic SDK reads the scripted Messages stream', () => {
     expect(upstream.requests[0]!.path).toBe('/v1/messages');
   });
 
+  test('with thinking on, the SDK\'s own message goes back whole; the turn without its thinking block, or with the thinking altered, is a 400', async () => {
+    upstream.enqueue(mixed, { steps: [{ kind: 'text', text: 'done' }] });
+    const ask = (extra: Anthropic.MessageParam[]) =>
+      anthropic.messages.stream({ model: 'c', max_tokens: 2000, thinking: { type: 'enabled', budget_tokens: 1024 }, messages: [{ role: 'user', content: 'weather and time?' }, ...extra] }).finalMessage();
+    const m = await ask([]);
+    const results = (content: Anthropic.ContentBlockParam[]): Anthropic.MessageParam[] => [
+      { role: 'assistant', content },
+      { role: 'user', content: m.content.filter((b) => b.type === 'tool_use').map((b) => ({ type: 'tool_result' as const, tool_use_id: (b as Anthropic.ToolUseBlock).id, content: 'ok' })) },
+    ];
+    expect((await ask(results(m.content as Anthropic.ContentBlockParam[]))).content).toMatchObject([{ type: 'text', text: 'done' }]);
+    const thinking = m.content[0] as Anthropic.ThinkingBlock;
+    for (const content of [m.content.slice(1), [{ ...thinking, thinking: 'Something else.' }, ...m.content.slice(1)]] as Anthropic.ContentBlockParam[][]) {
+      const e = (await rejection(ask(results(content)))) as InstanceType<typeof Anthropic.APIError>;
+      expect(e).toBeInstanceOf(Anthropic.BadRequestError);
+      expect(e.message).toMatch(/thinking/);
+    }
+  });
+
   test('a cache breakpoint is written once and read by the next request with the same prefix', async () => {
     const system = [{ type: 'text' as const, text: 'You are terse. '.repeat(50), cache_control: { type: 'ephemeral' as const } }];
     const first = await anthropic.messages.stream({ model: 'c', max_tokens: 10, system, messages: [{ role: 'user', content: 'a' }] }).finalMessage();

@@ -3,7 +3,10 @@
  * developer messages become `system`; tool results become `tool_result` blocks of a user turn
  * (consecutive same-role turns merge, as the API wants them alternating); images become `image`
  * blocks. The stream's `tool_use` blocks become tool-call deltas (index = the call's place among
- * the message's calls; id and name on the first), `thinking` becomes `reasoning_content`.
+ * the message's calls; id and name on the first), `thinking` becomes `reasoning_content`, and each
+ * thinking block, once complete with its signature (or a `redacted_thinking` block), one entry of
+ * the message's `reasoning_details`, sent back as that block at the start of the turn on the next
+ * step (with thinking on, Anthropic refuses a tool-use turn without it).
  *
  * Prompt caching (`cachePrompts`, on by default here): breakpoints on the last tool, the last
  * system block and the last block of the conversation, so the next step of a tool loop, or the
@@ -19,7 +22,7 @@ import type {
   ToolChoice,
 } from '@anthropic-ai/sdk/resources/messages';
 import type { UpstreamConfig } from '../../config/schema';
-import type { ToolCallDelta } from '../../domain/chat';
+import type { ReasoningDetail, ToolCallDelta } from '../../domain/chat';
 import {
   argsObject,
   chunkOf,
@@ -75,6 +78,21 @@ function blocks(content: unknown): ContentBlockParam[] {
   });
 }
 
+/** `reasoning_details[].format` of what this dialect makes (OpenRouter's name for Claude's). */
+export const ANTHROPIC_REASONING_FORMAT = 'anthropic-claude-v1';
+
+function thinkingBlocks(details: unknown): ContentBlockParam[] {
+  if (!Array.isArray(details)) return [];
+  return (details as ReasoningDetail[])
+    .filter((d) => d?.format === ANTHROPIC_REASONING_FORMAT)
+    .sort((a, b) => a.index - b.index)
+    .flatMap((d): ContentBlockParam[] => {
+      if (d.type === 'reasoning.encrypted' && typeof d.data === 'string') return [{ type: 'redacted_thinking', data: d.data }];
+      if (d.type === 'reasoning.text' && typeof d.text === 'string' && typeof d.signature === 'string') return [{ type: 'thinking', thinking: d.text, signature: d.signature }];
+      return [];
+    });
+}
+
 function turns(body: ChatBody): MessageParam[] {
   const out: MessageParam[] = [];
   const push = (role: 'user' | 'assistant', content: ContentBlockParam[]) => {
@@ -90,7 +108,10 @@ function turns(body: ChatBody): MessageParam[] {
     } else if (m.role === 'assistant') {
       // A prefill may not end in white space (the API refuses it).
       const text = m.prefix ? contentText(m.content).trimEnd() : contentText(m.content);
-      const content: ContentBlockParam[] = text ? [{ type: 'text', text }] : [];
+      // The turn's thinking first, as Anthropic returned it (with thinking on, a turn with tool
+      // calls must start so, its signature intact).
+      const content: ContentBlockParam[] = thinkingBlocks(m.reasoning_details);
+      if (text) content.push({ type: 'text', text });
       for (const c of m.tool_calls ?? []) content.push({ type: 'tool_use', id: c.id, name: c.function.name, input: argsObject(c.function.arguments) });
       push('assistant', content);
     } else {
@@ -168,6 +189,9 @@ class AnthropicDecoder implements StreamDecoder {
   private model = '';
   /** Content block index → tool-call index, for `tool_use` blocks; and whether a block streamed arguments. */
   private readonly tools = new Map<number, { index: number; args: boolean }>();
+  /** Content block index → the thinking block so far (sent whole, signed, when it stops). */
+  private readonly thinking = new Map<number, { text: string; signature: string }>();
+  private details = 0;
   private input = { tokens: 0, cacheRead: 0, cacheWrite: 0 };
 
   event(name: string | undefined, data: string): ChatChunk[] {
@@ -188,13 +212,26 @@ class AnthropicDecoder implements StreamDecoder {
           return [chunkOf({ tool_calls: [{ index, id: b.id, type: 'function', function: { name: b.name, arguments: '' } }] })];
         }
         if (b.type === 'text' && b.text) return [chunkOf({ content: b.text })];
-        if (b.type === 'thinking' && b.thinking) return [chunkOf({ reasoning_content: b.thinking })];
+        if (b.type === 'thinking') {
+          this.thinking.set(e.index, { text: b.thinking ?? '', signature: b.signature ?? '' });
+          return b.thinking ? [chunkOf({ reasoning_content: b.thinking })] : [];
+        }
+        if (b.type === 'redacted_thinking') return [chunkOf({ reasoning_details: [{ type: 'reasoning.encrypted', data: b.data, format: ANTHROPIC_REASONING_FORMAT, index: this.details++ }] })];
         return [];
       }
       case 'content_block_delta': {
         const d = e.delta;
         if (d.type === 'text_delta') return d.text ? [chunkOf({ content: d.text })] : [];
-        if (d.type === 'thinking_delta') return d.thinking ? [chunkOf({ reasoning_content: d.thinking })] : [];
+        if (d.type === 'thinking_delta') {
+          const t = this.thinking.get(e.index);
+          if (t) t.text += d.thinking ?? '';
+          return d.thinking ? [chunkOf({ reasoning_content: d.thinking })] : [];
+        }
+        if (d.type === 'signature_delta') {
+          const t = this.thinking.get(e.index);
+          if (t) t.signature += d.signature ?? '';
+          return [];
+        }
         if (d.type === 'input_json_delta') {
           const t = this.tools.get(e.index);
           if (!t || !d.partial_json) return [];
@@ -204,6 +241,11 @@ class AnthropicDecoder implements StreamDecoder {
         return [];
       }
       case 'content_block_stop': {
+        const th = this.thinking.get(e.index);
+        if (th) {
+          this.thinking.delete(e.index);
+          return th.signature ? [chunkOf({ reasoning_details: [{ type: 'reasoning.text', text: th.text, signature: th.signature, format: ANTHROPIC_REASONING_FORMAT, index: this.details++ }] })] : [];
+        }
         // A call without arguments streams none: its arguments are the empty object.
         const t = this.tools.get(e.index);
         if (!t || t.args) return [];

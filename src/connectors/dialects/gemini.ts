@@ -6,11 +6,14 @@
  * tool-call delta with id, name and all its arguments; calls without an id get one here.
  * Thought parts (`thought: true`) become `reasoning_content`.
  *
- * Gemini 3 wants the thought signature of each earlier function call sent back; mix2api keeps no
- * signatures, so replayed calls carry the documented placeholder that skips that check.
+ * Gemini 3 wants the thought signature of each earlier function call sent back: each one streamed
+ * becomes an entry of the message's `reasoning_details` (bound to its call's id) and goes back on
+ * that call's part; a call without one (a client's own message) carries the documented
+ * placeholder that skips the check.
  */
 import { randomBytes } from 'node:crypto';
 import type { Content, GenerateContentResponse, Part } from '@google/genai';
+import type { ReasoningDetail } from '../../domain/chat';
 import {
   argsObject,
   chunkOf,
@@ -28,6 +31,17 @@ import {
   type StreamDecoder,
   type WireFailure,
 } from './dialect';
+
+/** `reasoning_details[].format` of a Gemini thought signature (OpenRouter's name for Google's). */
+export const GEMINI_REASONING_FORMAT = 'google-gemini-v1';
+
+/** Tool call id → the thought signature Gemini gave that call (domain/chat `ReasoningDetail`). */
+function thoughtSignatures(details: unknown): Map<string, string> {
+  const out = new Map<string, string>();
+  if (Array.isArray(details))
+    for (const d of details as ReasoningDetail[]) if (d?.format === GEMINI_REASONING_FORMAT && d.type === 'reasoning.encrypted' && typeof d.id === 'string' && typeof d.data === 'string') out.set(d.id, d.data);
+  return out;
+}
 
 /** Google's placeholder for a function call whose thought signature is not at hand. */
 export const SKIP_THOUGHT_SIGNATURE = 'skip_thought_signature_validator';
@@ -80,11 +94,12 @@ function contents(body: ChatBody): Content[] {
   for (const m of body.messages) {
     if (isInstruction(m)) continue;
     if (m.role === 'assistant') {
+      const signatures = thoughtSignatures(m.reasoning_details);
       const text = contentText(m.content);
       const ps: Part[] = text ? [{ text }] : [];
       for (const c of m.tool_calls ?? []) {
         nameOf.set(c.id, c.function.name);
-        ps.push({ functionCall: { id: c.id, name: c.function.name, args: argsObject(c.function.arguments) }, thoughtSignature: SKIP_THOUGHT_SIGNATURE });
+        ps.push({ functionCall: { id: c.id, name: c.function.name, args: argsObject(c.function.arguments) }, thoughtSignature: signatures.get(c.id) ?? SKIP_THOUGHT_SIGNATURE });
       }
       push('model', ps);
     } else if (m.role === 'tool') {
@@ -160,6 +175,7 @@ class GeminiDecoder implements StreamDecoder {
         const index = this.calls++;
         const id = p.functionCall.id || `call_${randomBytes(12).toString('hex')}`;
         out.push(chunkOf({ tool_calls: [{ index, id, type: 'function', function: { name: p.functionCall.name ?? '', arguments: JSON.stringify(p.functionCall.args ?? {}) } }] }));
+        if (p.thoughtSignature) out.push(chunkOf({ reasoning_details: [{ type: 'reasoning.encrypted', data: p.thoughtSignature, format: GEMINI_REASONING_FORMAT, index, id }] }));
       } else if (typeof p.text === 'string' && p.text !== '') {
         out.push(chunkOf(p.thought ? { reasoning_content: p.text } : { content: p.text }));
       }

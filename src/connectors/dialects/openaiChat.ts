@@ -23,11 +23,21 @@ class ChatDecoder implements StreamDecoder {
   }
 }
 
+/**
+ * Another dialect's reasoning state (domain/chat `ReasoningDetail`) is not this upstream's to
+ * read, and OpenAI refuses a message field it does not know.
+ */
+function withoutReasoningDetails<M extends object>(m: M): M {
+  if (!('reasoning_details' in m)) return m;
+  const { reasoning_details: _dropped, ...rest } = m as M & { reasoning_details?: unknown };
+  return rest as M;
+}
+
 export const openaiChat: Dialect = {
   request: (body, cfg) => ({
     path: '/chat/completions',
     headers: { ...(cfg.apiKey ? { authorization: `Bearer ${cfg.apiKey}` } : {}) },
-    body: { ...body, stream: true, stream_options: { include_usage: true } },
+    body: { ...body, messages: body.messages.map(withoutReasoningDetails), stream: true, stream_options: { include_usage: true } },
   }),
   decoder: () => new ChatDecoder(),
   failure: errorBody,
