@@ -17,7 +17,7 @@
  * complete (`[DONE]`); for restart also ready → first new byte. Every answer is checked (each
  * event once, the text whole, each tool effect once). Run: `npm run bench:recovery`.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
@@ -115,9 +115,6 @@ async function waitFor(what: string, check: () => boolean, ms = 30_000): Promise
     await sleep(10);
   }
 }
-
-const childPids = (pid: number) =>
-  readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
 
 interface Row {
   moved: number[];
@@ -223,10 +220,7 @@ async function main(): Promise<void> {
       const label = `r${k}-${++n}`;
       const { reader, first } = await startRun(solo.url, label);
       await waitFor('10 chunks', () => reader.chunks >= 10);
-      const pids = [solo.pid!, ...childPids(solo.pid!)];
-      const killedAt = Date.now();
-      for (const p of pids.slice(1)) process.kill(p, 'SIGKILL');
-      await solo.kill();
+      const killedAt = await solo.kill({ withChildren: true });
       await first;
       const readyAt = await solo.start(120_000);
       await resume(solo.url, reader);

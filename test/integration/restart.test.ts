@@ -6,7 +6,7 @@
  * process runs, not when the old lease would lapse (set to 60 s here, so only the take-over can
  * move it in time). The reconnecting client gets every event once and the whole answer.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { childMix2api, type ChildMix2api } from '../support/childMix2api';
@@ -18,7 +18,6 @@ jest.setTimeout(120_000);
 
 const LABEL = /restart run (\S+)/;
 const text = (label: string) => Array.from({ length: 60 }, (_, k) => `${label}:${k} `).join('');
-const childPids = (pid: number) => readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
 
 let dir: string;
 let upstream: ScriptedUpstream;
@@ -63,9 +62,7 @@ test('kill -9 of `mix2api start` and its dev server mid-stream: started again, i
   while (log.ids.length < 10 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
   expect(log.ids.length).toBeGreaterThanOrEqual(10);
 
-  const killedAt = Date.now();
-  for (const p of childPids(solo.pid!)) process.kill(p, 'SIGKILL');
-  await solo.kill();
+  const killedAt = await solo.kill({ withChildren: true });
   expect(await first).toBe('cut');
   const readyAt = await solo.start();
   await resume(log, 60_000, solo.url);

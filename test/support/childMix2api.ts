@@ -5,7 +5,7 @@
  * which a SIGKILL of the CLI would leave running.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { stringify } from 'yaml';
@@ -22,8 +22,11 @@ export interface ChildMix2api {
   readonly pid: number | undefined;
   /** Spawns the child and resolves with `Date.now()` once `GET /readyz` answers 200. */
   start(timeoutMs?: number): Promise<number>;
-  /** SIGKILL, and wait for the exit. Resolves with `Date.now()` at the kill. */
-  kill(): Promise<number>;
+  /**
+   * SIGKILL, and wait for the exit. Resolves with `Date.now()` at the kill. `withChildren`: its
+   * child processes too (an embedded dev server), first, as a crash of the whole takes them.
+   */
+  kill(o?: { withChildren?: boolean }): Promise<number>;
   /** SIGTERM (a clean shutdown), and wait for the exit; resolves with the exit code. */
   terminate(): Promise<number | null>;
   /** Sends a signal (SIGSTOP / SIGCONT: a hung process) to the running child, if any. */
@@ -36,6 +39,9 @@ export interface ChildMix2api {
  * `entry`: `tsx` (default) runs src/cli.ts through tsx; `dist` runs what `npm start` runs,
  * `node dist/cli.js` (transpiled here first, as its prestart does).
  */
+const childPids = (pid: number): number[] =>
+  readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+
 export function childMix2api(o: { dir: string; port: number; config: Record<string, unknown>; configName?: string; role?: 'start' | 'api' | 'worker'; env?: Record<string, string>; entry?: 'tsx' | 'dist' }): ChildMix2api {
   const configFile = join(o.dir, o.configName ?? 'mix2api.yaml');
   writeFileSync(configFile, stringify({ ...o.config, server: { ...(o.config.server as object | undefined), port: o.port } }));
@@ -103,9 +109,10 @@ export function childMix2api(o: { dir: string; port: number; config: Record<stri
         await sleep(100);
       }
     },
-    async kill() {
+    async kill(k = {}) {
       const at = Date.now();
       if (child && child.exitCode === null && child.signalCode === null) {
+        if (k.withChildren && child.pid) for (const pid of childPids(child.pid)) process.kill(pid, 'SIGKILL');
         child.kill('SIGKILL');
         await exited;
       }
