@@ -13,6 +13,7 @@ import { ModelSteps } from '../activities/modelSteps';
 import { createHandler, metricsHandler } from '../api/app';
 import { answerClientError } from '../api/http/errors';
 import { KeyLimiter } from '../api/http/limits';
+import { AnsweredRuns } from '../api/engine/implicitKey';
 import { ModelRouter } from '../api/engine/routing';
 import type { Config } from '../config/load';
 import { LiveHub } from '../connectors/liveHub';
@@ -124,6 +125,7 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
       liveTaskQueue,
       prestart: { start: (call) => steps.prestart(call), cancel: (runId) => steps.cancelPrestart(runId) },
       limiter: new KeyLimiter(config, t.client),
+      answered: new AnsweredRuns(),
       router: new ModelRouter(config, config.passthroughModels ? (upstreams.get(config.upstreams[0]!.name) ?? null) : null),
       temporalUp: () => health!.isUp,
       readiness: async () => {

@@ -7,6 +7,7 @@
  * repeat after a completed run gets that run's answer without another upstream call.
  */
 import { EVERYTHING, stdioServer } from '../support/mcpServers';
+import { sseEvents } from '../support/sse';
 import { startStack, type Stack } from '../support/stack';
 
 let s: Stack;
@@ -108,4 +109,29 @@ test('two identical requests at once share one run', async () => {
   const [a, b] = await Promise.all([post('at once'), post('at once')]);
   expect(a.headers.get('x-run-id')).toBe(b.headers.get('x-run-id'));
   expect(s.upstream.requests.length).toBe(1);
+});
+
+test('the same body sent again the moment a stream’s answer arrives (an eval loop) is a new run each time, not a join of the one still closing', async () => {
+  s.upstream.reset();
+  // The window is short (the answer's end comes live, a moment before the run closes), so each
+  // of two bodies goes round six times, each request sent before the last one's [DONE].
+  for (const content of ['again and again', 'once more']) {
+    const body = JSON.stringify({ model: 'agent', stream: true, messages: [{ role: 'user', content }] });
+    const runs: string[] = [];
+    const answers: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      s.upstream.enqueue({ steps: [{ kind: 'text', text: `answer ${i}` }] });
+      const res = await fetch(`${s.apiUrl}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      runs.push(res.headers.get('x-run-id')!);
+      let text = '';
+      for await (const e of sseEvents(res)) {
+        const chunk = JSON.parse(e.data) as { choices: Array<{ delta: { content?: string }; finish_reason: string | null }> };
+        text += chunk.choices[0]?.delta.content ?? '';
+        if (chunk.choices[0]?.finish_reason) break;
+      }
+      answers.push(text);
+    }
+    expect(new Set(runs).size).toBe(6);
+    expect(answers).toEqual([0, 1, 2, 3, 4, 5].map((i) => `answer ${i}`));
+  }
 });

@@ -6,7 +6,8 @@
  * Such a request is keyed by its API key and a canonical hash of its body, in windows of
  * `idempotency.implicitSeconds`. Its run ids form a short chain per window: the newest run of
  * the current or the previous window decides what a new request gets.
- * - running: the request joins it;
+ * - running: the request joins it, unless this process has already relayed its answer to a
+ *   stream (see AnsweredRuns): then it counts as completed;
  * - completed within the window: a new run (a regenerate gets a fresh answer, and runs its tools
  *   anew), or, with `idempotency.replayCompleted`, the completed run's answer (a gateway's retry
  *   after a lost response; a deliberate repeat within the window gets the same answer too);
@@ -39,6 +40,27 @@ export function canonicalJson(v: unknown): string {
   return JSON.stringify(v) ?? 'null';
 }
 
+/** Runs kept as answered per process: a run closes within moments of its answer, so few are needed. */
+const ANSWERED_KEPT = 4096;
+
+/**
+ * Runs whose answer (their `end` event) this process has relayed to a stream. A stream's end
+ * comes live from the model step, a moment before the workflow records it and closes; a client
+ * that sends the same body again at once (an eval loop, a quick regenerate) would otherwise find
+ * the run still running and join it, getting the same answer again. A request that lands on
+ * another API instance in that moment still can (the README names the window).
+ */
+export class AnsweredRuns {
+  private readonly ids = new Set<string>();
+  add(runId: string): void {
+    this.ids.add(runId);
+    if (this.ids.size > ANSWERED_KEPT) this.ids.delete(this.ids.values().next().value!);
+  }
+  has(runId: string): boolean {
+    return this.ids.has(runId);
+  }
+}
+
 export interface ImplicitRun {
   runId: string;
   /** The run may already exist (joined), so its log is read first. */
@@ -55,7 +77,7 @@ async function describe(client: Client, id: string): Promise<WorkflowExecutionDe
   }
 }
 
-export async function implicitRun(client: Client, keyName: string, body: unknown, o: { windowSeconds: number; replayCompleted: boolean; taskQueue: string }, now = Date.now()): Promise<ImplicitRun | null> {
+export async function implicitRun(client: Client, keyName: string, body: unknown, o: { windowSeconds: number; replayCompleted: boolean; taskQueue: string; answered?: AnsweredRuns }, now = Date.now()): Promise<ImplicitRun | null> {
   const digest = createHash('sha256').update(canonicalJson(body)).digest('hex');
   const windowMs = o.windowSeconds * 1000;
   const bucket = Math.floor(now / windowMs);
@@ -74,9 +96,10 @@ export async function implicitRun(client: Client, keyName: string, body: unknown
   }
   const next = free < MAX_CHAIN ? idOf(bucket, free) : null;
   if (!latest) return { runId: next!, existing: false };
-  const status = latest.d.status.name;
+  const answered = latest.d.status.name === 'RUNNING' && o.answered?.has(latest.id) === true;
+  const status = answered ? 'COMPLETED' : latest.d.status.name;
   if (status === 'RUNNING') return { runId: latest.id, existing: true };
-  const recent = (latest.d.closeTime?.getTime() ?? 0) >= now - windowMs;
+  const recent = answered || (latest.d.closeTime?.getTime() ?? 0) >= now - windowMs;
   if (status === 'COMPLETED' && recent && o.replayCompleted) return { runId: latest.id, existing: true };
   if (!next) return null;
   if (!recent || status === 'COMPLETED') return { runId: next, existing: false };

@@ -16,7 +16,7 @@ import { STATE_QUERY, type CallModelInput, type ChatCompletionInput, type RunBud
 import { firstStepRequest } from '../../domain/stepRequest';
 import { resolveTools } from './tools';
 import { ApiError, badRequest } from '../http/errors';
-import { implicitRun } from './implicitKey';
+import { implicitRun, type AnsweredRuns } from './implicitKey';
 import { queryRun } from '../http/query';
 import { relayRun, relaySettings } from '../http/relay';
 import { runIdFor, sessionIdOf, sessionWorkflowId, startRun } from './startRun';
@@ -33,6 +33,8 @@ export interface CompletionDeps {
   liveTaskQueue: string;
   router: ModelRouter;
   limiter: KeyLimiter;
+  /** Runs whose answer this process has streamed (for the implicit idempotency key). */
+  answered: AnsweredRuns;
   metrics: Metrics;
   /**
    * Starts a run's first model call in this process while the run itself is being started, so
@@ -116,7 +118,7 @@ export async function launchRun(d: CompletionDeps, req: Request, res: Response, 
   const sessionId = sessionIdOf(req.header('x-session-id'), body.metadata);
   // A gateway's retry of a tool-running request finds the earlier run (see implicitKey).
   const { implicitSeconds, replayCompleted } = d.config.idempotency;
-  const implicit = explicitKey === undefined && sessionId === null && tools.servers.length > 0 && implicitSeconds > 0 ? await implicitRun(d.client, keyName, raw, { windowSeconds: implicitSeconds, replayCompleted, taskQueue: d.config.temporal.taskQueue }) : null;
+  const implicit = explicitKey === undefined && sessionId === null && tools.servers.length > 0 && implicitSeconds > 0 ? await implicitRun(d.client, keyName, raw, { windowSeconds: implicitSeconds, replayCompleted, taskQueue: d.config.temporal.taskQueue, answered: d.answered }) : null;
   if (implicit) runId = implicit.runId;
   const { model: _m, stream, stream_options: _o, tools: _t, metadata, ...rest } = body;
   // `session_id` is for mix2api; other metadata goes upstream as sent.
@@ -181,13 +183,17 @@ export async function launchRun(d: CompletionDeps, req: Request, res: Response, 
       if (!res.writableFinished) void handle.cancel().catch(() => undefined);
     });
   }
-  return { runId, events: endingLease(events, d.limiter, keyName, runId), result };
+  return { runId, events: endingLease(events, d, keyName, runId), result };
 }
 
-/** A run's events that end its lease with its last one; a client that leaves before it leaves that to the ledger's sweep. */
-export async function* endingLease(events: AsyncGenerator<RunEvent>, limiter: KeyLimiter, keyName: string, runId: string): AsyncGenerator<RunEvent> {
+/**
+ * A run's events that end its lease with its last one (a client that leaves before it leaves
+ * that to the ledger's sweep) and mark it answered at its `end`.
+ */
+export async function* endingLease(events: AsyncGenerator<RunEvent>, d: Pick<CompletionDeps, 'limiter' | 'answered'>, keyName: string, runId: string): AsyncGenerator<RunEvent> {
   for await (const e of events) {
-    if (e.t === 'end' || e.t === 'error') limiter.ended(keyName, runId);
+    if (e.t === 'end') d.answered.add(runId);
+    if (e.t === 'end' || e.t === 'error') d.limiter.ended(keyName, runId);
     yield e;
   }
 }

@@ -60,7 +60,7 @@ async function continueAfterApproval(d: CompletionDeps, req: Request, res: Respo
   const ctx: ResponseContext = { id: responseIdOf(ref.hex, segment), hex: ref.hex, segment, created: Math.floor(Date.now() / 1000), model: state.model, request: r };
   res.setHeader('X-Run-Id', ref.runId);
   // This request follows the run to its end: the run's lease ends with it, as a first request's would.
-  await answer(res, endingLease(runEvents(d, res, ref.runId), d.limiter, keyName, ref.runId), ctx, r.stream === true, pacingOf(d));
+  await answer(res, endingLease(runEvents(d, res, ref.runId), d, keyName, ref.runId), ctx, r.stream === true, pacingOf(d));
 }
 
 export function createResponsesHandler(d: CompletionDeps) {
