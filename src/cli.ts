@@ -43,19 +43,20 @@ async function checkConfig(file?: string): Promise<void> {
   log(`config OK (${cfg.source ?? 'no file; defaults and environment'}): ${cfg.upstreams.length} upstream(s), ${cfg.models.length} model(s)${cfg.demo ? ', demo mode' : ''}`);
 }
 
-function onShutdown(stop: () => Promise<void>): void {
+/** Stops on SIGINT and SIGTERM (a second one forces the exit); the returned function stops too, with an exit code of its own. */
+function onShutdown(stop: () => Promise<void>): (why: string, code: number) => void {
   let stopping = false;
-  const handler = (sig: string) => {
+  const handler = (why: string, code = 0) => {
     if (stopping) {
       log('forced exit');
       process.exit(1);
     }
     stopping = true;
-    log(`${sig}: shutting down…`);
+    log(`${why}: shutting down…`);
     stop().then(
       () => {
         logger?.flush();
-        process.exit(0);
+        process.exit(code);
       },
       (e: unknown) => {
         console.error(e);
@@ -65,6 +66,7 @@ function onShutdown(stop: () => Promise<void>): void {
   };
   process.on('SIGINT', () => handler('SIGINT'));
   process.on('SIGTERM', () => handler('SIGTERM'));
+  return handler;
 }
 
 async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
@@ -102,7 +104,7 @@ async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
     // What the span processor still holds goes out before the process does.
     await tracing?.shutdown().catch(() => undefined);
   };
-  onShutdown(stopAll);
+  const shutdown = onShutdown(stopAll);
   try {
     // Bundled (or read from the bundle cache) while the dev server starts.
     const workflowBundle = role !== 'api' ? prepareWorkflowBundle(config, Boolean(tracing), (msg) => logger?.warn(msg)) : undefined;
@@ -136,6 +138,8 @@ async function run(role: 'start' | 'api' | 'worker'): Promise<void> {
       tracing,
       codecOrigins: dev?.uiUrl ? [dev.uiUrl, dev.uiUrl.replace('localhost', '127.0.0.1')] : [],
       metrics: new Metrics({ models: config.models.map((m) => m.id), enabled: config.metrics.enabled, temporalUrl: temporalMetrics && `http://${temporalMetrics}/metrics`, processMetrics: true }),
+      // Half a process (an API whose runs no worker takes) helps nobody: stop, so a supervisor restarts it.
+      onWorkerStopped: () => shutdown('a Temporal worker stopped', 1),
     });
     if (system.apiUrl) {
       log(`API:         ${system.apiUrl}/v1   (POST /v1/chat/completions, GET /v1/models, /healthz, /readyz, /metrics)`);

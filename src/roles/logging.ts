@@ -33,6 +33,11 @@ export function installLogger(levelOrOptions: 'WARN' | 'ERROR' | RuntimeOptions 
   try {
     Runtime.install({
       logger,
+      // mix2api owns its signals (cli `onShutdown`: the API closes, then the workers drain and
+      // hand back their steps). The SDK's default would also shut the workers down on SIGUSR2
+      // (Node's --heapsnapshot-signal, nodemon's restart) and SIGQUIT, leaving an API that
+      // takes requests no worker runs.
+      shutdownSignals: [],
       ...(o.metricsBind ? { telemetryOptions: { metrics: { prometheus: { bindAddress: o.metricsBind, countersTotalSuffix: true, unitSuffix: true, useSecondsForDurations: true } } } } : {}),
     });
   } catch {

@@ -47,6 +47,12 @@ export interface SystemOptions {
   instanceFile?: string;
   /** This process's metrics; default: a registry of its own (without process metrics). */
   metrics?: Metrics;
+  /**
+   * A worker of this process stopped (failed, or shut down by something other than `stop`):
+   * the process takes no new work it could run (`/readyz` says so). `mix2api` then stops and
+   * exits non-zero, so a supervisor starts it again; default: only the log line and readiness.
+   */
+  onWorkerStopped?: (error: unknown) => void;
 }
 
 export interface RunningSystem {
@@ -96,17 +102,19 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
   const deps = { steps, live, pool, metrics, logger, heldCalls, lease: { lease, client: t.client, checkSteps } };
   const tracing = o.tracing ?? null;
   const workers: Worker[] = [];
+  let stopped: Promise<void> | null = null;
   const running: Promise<void>[] = [];
   const states = new Map<Worker, boolean>();
   const run = (w: Worker) => {
     workers.push(w);
     states.set(w, true);
-    running.push(
-      w.run().catch((e: unknown) => {
-        states.set(w, false);
-        logger.error({ err: e }, 'worker stopped');
-      }),
-    );
+    const ended = (e: unknown) => {
+      states.set(w, false);
+      if (stopped) return;
+      logger.error({ err: e }, 'a Temporal worker of this process stopped; it runs no more workflows or activities');
+      o.onWorkerStopped?.(e);
+    };
+    running.push(w.run().then(() => ended(new Error(`the worker of task queue ${w.options.taskQueue} shut down`)), ended));
   };
   let server: Server | null = null;
   let apiUrl: string | null = null;
@@ -174,7 +182,6 @@ export async function startSystem(o: SystemOptions): Promise<RunningSystem> {
 
   const metricsServer = config.metrics.enabled && config.metrics.port ? await listenMetrics(metrics, config.metrics.port, config.metrics.host ?? defaultHost(config)) : null;
 
-  let stopped: Promise<void> | null = null;
   const stop = () =>
     (stopped ??= (async () => {
       health?.stop();
