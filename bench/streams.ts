@@ -13,7 +13,7 @@
  * `STREAM_MIX_CONFIG='{"stream":{"heartbeatSeconds":5}}'` adds to mix2api's config.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,6 +41,9 @@ interface Level {
   errors: string[];
   /** mix2api only: the highest RSS growth per open stream while the level was at its peak. */
   rssPerStreamKb: number;
+  /** mix2api only: growth per open stream of its V8 heap in use, and of memory outside the heap (external and array buffers), at the level's peak. */
+  heapPerStreamKb: number;
+  externalPerStreamKb: number;
   peakOpen: number;
   cpu: Record<string, number>;
 }
@@ -95,6 +98,29 @@ function oneStream(url: string, onOpen: (d: 1 | -1) => void): Promise<Sample> {
   });
 }
 
+/** The heap figures of mix2api's own process metrics (`/metrics`), in KB. */
+async function heapKb(metricsUrl: string): Promise<{ heap: number; external: number }> {
+  const text = await (await fetch(metricsUrl)).text();
+  const v = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN) / 1024;
+  return { heap: v('nodejs_heap_size_used_bytes'), external: v('nodejs_external_memory_bytes') };
+}
+
+/** With STREAM_HEAP_SNAPSHOTS set, a V8 heap snapshot of mix2api (see main): the file it wrote. */
+async function heapSnapshot(pid: number, dir: string): Promise<string> {
+  const before = new Set(readdirSync(dir));
+  process.kill(pid, 'SIGUSR2');
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 500));
+    const file = readdirSync(dir).find((f) => f.endsWith('.heapsnapshot') && !before.has(f));
+    // The file is complete when its size stops changing.
+    if (file) {
+      const size = statSync(join(dir, file)).size;
+      await new Promise((r) => setTimeout(r, 1000));
+      if (statSync(join(dir, file)).size === size && size > 0) return join(dir, file);
+    }
+  }
+}
+
 const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
 /** CPU seconds (user + system) of a process so far. */
 function cpuSeconds(pid: number): number {
@@ -108,17 +134,44 @@ const childPids = (pid: number) =>
     .filter(Boolean)
     .map(Number);
 
-async function runLevel(url: string, n: number, procs: Record<string, number>, measured: number | null): Promise<Level> {
-  const level: Level = { samples: [], errors: [], rssPerStreamKb: NaN, peakOpen: 0, cpu: {} };
+interface Measured {
+  pid: number;
+  metricsUrl: string;
+  snapshots?: string;
+}
+
+async function runLevel(url: string, n: number, procs: Record<string, number>, measured: Measured | null): Promise<Level> {
+  const level: Level = { samples: [], errors: [], rssPerStreamKb: NaN, heapPerStreamKb: NaN, externalPerStreamKb: NaN, peakOpen: 0, cpu: {} };
   let open = 0;
-  const base = measured ? rssKb(measured) : NaN;
+  if (measured?.snapshots) console.log(`n=${n}: heap snapshot before the level: ${await heapSnapshot(measured.pid, measured.snapshots)}`);
+  const base = measured ? rssKb(measured.pid) : NaN;
+  const heapBase = measured ? await heapKb(measured.metricsUrl) : null;
+  let heapRead: Promise<void> | null = null;
+  let heapOpen = 0;
+  let snapshotTaken = false;
   const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSeconds(pid)]));
   const t0 = performance.now();
   const sampler = setInterval(() => {
     level.peakOpen = Math.max(level.peakOpen, open);
     if (measured && open >= 0.9 * n) {
-      const per = (rssKb(measured) - base) / open;
+      const per = (rssKb(measured.pid) - base) / open;
       if (!(per <= level.rssPerStreamKb)) level.rssPerStreamKb = per;
+      if (!heapRead && open > heapOpen) {
+        const at = open;
+        heapRead = heapKb(measured.metricsUrl)
+          .then((h) => {
+            heapOpen = at;
+            level.heapPerStreamKb = (h.heap - heapBase!.heap) / at;
+            level.externalPerStreamKb = (h.external - heapBase!.external) / at;
+          })
+          .catch(() => undefined)
+          .finally(() => (heapRead = null));
+      }
+      if (measured.snapshots && !snapshotTaken && open >= 0.98 * n) {
+        snapshotTaken = true;
+        const at = open;
+        void heapSnapshot(measured.pid, measured.snapshots).then((f) => console.log(`n=${n}: heap snapshot with ${at} streams open: ${f} (compare: npx tsx bench/heapDiff.ts <before> ${f} ${at})`));
+      }
     }
   }, 250);
   const all: Promise<void>[] = [];
@@ -182,6 +235,10 @@ async function main(): Promise<void> {
   const watchdog = setTimeout(() => (console.error('bench watchdog fired; exiting'), process.exit(1)), 30 * 60_000);
   watchdog.unref();
   const dir = mkdtempSync(join(tmpdir(), 'mix2api-streams-'));
+  // Heap snapshots of mix2api at each level's start and peak (each pauses it for seconds: a diagnosis, not a measurement).
+  const snapshots = process.env.STREAM_HEAP_SNAPSHOTS ? join(dir, 'snapshots') : undefined;
+  if (snapshots) mkdirSync(snapshots);
+  const childOptions = [process.env.STREAM_CHILD_OPTIONS, snapshots && `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${snapshots}`].filter(Boolean).join(' ');
   const upstreamProc = spawn(process.execPath, ['--import', 'tsx', join(__dirname, 'upstreamProcess.ts'), String(DELTAS), String(DELAY_MS)], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
   const [temporalPort, uiPort, apiPort, metricsPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const serverMetrics = `http://127.0.0.1:${metricsPort}/metrics`;
@@ -197,7 +254,7 @@ async function main(): Promise<void> {
       server: { limits: { requestsPerMinute: 0, concurrentRuns: 0, openStreams: 0 } },
       ...(process.env.STREAM_MIX_CONFIG ? (JSON.parse(process.env.STREAM_MIX_CONFIG) as Record<string, unknown>) : {}),
     },
-    ...(process.env.STREAM_CHILD_OPTIONS ? { env: { NODE_OPTIONS: process.env.STREAM_CHILD_OPTIONS } } : {}),
+    ...(childOptions ? { env: { NODE_OPTIONS: childOptions } } : {}),
   });
   try {
     await mix.start(120_000);
@@ -212,7 +269,7 @@ async function main(): Promise<void> {
     for (const n of LEVELS) {
       const d = await runLevel(targets.direct, n, procs, null);
       const before = await serverCounters(serverMetrics);
-      const m = await runLevel(targets.mix2api, n, procs, mixPid);
+      const m = await runLevel(targets.mix2api, n, procs, { pid: mixPid, metricsUrl: `${mix.url}/metrics`, ...(snapshots ? { snapshots } : {}) });
       const after = await serverCounters(serverMetrics);
       const streamMinutes = m.samples.reduce((t, x) => t + x.total, 0) / 60_000;
       const runIds = m.samples.map((s) => s.runId).filter((id): id is string => id !== null);
@@ -236,21 +293,25 @@ async function main(): Promise<void> {
         `${(gap(m) / DELAY_MS).toFixed(2)}x`,
         `${(tot(d) / 1000).toFixed(2)}/${(tot(m) / 1000).toFixed(2)}`,
         `${(tot(m) / tot(d)).toFixed(3)}x`,
-        f(m.rssPerStreamKb),
+        `${f(m.rssPerStreamKb)} (${f(m.heapPerStreamKb)}/${f(m.externalPerStreamKb)})`,
         hist.length ? `${Math.min(...hist)}-${Math.max(...hist)}` : '-',
         ((after.heartbeats - before.heartbeats) / streamMinutes).toFixed(2),
         ((after.writes - before.writes) / Math.max(1, m.samples.length)).toFixed(1),
       ]);
     }
     printAligned(
-      ['streams', 'errors d/m', 'TTFT d p50/p99', 'TTFT m p50/p99', 'TTFT p99 m-d', 'max gap p99 d/m', 'gap/pacing', 'total p50 d/m s', 'total ratio', 'RSS KB/stream', 'history events', 'heartbeats/stream/min', 'writes/run'],
+      ['streams', 'errors d/m', 'TTFT d p50/p99', 'TTFT m p50/p99', 'TTFT p99 m-d', 'max gap p99 d/m', 'gap/pacing', 'total p50 d/m s', 'total ratio', 'RSS KB/stream (heap/ext)', 'history events', 'heartbeats/stream/min', 'writes/run'],
       rows,
       `d = direct (upstream process), m = mix2api (\`mix2api start\`); ms unless noted; gap = longest pause between two chunks of a stream; pacing ${DELAY_MS} ms`,
     );
   } finally {
     await mix.terminate().catch(() => undefined);
     upstreamProc.kill('SIGTERM');
-    rmSync(dir, { recursive: true, force: true });
+    // Snapshots stay for bench/heapDiff.ts; everything else goes.
+    if (snapshots) {
+      for (const f of readdirSync(dir)) if (f !== 'snapshots') rmSync(join(dir, f), { recursive: true, force: true });
+      console.log(`heap snapshots kept in ${snapshots}`);
+    } else rmSync(dir, { recursive: true, force: true });
   }
 }
 
