@@ -109,7 +109,7 @@ async function heapKb(metricsUrl: string): Promise<{ heap: number; external: num
 async function heapSnapshot(pid: number, dir: string): Promise<string> {
   const before = new Set(readdirSync(dir));
   process.kill(pid, 'SIGUSR2');
-  for (;;) {
+  for (const deadline = Date.now() + 180_000; Date.now() < deadline; ) {
     await new Promise((r) => setTimeout(r, 500));
     const file = readdirSync(dir).find((f) => f.endsWith('.heapsnapshot') && !before.has(f));
     // The file is complete when its size stops changing.
@@ -119,6 +119,7 @@ async function heapSnapshot(pid: number, dir: string): Promise<string> {
       if (statSync(join(dir, file)).size === size && size > 0) return join(dir, file);
     }
   }
+  throw new Error(`no heap snapshot from process ${pid} in ${dir} within 180 s (was it started with --heapsnapshot-signal=SIGUSR2?)`);
 }
 
 const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
@@ -170,7 +171,7 @@ async function runLevel(url: string, n: number, procs: Record<string, number>, m
       if (measured.snapshots && !snapshotTaken && open >= 0.98 * n) {
         snapshotTaken = true;
         const at = open;
-        void heapSnapshot(measured.pid, measured.snapshots).then((f) => console.log(`n=${n}: heap snapshot with ${at} streams open: ${f} (compare: npx tsx bench/heapDiff.ts <before> ${f} ${at})`));
+        void heapSnapshot(measured.pid, measured.snapshots).then((f) => console.log(`n=${n}: heap snapshot with ${at} streams open: ${f} (compare: npx tsx bench/heapDiff.ts <before> ${f} ${at})`), (e: unknown) => console.error(`n=${n}: ${String(e)}`));
       }
     }
   }, 250);
